@@ -1,0 +1,37 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck demo bench soak clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=25.1"
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e . --group dev
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy --strict relay
+
+test: install lint typecheck
+	$(BIN)/pytest -q
+
+demo: install
+	$(BIN)/relay demo --duration $${DURATION:-30}
+
+bench: install
+	$(BIN)/python -m bench.run
+
+soak: install
+	$(BIN)/pytest -q tests/faults --soak
+
+clean:
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,493 @@
+"""The `relay` command: parse, call the library, print. Tables for people, `--json` for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from relay.config import Config, ConfigError
+from relay.events import Event, format_ts, parse_ts
+from relay.store import EventFilter, Store
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+CONFIG_OPTION = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=lambda: os.environ.get("RELAY_CONFIG", "relay.yaml"),
+    show_default="$RELAY_CONFIG or relay.yaml",
+    help="Configuration file.",
+)
+
+
+def _load(config_path: Path) -> Config:
+    from relay.daemon import load_all
+
+    try:
+        config, _ = load_all(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err_console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+    return config
+
+
+def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
+    from relay.daemon import open_configured_store
+
+    async def run() -> T:
+        store = open_configured_store(config)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()
+
+
+def _parse_when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_ts(value)
+    except ValueError:
+        raise click.BadParameter(f"expected an ISO 8601 time like 2026-11-20T09:00:00Z, got {value!r}") from None
+
+
+def event_json(event: Event, *, with_payload: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "eventId": event.event_id,
+        "channel": event.channel,
+        "source": event.source,
+        "tenantId": event.tenant_id,
+        "entityKey": event.entity_key,
+        "version": event.version,
+        "occurredAt": format_ts(event.occurred_at),
+        "receivedAt": format_ts(event.received_at),
+    }
+    if with_payload:
+        out["payload"] = orjson.loads(event.payload)
+        if event.original is not None:
+            out["original"] = event.original.decode("utf-8", "replace")
+            out["originalType"] = event.original_type
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="erp-relay")
+def main() -> None:
+    """erp-relay: ERP business events to signed webhooks, durably and in order."""
+
+
+@main.command()
+@CONFIG_OPTION
+def serve(config_path: Path) -> None:
+    """Run the relay daemon until SIGTERM."""
+    from relay.daemon import load_all, run_serve
+    from relay.logs import configure_logging
+
+    try:
+        config, _ = load_all(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err_console.print(f"error {problem}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+    configure_logging(config.logging.level, config.logging.format)
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        code = asyncio.run(run_serve(config_path))
+    else:  # pragma: no cover - optional extra
+        code = uvloop.run(run_serve(config_path))
+    raise SystemExit(code)
+
+
+@main.command("check-config")
+@CONFIG_OPTION
+def check_config(config_path: Path) -> None:
+    """Validate the configuration: one line per problem (exit 1), or a summary (exit 0)."""
+    from relay.daemon import load_all
+
+    try:
+        config, specs = load_all(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"{config_path}: {problem}")
+        raise SystemExit(1) from None
+    kinds = ", ".join(f"{s.name} ({s.kind})" for s in config.sources) or "none"
+    click.echo(f"{config_path}: ok")
+    click.echo(f"  store: {config.store.url.split('@')[-1]}")
+    click.echo(f"  listen: {config.server.listen}")
+    click.echo(f"  channels: {len(specs.channels)} from {len(config.spec_paths)} AsyncAPI document(s)")
+    click.echo(f"  sources: {kinds}")
+    click.echo(f"  subscribers: {', '.join(s.name for s in config.subscribers) or 'none'}")
+
+
+# ------------------------------------------------------------------------------------------- events
+
+
+@main.group()
+def events() -> None:
+    """Inspect stored events."""
+
+
+@events.command("list")
+@CONFIG_OPTION
+@click.option("--channel")
+@click.option("--source")
+@click.option("--key", "entity_key", help="Entity key (e.g. a customer number).")
+@click.option("--since", help="Received at or after (ISO 8601).")
+@click.option("--until", help="Received before (ISO 8601).")
+@click.option("--limit", type=click.IntRange(1, 10_000_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one array).")
+def events_list(
+    config_path: Path,
+    channel: str | None,
+    source: str | None,
+    entity_key: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List events in arrival order."""
+    config = _load(config_path)
+    flt = EventFilter(
+        channel=channel,
+        source=source,
+        entity_key=entity_key,
+        since=_parse_when(since),
+        until=_parse_when(until),
+        limit=limit,
+    )
+    found = _with_store(config, lambda store: store.list_events(flt))
+    if as_json:
+        _print_json([event_json(e, with_payload=False) for e in found])
+        return
+    table = Table("event id", "channel", "source", "key", "version", "received")
+    for e in found:
+        table.add_row(e.event_id, e.channel, e.source, e.entity_key or "", e.version or "", format_ts(e.received_at))
+    console.print(table)
+    console.print(f"{len(found)} event(s)")
+
+
+@events.command("show")
+@CONFIG_OPTION
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True)
+def events_show(config_path: Path, event_id: str, as_json: bool) -> None:
+    """Show one event with its payload."""
+    config = _load(config_path)
+    found = _with_store(config, lambda store: store.get_event(event_id))
+    if found is None:
+        err_console.print(f"no event {event_id!r}")
+        raise SystemExit(1)
+    data = event_json(found)
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        if key in ("payload", "original"):
+            continue
+        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+    console.print_json(orjson.dumps(data["payload"]).decode())
+    if "original" in data:
+        console.print(f"[bold]original ({data['originalType']})[/bold]:")
+        console.print(data["original"], highlight=False, markup=False)
+
+
+# ------------------------------------------------------------------------------------------- quarantine
+
+
+@main.group()
+def quarantine() -> None:
+    """Inspect refused input kept for inspection."""
+
+
+@quarantine.command("list")
+@CONFIG_OPTION
+@click.option("--source")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def quarantine_list(config_path: Path, source: str | None, limit: int, as_json: bool) -> None:
+    """Newest quarantined inputs first."""
+    config = _load(config_path)
+    rows = _with_store(config, lambda store: store.list_quarantine(source=source, limit=limit))
+    if as_json:
+        _print_json(
+            [
+                {
+                    "id": r.id,
+                    "receivedAt": r.received_at,
+                    "source": r.source,
+                    "channel": r.channel,
+                    "reason": r.reason,
+                    "details": r.details,
+                    "size": r.size,
+                }
+                for r in rows
+            ]
+        )
+        return
+    table = Table("id", "received", "source", "channel", "reason", "bytes")
+    for r in rows:
+        table.add_row(str(r.id), r.received_at, r.source, r.channel or "", r.reason[:80], str(r.size))
+    console.print(table)
+
+
+@quarantine.command("show")
+@CONFIG_OPTION
+@click.argument("quarantine_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def quarantine_show(config_path: Path, quarantine_id: int, as_json: bool) -> None:
+    """One quarantined input with its reason and body."""
+    config = _load(config_path)
+    row = _with_store(config, lambda store: store.get_quarantine(quarantine_id))
+    if row is None:
+        err_console.print(f"no quarantine entry {quarantine_id}")
+        raise SystemExit(1)
+    body = (row.body or b"").decode("utf-8", "replace")
+    data = {
+        "id": row.id,
+        "receivedAt": row.received_at,
+        "source": row.source,
+        "channel": row.channel,
+        "reason": row.reason,
+        "details": row.details,
+        "contentType": row.content_type,
+        "body": body,
+    }
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("id", "receivedAt", "source", "channel", "contentType", "reason"):
+        console.print(f"[bold]{key}[/bold]: {data[key]}", highlight=False, markup=False)
+    for d in row.details:
+        console.print(f"  {d.get('path')}: {d.get('message')}", highlight=False, markup=False)
+    console.print(body, highlight=False, markup=False)
+
+
+# ------------------------------------------------------------------------------------------- deliveries
+
+
+def _router(config: Config) -> Any:
+    from relay.ingest.pipeline import Router
+
+    return Router(config.subscribers)
+
+
+@main.group()
+def deliveries() -> None:
+    """Inspect deliveries and their attempts."""
+
+
+@deliveries.command("list")
+@CONFIG_OPTION
+@click.option("--event-id")
+@click.option("--subscriber")
+@click.option("--state", type=click.Choice(["pending", "delivered", "dead", "stale", "superseded"]))
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def deliveries_list(
+    config_path: Path, event_id: str | None, subscriber: str | None, state: str | None, limit: int, as_json: bool
+) -> None:
+    """Newest deliveries first."""
+    from relay.http.admin import delivery_json
+    from relay.store.base import DeliveryFilter
+
+    config = _load(config_path)
+    flt = DeliveryFilter(event_id=event_id, subscriber=subscriber, state=state, limit=limit)
+    rows = _with_store(config, lambda store: store.list_deliveries(flt))
+    _print_deliveries([delivery_json(d) for d in rows], as_json)
+
+
+def _print_deliveries(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "event id", "subscriber", "state", "attempts", "replay", "last error")
+    for d in rows:
+        table.add_row(
+            str(d["id"]), d["eventId"], d["subscriber"], d["state"], str(d["attempts"]),
+            "yes" if d["replay"] else "", (d["lastError"] or "")[:60],
+        )
+    console.print(table)
+    console.print(f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
+
+
+@main.command("replay")
+@CONFIG_OPTION
+@click.option("--subscriber", help="Only this subscriber (default: every matching one).")
+@click.option("--channel")
+@click.option("--since", help="Events received at or after (ISO 8601).")
+@click.option("--until", help="Events received before (ISO 8601).")
+@click.option("--event-id")
+@click.option("--key", "entity_key", help="Entity key.")
+@click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
+@click.option("--json", "as_json", is_flag=True)
+def replay_cmd(
+    config_path: Path,
+    subscriber: str | None,
+    channel: str | None,
+    since: str | None,
+    until: str | None,
+    event_id: str | None,
+    entity_key: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Deliver stored events again (new deliveries flagged `relay-replay: true`)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from relay.deliver.replay import replay
+
+    config = _load(config_path)
+    if subscriber is not None and config.subscriber(subscriber) is None:
+        err_console.print(f"no subscriber named {subscriber!r} in {config_path}")
+        raise SystemExit(1)
+    flt = EventFilter(channel=channel, entity_key=entity_key, since=_parse_when(since), until=_parse_when(until))
+    progress = Progress(
+        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err_console, disable=as_json or dry_run or not err_console.is_terminal,
+    )
+    task = progress.add_task("replay", total=None)
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with progress:
+        result = _with_store(
+            config,
+            lambda store: replay(
+                store, _router(config), flt, event_id=event_id, subscriber=subscriber,
+                dry_run=dry_run, on_progress=on_progress,
+            ),
+        )
+    if as_json:
+        _print_json({"events": result.events_matched, "deliveries": result.deliveries, "dryRun": dry_run})
+    elif dry_run:
+        click.echo(f"dry run: {result.events_matched} event(s) match; {result.deliveries} deliveries would be created")
+    else:
+        click.echo(f"{result.deliveries} replay deliveries created for {result.events_matched} event(s)")
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: deliveries that ran out of retries."""
+
+
+@dlq.command("list")
+@CONFIG_OPTION
+@click.option("--subscriber")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(config_path: Path, subscriber: str | None, limit: int, as_json: bool) -> None:
+    """Dead deliveries with their last reason."""
+    from relay.http.admin import delivery_json
+    from relay.store.base import DeliveryFilter
+
+    config = _load(config_path)
+    flt = DeliveryFilter(subscriber=subscriber, state="dead", limit=limit)
+    rows = _with_store(config, lambda store: store.list_deliveries(flt))
+    _print_deliveries([delivery_json(d) for d in rows], as_json)
+
+
+@dlq.command("redrive")
+@CONFIG_OPTION
+@click.option("--subscriber")
+@click.option("--channel")
+@click.option("--event-id")
+@click.option("--key", "entity_key")
+@click.option("--since")
+@click.option("--until")
+def dlq_redrive(
+    config_path: Path, subscriber: str | None, channel: str | None, event_id: str | None,
+    entity_key: str | None, since: str | None, until: str | None,
+) -> None:
+    """Make matching dead deliveries pending again, due now (a running relay picks them up within 1 s)."""
+    from relay.store.base import DeliveryFilter
+
+    config = _load(config_path)
+    flt = DeliveryFilter(
+        subscriber=subscriber, channel=channel, event_id=event_id, entity_key=entity_key,
+        since=_parse_when(since), until=_parse_when(until),
+    )
+    count = _with_store(config, lambda store: store.redrive(flt))
+    click.echo(f"{count} dead deliver{'y' if count == 1 else 'ies'} redriven")
+
+
+@main.group()
+def subscribers() -> None:
+    """Subscriber health, and re-enabling after a 410."""
+
+
+@subscribers.command("list")
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def subscribers_list(config_path: Path, as_json: bool) -> None:
+    """Pending and dead counts, circuit state, last success, disabled flag."""
+    from relay.http.admin import subscriber_json
+
+    config = _load(config_path)
+    states = _with_store(config, lambda store: store.subscriber_states())
+    rows = [subscriber_json(s.name, s.url, states.get(s.name)) for s in config.subscribers]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("name", "url", "pending", "dead", "circuit", "last success", "disabled")
+    for r in rows:
+        table.add_row(
+            r["name"], r["url"], str(r["pending"]), str(r["dead"]), r["circuit"], r["lastSuccessAt"] or "",
+            (r["disabledReason"] or "yes") if r["disabled"] else "",
+        )
+    console.print(table)
+
+
+@subscribers.command("enable")
+@CONFIG_OPTION
+@click.argument("name")
+def subscribers_enable(config_path: Path, name: str) -> None:
+    """Re-enable a subscriber that answered 410 Gone."""
+    config = _load(config_path)
+    if config.subscriber(name) is None:
+        err_console.print(f"no subscriber named {name!r} in {config_path}")
+        raise SystemExit(1)
+    _with_store(config, lambda store: store.set_subscriber_disabled(name, False, None))
+    click.echo(f"{name} enabled")
+
+
+@main.command()
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl-C).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"),
+              show_default=True)
+def demo(duration: float | None, state_dir: Path) -> None:
+    """Run the relay with simulated sources and two local subscribers that verify signatures."""
+    from relay.demo import run_demo
+    from relay.logs import configure_logging
+
+    configure_logging("warning", "console")
+    raise SystemExit(asyncio.run(run_demo(duration, state_dir)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,589 @@
+"""Configuration: pydantic models of the YAML file, `${ENV}` interpolation, `*_file` secrets, overrides.
+
+Loading order: read YAML → interpolate `${VAR}` / `${VAR:-default}` in every string → replace each
+`<secret>_file` key by the file's content → apply `RELAY_SECTION__KEY=value` environment overrides →
+validate with the models below (unknown keys are errors that name the key).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "SubscriberConfig",
+    "load_config",
+    "parse_duration",
+]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Parse `500ms`, `5s`, `30m`, `2h`, `3d` or a number of seconds into seconds.
+
+    Raises:
+        ValueError: for anything else, including negative numbers.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 500ms, 5s, 30m, 2h or 3d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_S[match.group(2)]
+    raise ValueError(f"expected a duration like 500ms, 5s, 30m, 2h or 3d, got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
+    if not host:
+        raise ValueError("expected host:port with a host, e.g. 0.0.0.0:8080")
+    return value
+
+
+def _check_whsec(value: str) -> str:
+    # Imported here: the signing module is optional for config parsing tools and holds the format rules.
+    from relay.deliver.signing import parse_secret
+
+    parse_secret(value)
+    return value
+
+
+WebhookSecret = Annotated[str, AfterValidator(_check_whsec)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# ---------------------------------------------------------------------------------------- store, server
+
+
+class StoreConfig(_Model):
+    url: str = "sqlite:///relay.db"
+    retention_s: Duration = Field(default=30 * 86400.0, alias="retention")
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    batch_max: int = Field(default=512, ge=1, le=10000)
+    busy_timeout_s: Duration = Field(default=5.0, alias="busy_timeout")
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> StoreConfig:
+        if not self.url.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("store.url must start with sqlite:// or postgresql://")
+        return self
+
+
+class ServerConfig(_Model):
+    listen: Annotated[str, AfterValidator(_check_listen)] = "127.0.0.1:8080"
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    drain_grace_s: Duration = Field(default=10.0, alias="drain_grace")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class AdminConfig(_Model):
+    tokens: list[str] = Field(default_factory=list)
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class DeliveryConfig(_Model):
+    """Dispatcher-wide settings; per-subscriber ones live on the subscriber."""
+
+    lease_s: Duration = Field(default=60.0, alias="lease")
+    poll_interval_s: Duration = Field(default=0.5, alias="poll_interval")
+    grace_s: Duration = Field(default=10.0, alias="grace")
+    max_concurrency: int = Field(default=256, ge=1)
+    retry_after_cap_s: Duration = Field(default=3600.0, alias="retry_after_cap")
+
+
+# ---------------------------------------------------------------------------------------- source auth
+
+
+class BasicAuth(_Model):
+    type: Literal["basic"]
+    username: str
+    password: str
+
+
+class BearerAuth(_Model):
+    type: Literal["bearer"]
+    tokens: list[str] = Field(default_factory=list)
+    token: str | None = None
+
+    @model_validator(mode="after")
+    def _some_token(self) -> BearerAuth:
+        if not self.tokens and not self.token:
+            raise ValueError("bearer auth needs `tokens` (or `token`)")
+        return self
+
+    @property
+    def all_tokens(self) -> list[str]:
+        return [*self.tokens, *([self.token] if self.token else [])]
+
+
+class ApiKeyAuth(_Model):
+    type: Literal["api-key"]
+    header: str = "X-API-Key"
+    keys: list[str] = Field(min_length=1)
+
+
+class StandardWebhooksAuth(_Model):
+    type: Literal["standard-webhooks"]
+    secrets: list[WebhookSecret] = Field(default_factory=list)
+    secret: WebhookSecret | None = None
+    tolerance_s: Duration = Field(default=300.0, alias="tolerance")
+
+    @model_validator(mode="after")
+    def _some_secret(self) -> StandardWebhooksAuth:
+        if not self.secrets and not self.secret:
+            raise ValueError("standard-webhooks auth needs `secret` (or `secrets`)")
+        return self
+
+    @property
+    def all_secrets(self) -> list[str]:
+        return [*self.secrets, *([self.secret] if self.secret else [])]
+
+
+class NoAuth(_Model):
+    type: Literal["none"]
+
+
+InboundAuth = Annotated[
+    BasicAuth | BearerAuth | ApiKeyAuth | StandardWebhooksAuth | NoAuth, Field(discriminator="type")
+]
+
+
+class OAuth2ClientCredentials(_Model):
+    type: Literal["oauth2-client-credentials"]
+    token_url: str
+    client_id: str
+    client_secret: str
+    scope: str | None = None
+
+
+class OutboundBearer(_Model):
+    type: Literal["bearer"]
+    token: str
+
+
+class ConnectedAppAuth(_Model):
+    """Sage X3 GraphQL connected application: the relay signs its own HS256 JWT."""
+
+    type: Literal["connected-app"]
+    client_id: str
+    client_secret: str
+    user: str
+    audience: str = ""
+    token_ttl_s: Duration = Field(default=300.0, alias="token_ttl")
+
+
+OutboundAuth = Annotated[
+    BasicAuth | OAuth2ClientCredentials | OutboundBearer | ConnectedAppAuth | NoAuth,
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------------------------------- sources
+
+
+class _SourceBase(_Model):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class JsonPushSource(_SourceBase):
+    kind: Literal["json-push"]
+    auth: InboundAuth
+    channels: list[str] | None = None  # None: every channel of the loaded specs
+
+
+class IonImsSource(_SourceBase):
+    kind: Literal["ion-ims"]
+    auth: InboundAuth
+    tenant_id: str | None = None
+    accepted_documents: list[str] | None = None  # None: every mapped document name
+    mappings: dict[str, Any] = Field(default_factory=dict)
+
+
+class _PollBase(_Model):
+    channel: str
+    every_s: Duration = Field(default=60.0, alias="every")
+    cron: str | None = None
+    jitter: float = Field(default=0.1, ge=0, le=1)
+    reconcile_every_s: Duration | None = Field(default=None, alias="reconcile_every")
+    mapping: dict[str, Any] = Field(default_factory=dict)
+
+
+class X3Resource(_PollBase):
+    class_: str = Field(alias="class")
+    representation: str | None = None
+    key: str | None = None
+    updated_field: str = "UPDDATTIM"
+    page_size: int = Field(default=100, ge=1, le=10000)
+
+
+class X3Source(_SourceBase):
+    kind: Literal["x3"]
+    base_url: str
+    folder: str
+    api: Literal["rest", "graphql"] = "rest"
+    folder_header: str | None = None
+    auth: OutboundAuth
+    timeout_s: Duration = Field(default=30.0, alias="timeout")
+    resources: list[X3Resource] = Field(min_length=1)
+
+
+class SxeFeed(_PollBase):
+    feed: str
+    record_limit: int = Field(default=500, ge=1)
+
+
+class SxeSource(_SourceBase):
+    kind: Literal["sxe"]
+    ionapi_file: str
+    company_number: int = 1
+    operator_init: str = "api"
+    operator_password: str = ""
+    timeout_s: Duration = Field(default=30.0, alias="timeout")
+    feeds: list[SxeFeed] = Field(min_length=1)
+
+
+class HttpJsonResource(_PollBase):
+    url: str
+    records_path: str = ""
+    key: str
+    updated_field: str | None = None
+    updated_param: str | None = None
+    cursor_param: str | None = None
+    cursor_path: str | None = None
+    next_link_path: str | None = None
+
+
+class HttpJsonSource(_SourceBase):
+    kind: Literal["http-json"]
+    auth: OutboundAuth = Field(default_factory=lambda: NoAuth(type="none"))
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: Duration = Field(default=30.0, alias="timeout")
+    resources: list[HttpJsonResource] = Field(min_length=1)
+
+
+SourceConfig = Annotated[
+    JsonPushSource | IonImsSource | X3Source | SxeSource | HttpJsonSource, Field(discriminator="kind")
+]
+
+
+# ---------------------------------------------------------------------------------------- subscribers
+
+_DEFAULT_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+
+
+class RetryConfig(_Model):
+    schedule_s: list[Duration] = Field(default_factory=lambda: list(_DEFAULT_SCHEDULE), alias="schedule")
+    max_age_s: Duration = Field(default=3 * 86400.0, alias="max_age")
+
+
+class CircuitConfig(_Model):
+    failure_threshold: int = Field(default=5, ge=1)
+    cooldown_s: Duration = Field(default=30.0, alias="cooldown")
+
+
+FilterValue = str | int | float | bool | None
+
+
+class SubscriberConfig(_Model):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    url: str
+    secrets: list[WebhookSecret] = Field(min_length=1)
+    channels: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    filter: dict[str, FilterValue | list[FilterValue]] = Field(default_factory=dict)
+    format: Literal["json", "xml"] = "json"
+    ordering: Literal["per-key", "none"] = "none"
+    deliver_stale: bool = False
+    collapse: bool = False
+    max_in_flight: int = Field(default=16, ge=1, le=1024)
+    rate_limit: float | None = Field(default=None, gt=0)
+    timeout_s: Duration = Field(default=15.0, alias="timeout")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    headers: dict[str, str] = Field(default_factory=dict)
+    allow_private_network: bool = False
+
+    @model_validator(mode="after")
+    def _url_allowed(self) -> SubscriberConfig:
+        from relay.deliver.guard import url_refusal
+
+        reason = url_refusal(self.url, allow_private_network=self.allow_private_network)
+        if reason:
+            raise ValueError(f"url refused: {reason} (set allow_private_network: true to allow)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------- root
+
+
+class Config(_Model):
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    specs: list[str] = Field(default_factory=list)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    subscribers: list[SubscriberConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        for what, names in (
+            ("source", [s.name for s in self.sources]),
+            ("subscriber", [s.name for s in self.subscribers]),
+        ):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{what} name {name!r} is used twice")
+                seen.add(name)
+        return self
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    def subscriber(self, name: str) -> SubscriberConfig | None:
+        return next((s for s in self.subscribers if s.name == name), None)
+
+    @property
+    def spec_paths(self) -> list[Path]:
+        """The AsyncAPI documents to load: the configured ones, else the shipped ones."""
+        if self.specs:
+            return [Path(p) for p in self.specs]
+        from relay.spec import builtin_spec_paths
+
+        return builtin_spec_paths()
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Keys whose `<key>_file` variant is replaced by the file's content; plural ones take one value a line.
+_SECRET_KEYS = {"password", "client_secret", "secret", "token", "api_key"}
+_SECRET_LIST_KEYS = {"tokens", "secrets", "keys"}
+_ENV_PREFIX = "RELAY_"
+_ENV_IGNORED = {"RELAY_CONFIG"}
+
+
+def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+    if isinstance(node, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_RE.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, env, _join(path, k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    return node
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _read_secret_file(name: str, base_dir: Path, env: Mapping[str, str]) -> str:
+    path = Path(name)
+    if not path.is_absolute():
+        creds = env.get("CREDENTIALS_DIRECTORY")
+        # systemd LoadCredential= puts secrets here; a bare name means "the credential of that name".
+        if creds and (Path(creds) / path).is_file():
+            path = Path(creds) / path
+        else:
+            path = base_dir / path
+    return path.read_text(encoding="utf-8")
+
+
+def _resolve_files(
+    node: Any, base_dir: Path, env: Mapping[str, str], path: str, problems: list[str]
+) -> Any:
+    if isinstance(node, list):
+        return [_resolve_files(v, base_dir, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        key_path = _join(path, key)
+        stem = key[:-5] if isinstance(key, str) and key.endswith("_file") else None
+        if stem in _SECRET_KEYS or stem in _SECRET_LIST_KEYS:
+            assert stem is not None
+            if stem in node:
+                problems.append(f"{key_path}: give either {stem} or {key}, not both")
+                continue
+            if not isinstance(value, str):
+                problems.append(f"{key_path}: expected a file path")
+                continue
+            try:
+                text = _read_secret_file(value, base_dir, env)
+            except OSError as exc:
+                problems.append(f"{key_path}: cannot read secret file: {exc.strerror or exc}")
+                continue
+            if stem in _SECRET_LIST_KEYS:
+                out[stem] = [line.strip() for line in text.splitlines() if line.strip()]
+            else:
+                out[stem] = text.strip()
+        else:
+            out[key] = _resolve_files(value, base_dir, env, key_path, problems)
+    return out
+
+
+def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    for name, raw in sorted(env.items()):
+        if not name.startswith(_ENV_PREFIX) or name in _ENV_IGNORED or "__" not in name:
+            continue
+        parts = [p.lower() for p in name[len(_ENV_PREFIX) :].split("__")]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    problems.append(f"{name}: no list item {part!r} to override")
+                    break
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                problems.append(f"{name}: cannot override inside a scalar")
+                break
+
+
+def _format_loc(loc: tuple[int | str, ...], data: Any) -> str:
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            item = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            out += f"[{name}]" if isinstance(name, str) else f"[{part}]"
+            node = item
+        elif isinstance(node, dict) and part not in node and part in (node.get("kind"), node.get("type")):
+            continue  # the discriminator tag pydantic inserts into a union member's location
+        else:
+            out = _join(out, part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "<root>"
+
+
+def _iter_problems(exc: ValidationError, data: Any) -> Iterator[str]:
+    for err in exc.errors(include_url=False):
+        where = _format_loc(tuple(err["loc"]), data)
+        if err["type"] == "extra_forbidden":
+            yield f"{where}: unknown key"
+        elif err["type"] == "missing":
+            yield f"{where}: required key is missing"
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            yield f"{where}: {msg}"
+
+
+def config_from_mapping(
+    raw: Any, *, base_dir: Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Build a Config from already-parsed YAML data (interpolation, files and overrides applied).
+
+    Raises:
+        ConfigError: with one line per problem.
+    """
+    env = os.environ if env is None else env
+    base_dir = base_dir or Path.cwd()
+    problems: list[str] = []
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["<root>: the configuration must be a mapping of sections"])
+    data = _interpolate(raw, env, "", problems)
+    data = _resolve_files(data, base_dir, env, "", problems)
+    _apply_env_overrides(data, env, problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(list(_iter_problems(exc, data))) from None
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML configuration file.
+
+    Raises:
+        ConfigError: the file cannot be read, is not YAML, or does not validate (one line per problem).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{where}: {problem}"]) from None
+    return config_from_mapping(raw, base_dir=path.parent.resolve(), env=env)

@@ -1,0 +1,400 @@
+"""The delivery engine: claims due deliveries with a lease, sends signed POSTs, applies the retry policy.
+
+Isolation between subscribers: each has its own in-flight budget, rate limit and circuit breaker, and
+claims are made per subscriber, so one that is down or slow only ever holds its own slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from relay import metrics
+from relay.config import Config, SubscriberConfig
+from relay.deliver.guard import GuardedResolver, url_refusal
+from relay.deliver.retry import AttemptOutcome, CircuitBreaker, TokenBucket, decide, describe
+from relay.deliver.signing import parse_secret, signature_header
+from relay.runtime import Runtime
+from relay.store import ClaimedDelivery, ClaimRequest, Completion, Store, StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["Dispatcher"]
+
+RESPONSE_EXCERPT_BYTES = 1024
+USER_AGENT = "erp-relay (+https://github.com/erp-relay/erp-relay)"
+
+
+@lru_cache(maxsize=256)
+def _keys(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    return tuple(parse_secret(s) for s in secrets)
+
+
+@dataclass(eq=False)
+class _SubscriberRuntime:
+    """In-memory state of one subscriber in this process."""
+
+    config: SubscriberConfig
+    breaker: CircuitBreaker
+    bucket: TokenBucket | None
+    in_flight: int = 0
+    disabled: bool = False
+    last_circuit_state: str = "closed"
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    """Runs inside `relay serve`; one per process. `wake()` after new deliveries are committed."""
+
+    def __init__(self, runtime: Runtime, *, owner: str | None = None) -> None:
+        self.runtime = runtime
+        self.owner = owner or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self._subs: dict[str, _SubscriberRuntime] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._state_task: asyncio.Task[None] | None = None
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._completions: list[Completion] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._apply_subscribers(runtime.config)
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    def _apply_subscribers(self, config: Config) -> None:
+        fresh: dict[str, _SubscriberRuntime] = {}
+        for sub in config.subscribers:
+            old = self._subs.get(sub.name)
+            breaker = (
+                old.breaker
+                if old is not None and old.config.circuit == sub.circuit
+                else CircuitBreaker(sub.circuit.failure_threshold, sub.circuit.cooldown_s)
+            )
+            bucket = TokenBucket(sub.rate_limit) if sub.rate_limit else None
+            state = _SubscriberRuntime(sub, breaker, bucket)
+            if old is not None:
+                state.in_flight = old.in_flight
+                state.disabled = old.disabled
+                state.last_circuit_state = old.last_circuit_state
+            fresh[sub.name] = state
+        self._subs = fresh
+
+    def _allow_private_for_host(self, host: str) -> bool:
+        # A host may reach private addresses only if every subscriber using it allows that: connections
+        # are pooled per host, so a looser subscriber must not open the way for a stricter one.
+        using = [s.config for s in self._subs.values() if URL(s.config.url).host == host]
+        return bool(using) and all(s.allow_private_network for s in using)
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(self._allow_private_for_host),
+            limit=self.runtime.config.delivery.max_concurrency,
+            limit_per_host=0,
+            ttl_dns_cache=10,
+            enable_cleanup_closed=True,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": USER_AGENT},
+            auto_decompress=False,
+            raise_for_status=False,
+        )
+        await self._load_subscriber_states()
+        add_listener = getattr(self.store, "add_commit_listener", None)
+        if add_listener is not None:
+            add_listener(self.wake)
+        self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
+        self._state_task = asyncio.create_task(self._refresh_states_forever(), name="dispatcher-states")
+        log.info("dispatcher started", owner=self.owner, subscribers=len(self._subs))
+
+    def reconfigure(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._apply_subscribers(runtime.config)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def enable(self, name: str) -> None:
+        """Resume a subscriber that a 410 disabled (the store was already updated)."""
+        sub = self._subs.get(name)
+        if sub is not None:
+            sub.disabled = False
+            self.wake()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming, let attempts in flight finish within `grace_s`, release the rest's leases."""
+        self._stopping = True
+        self.wake()
+        for task in (self._loop_task, self._state_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._attempts:
+            _, pending = await asyncio.wait(set(self._attempts), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+                log.warning("attempts cut off at shutdown", count=len(pending))
+        with contextlib.suppress(StoreUnavailable):
+            await self._flush_completions()
+            released = await self.store.release_leases(self.owner)
+            log.info("dispatcher stopped", leases_released=released)
+        if self._session is not None:
+            await self._session.close()
+
+    # ------------------------------------------------------------------------------------ claiming
+
+    async def _load_subscriber_states(self) -> None:
+        try:
+            states = await self.store.subscriber_states()
+        except StoreUnavailable:
+            return
+        for name, sub in self._subs.items():
+            st = states.get(name)
+            sub.disabled = bool(st and st.disabled)
+        for name, sub in self._subs.items():
+            metrics.DELIVERIES_PENDING.labels(name).set(states[name].pending if name in states else 0)
+            metrics.DEAD_LETTERS.labels(name).set(states[name].dead if name in states else 0)
+            metrics.CIRCUIT_OPEN.labels(name).set(1 if sub.breaker.state == "open" else 0)
+
+    async def _refresh_states_forever(self) -> None:
+        # Picks up `relay subscribers enable` from another process, and keeps the gauges current.
+        while True:
+            await asyncio.sleep(1.0)
+            before = {n: s.disabled for n, s in self._subs.items()}
+            await self._load_subscriber_states()
+            if any(before.get(n) and not s.disabled for n, s in self._subs.items()):
+                self.wake()
+
+    def _claim_requests(self, now: datetime) -> list[ClaimRequest]:
+        requests = []
+        mono = time.monotonic()
+        lease_s = self.runtime.config.delivery.lease_s
+        for name, sub in self._subs.items():
+            if sub.disabled:
+                continue
+            free = sub.config.max_in_flight - sub.in_flight
+            if free <= 0:
+                continue
+            if not sub.breaker.allow(now):
+                continue
+            if sub.breaker.state == "half-open":
+                free = 1
+            if sub.bucket is not None:
+                granted = 0
+                while granted < free and sub.bucket.try_take(mono):
+                    granted += 1
+                free = granted
+            if free <= 0:
+                continue
+            lease_until = now + timedelta(seconds=max(lease_s, sub.config.timeout_s + 2.0))
+            requests.append(ClaimRequest(name, free, sub.config.ordering == "per-key", lease_until))
+        return requests
+
+    def _idle_wait_s(self) -> float:
+        wait = self.runtime.config.delivery.poll_interval_s
+        mono = time.monotonic()
+        for sub in self._subs.values():
+            if sub.bucket is not None and sub.in_flight < sub.config.max_in_flight:
+                wait = min(wait, max(0.001, sub.bucket.delay_until_available(mono)))
+        return wait
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            now = _now()
+            requests = self._claim_requests(now)
+            claimed: list[ClaimedDelivery] = []
+            if requests:
+                try:
+                    claimed = await self.store.claim_deliveries(self.owner, now, requests)
+                except StoreUnavailable as exc:
+                    log.warning("claim failed", error=str(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+            self._refund_tokens(requests, claimed)
+            for delivery in claimed:
+                sub = self._subs.get(delivery.subscriber)
+                if sub is None:
+                    continue
+                sub.in_flight += 1
+                task = asyncio.create_task(self._attempt(sub, delivery))
+                self._attempts.add(task)
+                task.add_done_callback(self._attempts.discard)
+            if claimed and any(len([c for c in claimed if c.subscriber == r.subscriber]) >= r.limit for r in requests):
+                continue  # a full claim: more may be due right now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._idle_wait_s())
+
+    def _refund_tokens(self, requests: Sequence[ClaimRequest], claimed: Sequence[ClaimedDelivery]) -> None:
+        for req in requests:
+            sub = self._subs.get(req.subscriber)
+            if sub is None or sub.bucket is None:
+                continue
+            used = sum(1 for c in claimed if c.subscriber == req.subscriber)
+            sub.bucket.refund(req.limit - used)
+
+    # ------------------------------------------------------------------------------------ attempts
+
+    def _request(self, sub: SubscriberConfig, d: ClaimedDelivery, attempt: int) -> tuple[bytes, dict[str, str]]:
+        if sub.format == "xml" and d.original is not None:
+            body, content_type = d.original, d.original_type or "application/xml"
+        else:
+            body, content_type = d.payload, "application/json"
+        timestamp = int(time.time())
+        headers = {
+            **sub.headers,
+            "content-type": content_type,
+            "webhook-id": d.event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(_keys(tuple(sub.secrets)), d.event_id, timestamp, body),
+            "relay-channel": d.channel,
+            "relay-source": d.source,
+            "relay-attempt": str(attempt),
+            "relay-replay": "true" if d.replay else "false",
+        }
+        return body, headers
+
+    async def _send(self, sub: SubscriberConfig, body: bytes, headers: dict[str, str]) -> tuple[AttemptOutcome, bytes | None]:
+        assert self._session is not None
+        refusal = url_refusal(sub.url, allow_private_network=sub.allow_private_network)
+        if refusal:
+            return AttemptOutcome(error=f"refused: {refusal}"), None
+        try:
+            async with self._session.post(
+                sub.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=sub.timeout_s),
+            ) as resp:
+                excerpt = await resp.content.read(RESPONSE_EXCERPT_BYTES)
+                return AttemptOutcome(status=resp.status, retry_after=resp.headers.get("Retry-After")), excerpt
+        except TimeoutError:
+            return AttemptOutcome(error="timeout"), None
+        except aiohttp.ClientConnectorError as exc:
+            return AttemptOutcome(error=f"connection failed: {exc.os_error.strerror or exc.os_error}"), None
+        except aiohttp.ClientError as exc:
+            return AttemptOutcome(error=f"{type(exc).__name__}: {exc}"[:300]), None
+        except OSError as exc:  # the SSRF resolver refuses with OSError subclasses
+            return AttemptOutcome(error=str(exc)[:300]), None
+
+    async def _attempt(self, sub: _SubscriberRuntime, d: ClaimedDelivery) -> None:
+        config = sub.config
+        attempt = d.attempts + 1
+        structlog.contextvars.bind_contextvars(event_id=d.event_id, subscriber=config.name, attempt=attempt)
+        try:
+            body, headers = self._request(config, d, attempt)
+            started_at = _now()
+            started = time.perf_counter()
+            outcome, excerpt = await self._send(config, body, headers)
+            duration_s = time.perf_counter() - started
+            now = _now()
+            decision = decide(
+                outcome,
+                attempt=attempt,
+                now=now,
+                created_at=d.created_at,
+                schedule_s=config.retry.schedule_s,
+                max_age_s=config.retry.max_age_s,
+                rng=sub.rng,
+                retry_after_cap_s=self.runtime.config.delivery.retry_after_cap_s,
+            )
+            self._record_circuit(sub, outcome, now)
+            state = {"delivered": "delivered", "retry": "pending", "dead": "dead", "disable": "dead"}[decision.action]
+            if decision.action == "disable":
+                sub.disabled = True
+                await self.store.set_subscriber_disabled(config.name, True, decision.reason)
+                log.warning("subscriber disabled", reason=decision.reason)
+                # The event itself is kept for a later redrive: it did not fail, the endpoint went away.
+                state = "pending"
+            per_key = config.ordering == "per-key"
+            self._completions.append(
+                Completion(
+                    delivery_id=d.id,
+                    subscriber=config.name,
+                    owner=self.owner,
+                    attempt=attempt,
+                    started_at=started_at,
+                    duration_ms=duration_s * 1000,
+                    status=outcome.status,
+                    error=None if state == "delivered" else (decision.reason if state == "dead" else describe(outcome)),
+                    response_excerpt=excerpt,
+                    state=state,  # type: ignore[arg-type]
+                    next_attempt_at=decision.next_attempt_at if state == "pending" else None,
+                    entity_key=d.entity_key,
+                    version_order=d.version_order,
+                    track_key=per_key,
+                    mark_older_stale=per_key and not config.deliver_stale,
+                )
+            )
+            outcome_label = {"delivered": "delivered", "pending": "retry", "dead": "dead"}[state]
+            if decision.action == "disable":
+                outcome_label = "disabled"
+            metrics.WEBHOOK_ATTEMPTS.labels(config.name, outcome_label).inc()
+            metrics.WEBHOOK_ATTEMPT_DURATION.labels(config.name).observe(duration_s)
+            if state == "delivered":
+                metrics.WEBHOOK_END_TO_END.labels(config.name).observe((now - d.received_at).total_seconds())
+            elif state == "dead":
+                log.warning("delivery dead", reason=decision.reason)
+            else:
+                log.info("delivery will retry", outcome=describe(outcome), next_attempt_at=str(decision.next_attempt_at))
+            await self._flush_completions()
+        except StoreUnavailable as exc:
+            log.warning("attempt not recorded", error=str(exc))
+        finally:
+            sub.in_flight -= 1
+            structlog.contextvars.unbind_contextvars("event_id", "subscriber", "attempt")
+            self.wake()
+
+    def _record_circuit(self, sub: _SubscriberRuntime, outcome: AttemptOutcome, now: datetime) -> None:
+        if outcome.status is not None and 200 <= outcome.status < 300:
+            sub.breaker.record_success(now)
+        elif outcome.status in (410,):
+            pass
+        else:
+            sub.breaker.record_failure(now)
+        state = sub.breaker.state
+        if state != sub.last_circuit_state:
+            sub.last_circuit_state = state
+            metrics.CIRCUIT_OPEN.labels(sub.config.name).set(1 if state == "open" else 0)
+            log.info("circuit " + state, subscriber=sub.config.name)
+            task = asyncio.create_task(self._save_circuit(sub.config.name, state))
+            self._attempts.add(task)
+            task.add_done_callback(self._attempts.discard)
+
+    async def _save_circuit(self, name: str, state: str) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.set_circuit_state(name, state)
+
+    async def _flush_completions(self) -> None:
+        # Completions that finish together are written in one batch by whichever task gets here first.
+        if not self._completions:
+            return
+        batch, self._completions = self._completions, []
+        await self.store.complete_deliveries(batch)

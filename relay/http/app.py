@@ -1,0 +1,88 @@
+"""The one aiohttp application: ingest, health, metrics, the AsyncAPI document, admin."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+import yaml
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from relay.http.responses import error, json_response
+from relay.runtime import RUNTIME, Runtime
+from relay.store import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RouteInstaller = Callable[[web.Application], None]
+
+__all__ = ["build_app"]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        raise
+    except StoreUnavailable:
+        return error(503, "store_unavailable", "the store is unavailable; retry shortly")
+    except Exception:
+        log.exception("unhandled error", path=request.path, method=request.method)
+        return error(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+async def livez(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if runtime.draining:
+        return error(503, "draining", "the relay is shutting down")
+    try:
+        await runtime.store.ping()
+    except StoreUnavailable as exc:
+        return error(503, "store_unavailable", str(exc))
+    return json_response({"status": "ready"})
+
+
+async def metrics_route(request: web.Request) -> web.Response:
+    body = generate_latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def asyncapi_route(request: web.Request) -> web.Response:
+    from relay.spec import export_document
+
+    version = request.query.get("version", "2.6")
+    if version not in ("2.6", "3.0"):
+        return error(400, "bad_version", "version must be 2.6 or 3.0")
+    document = export_document(request.app[RUNTIME].specs, "3.0" if version == "3.0" else "2.6")
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return web.Response(text=text, content_type="application/yaml")
+
+
+def build_app(runtime: Runtime, *, extra_routes: tuple[RouteInstaller, ...] = ()) -> web.Application:
+    """The relay's HTTP application bound to `runtime`."""
+    from relay.http import admin
+    from relay.ingest import json_push
+
+    # The body limit is enforced per route (with a JSON 413); this cap only stops unbounded reads.
+    app = web.Application(
+        middlewares=[_errors], client_max_size=runtime.config.server.max_body_bytes, handler_args={}
+    )
+    app[RUNTIME] = runtime
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/asyncapi.yaml", asyncapi_route)
+    json_push.add_routes(app)
+    admin.add_routes(app)
+    for install in extra_routes:
+        install(app)
+    return app

@@ -1,0 +1,54 @@
+"""Durable storage. `open_store(url)` picks the backend from the URL (saq's `Queue.from_url`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from relay.store.base import (
+    DeliveryPlan,
+    EventFilter,
+    IngestOutcome,
+    NewEvent,
+    QuarantineEntry,
+    QuarantineRow,
+    Store,
+    StoreUnavailable,
+)
+
+__all__ = [
+    "DeliveryPlan",
+    "EventFilter",
+    "IngestOutcome",
+    "NewEvent",
+    "QuarantineEntry",
+    "QuarantineRow",
+    "Store",
+    "StoreUnavailable",
+    "create_store",
+]
+
+
+def create_store(
+    url: str,
+    *,
+    synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    batch_max: int = 512,
+    busy_timeout_s: float = 5.0,
+) -> Store:
+    """Return an unopened store for `sqlite:///path` (call `await store.open()`).
+
+    Raises:
+        ValueError: an unsupported URL.
+    """
+    if url.startswith("sqlite://"):
+        from relay.store.sqlite import SqliteStore, sqlite_path_from_url
+
+        return SqliteStore(
+            sqlite_path_from_url(url),
+            synchronous=synchronous,
+            batch_max=batch_max,
+            busy_timeout_s=busy_timeout_s,
+        )
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("the PostgreSQL backend is not available in this version; use sqlite://")
+    raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")

@@ -1,0 +1,312 @@
+"""The store's public contract: record types and the abstract Store every backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from relay.events import Event
+
+__all__ = [
+    "ClaimRequest",
+    "ClaimedDelivery",
+    "Completion",
+    "DeliveryFilter",
+    "DeliveryPlan",
+    "DeliveryRow",
+    "SubscriberState",
+    "EventFilter",
+    "IngestOutcome",
+    "NewEvent",
+    "QuarantineEntry",
+    "QuarantineRow",
+    "Store",
+    "ReplayEvent",
+    "StoreUnavailable",
+]
+
+
+class StoreUnavailable(Exception):
+    """The store could not commit or answer (disk full, locked, closed): callers answer 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    """One delivery to create with an event.
+
+    `check_stale`: per-key ordering without `deliver_stale`: created `stale` when a newer version of the
+    key was already delivered to this subscriber. `collapse`: pending older versions are superseded.
+    """
+
+    subscriber: str
+    check_stale: bool = False
+    collapse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to store with the deliveries fan-out decided for it."""
+
+    event: Event
+    deliveries: Sequence[DeliveryPlan] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    event_id: str
+    status: Literal["accepted", "duplicate"]
+    deliveries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    source: str
+    reason: str
+    body: bytes
+    received_at: datetime
+    channel: str | None = None
+    details: list[dict[str, Any]] = field(default_factory=list)
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    id: int
+    received_at: str
+    source: str
+    channel: str | None
+    reason: str
+    details: list[dict[str, Any]]
+    content_type: str | None
+    size: int
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    channel: str | None = None
+    source: str | None = None
+    entity_key: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """Claim up to `limit` due deliveries of one subscriber until `lease_until`."""
+
+    subscriber: str
+    limit: int
+    per_key: bool
+    lease_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A leased delivery with what is needed to send it."""
+
+    id: int
+    subscriber: str
+    attempts: int
+    created_at: datetime
+    replay: bool
+    entity_key: str | None
+    version_order: str
+    event_id: str
+    channel: str
+    source: str
+    received_at: datetime
+    payload: bytes
+    original: bytes | None
+    original_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The record of one attempt and the retry policy's decision for its delivery."""
+
+    delivery_id: int
+    subscriber: str
+    owner: str
+    attempt: int
+    started_at: datetime
+    duration_ms: float
+    status: int | None
+    error: str | None
+    response_excerpt: bytes | None
+    state: Literal["pending", "delivered", "dead"]
+    next_attempt_at: datetime | None
+    entity_key: str | None = None
+    version_order: str = ""
+    track_key: bool = False
+    mark_older_stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    event_id: str | None = None
+    subscriber: str | None = None
+    state: str | None = None
+    channel: str | None = None
+    entity_key: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    id: int
+    event_id: str
+    subscriber: str
+    state: str
+    attempts: int
+    created_at: str
+    next_attempt_at: str
+    replay: bool
+    last_status: int | None
+    last_error: str | None
+    finished_at: str | None
+    channel: str
+    entity_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberState:
+    subscriber: str
+    disabled: bool = False
+    disabled_reason: str | None = None
+    disabled_at: str | None = None
+    last_success_at: str | None = None
+    circuit_state: str = "closed"
+    circuit_changed_at: str | None = None
+    pending: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayEvent:
+    """What a replay needs to route an event again."""
+
+    seq: int
+    event_id: str
+    channel: str
+    source: str
+    entity_key: str | None
+    version_order: str
+    payload: bytes
+    received_at: str
+
+
+class Store(abc.ABC):
+    """Durable storage of events, deliveries and checkpoints.
+
+    Writes go through one batching writer (group commit): `ingest` returns only once the events and
+    their deliveries are committed, and raises StoreUnavailable when they are not.
+    """
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending commits and disconnect."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers a trivial query."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The highest applied migration number."""
+
+    @abc.abstractmethod
+    async def ingest(self, items: Sequence[NewEvent]) -> list[IngestOutcome]:
+        """Store events with their deliveries atomically; known event ids are duplicates, unchanged."""
+
+    @abc.abstractmethod
+    async def quarantine(self, entry: QuarantineEntry) -> int:
+        """Keep refused input for inspection; returns the quarantine id."""
+
+    @abc.abstractmethod
+    async def list_events(self, flt: EventFilter) -> list[Event]:
+        """Events in arrival order matching the filter."""
+
+    @abc.abstractmethod
+    async def get_event(self, event_id: str) -> Event | None:
+        """One event by id."""
+
+    @abc.abstractmethod
+    async def count_events(self) -> int:
+        """How many events are stored."""
+
+    @abc.abstractmethod
+    async def list_quarantine(self, *, source: str | None = None, limit: int = 100) -> list[QuarantineRow]:
+        """Newest quarantined inputs first (without bodies)."""
+
+    @abc.abstractmethod
+    async def get_quarantine(self, quarantine_id: int) -> QuarantineRow | None:
+        """One quarantined input with its body."""
+
+    @abc.abstractmethod
+    async def delete_quarantine(self, quarantine_id: int) -> bool:
+        """Forget a quarantined input (after a successful retry)."""
+
+    # -------------------------------------------------------------------------------- deliveries
+
+    @abc.abstractmethod
+    async def claim_deliveries(self, owner: str, now: datetime, requests: Sequence[ClaimRequest]) -> list[ClaimedDelivery]:
+        """Lease due deliveries (one transaction for all requests); per-key requests take key heads only."""
+
+    @abc.abstractmethod
+    async def complete_deliveries(self, completions: Sequence[Completion]) -> None:
+        """Record attempts and apply decisions (batched with other writes)."""
+
+    @abc.abstractmethod
+    async def release_leases(self, owner: str) -> int:
+        """Give back every lease `owner` holds (clean stop)."""
+
+    @abc.abstractmethod
+    async def set_subscriber_disabled(self, subscriber: str, disabled: bool, reason: str | None) -> None:
+        """Disable (410 Gone) or re-enable a subscriber."""
+
+    @abc.abstractmethod
+    async def set_circuit_state(self, subscriber: str, state: str) -> None:
+        """Record a circuit breaker transition for operators to see."""
+
+    @abc.abstractmethod
+    async def subscriber_states(self) -> dict[str, SubscriberState]:
+        """Per subscriber: disabled flag, circuit, last success, pending and dead counts."""
+
+    @abc.abstractmethod
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest pending delivery is due."""
+
+    @abc.abstractmethod
+    async def list_deliveries(self, flt: DeliveryFilter) -> list[DeliveryRow]:
+        """Newest deliveries first."""
+
+    @abc.abstractmethod
+    async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
+        """Attempts of one delivery in order."""
+
+    @abc.abstractmethod
+    async def redrive(self, flt: DeliveryFilter) -> int:
+        """Dead deliveries matching the filter become pending again, due now; returns how many."""
+
+    @abc.abstractmethod
+    async def events_page(self, flt: EventFilter, *, event_id: str | None, after_seq: int, limit: int) -> list[ReplayEvent]:
+        """A page of events for replay, in arrival order after `after_seq`."""
+
+    @abc.abstractmethod
+    async def count_matching_events(self, flt: EventFilter, *, event_id: str | None) -> int:
+        """How many events a replay filter selects."""
+
+    @abc.abstractmethod
+    async def insert_replay_deliveries(self, rows: Sequence[tuple[ReplayEvent, str]]) -> int:
+        """New pending deliveries flagged replay, one per (event, subscriber); returns how many."""

@@ -1,0 +1,231 @@
+-- Named queries; `relay/store/` is the only code that runs SQL. Parameters are named (:name).
+
+-- name: existing_event_ids
+-- The ids among a batch (a JSON array) that are already stored.
+SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(:ids));
+
+-- name: insert_event
+INSERT INTO events (event_id, channel, source, tenant_id, entity_key, version, version_order,
+                    occurred_at, received_at, payload, original, original_type)
+VALUES (:event_id, :channel, :source, :tenant_id, :entity_key, :version, :version_order,
+        :occurred_at, :received_at, :payload, :original, :original_type);
+
+-- name: insert_quarantine
+INSERT INTO quarantine (received_at, source, channel, reason, details, content_type, body)
+VALUES (:received_at, :source, :channel, :reason, :details, :content_type, :body)
+RETURNING id;
+
+-- name: list_events
+SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+       payload, original, original_type
+FROM events
+WHERE (:channel IS NULL OR channel = :channel)
+  AND (:source IS NULL OR source = :source)
+  AND (:entity_key IS NULL OR entity_key = :entity_key)
+  AND (:since IS NULL OR received_at >= :since)
+  AND (:until IS NULL OR received_at < :until)
+  AND seq > :after_seq
+ORDER BY seq
+LIMIT :limit;
+
+-- name: get_event
+SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+       payload, original, original_type
+FROM events WHERE event_id = :event_id;
+
+-- name: count_events
+SELECT count(*) FROM events;
+
+-- name: list_quarantine
+SELECT id, received_at, source, channel, reason, details, content_type, length(body)
+FROM quarantine
+WHERE (:source IS NULL OR source = :source)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: get_quarantine
+SELECT id, received_at, source, channel, reason, details, content_type, body
+FROM quarantine WHERE id = :id;
+
+-- name: delete_quarantine
+DELETE FROM quarantine WHERE id = :id;
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+
+-- name: applied_migrations
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :name, :applied_at);
+
+-- name: ping
+SELECT 1;
+
+-- name: insert_delivery_checked
+-- One delivery at ingest: `stale` when the subscriber already got a newer version of the key.
+INSERT INTO deliveries (event_id, subscriber, entity_key, version_order, state, created_at,
+                        next_attempt_at, replay)
+SELECT :event_id, :subscriber, :entity_key, :version_order,
+       CASE WHEN :check_stale = 1 AND :entity_key IS NOT NULL AND EXISTS (
+                SELECT 1 FROM key_state k
+                WHERE k.subscriber = :subscriber AND k.entity_key = :entity_key
+                  AND k.delivered_version_order > :version_order)
+            THEN 'stale' ELSE :state END,
+       :created_at, :next_attempt_at, 0;
+
+-- name: supersede_older
+-- collapse: a newer version replaces pending, not in-flight, older deliveries of the same key.
+UPDATE deliveries SET state = 'superseded', finished_at = :now, last_error = 'superseded by ' || :event_id
+WHERE subscriber = :subscriber AND entity_key = :entity_key AND state = 'pending'
+  AND version_order < :version_order AND replay = 0
+  AND (lease_expires_at IS NULL OR lease_expires_at < :now);
+
+-- name: claim_due
+UPDATE deliveries SET lease_owner = :owner, lease_expires_at = :lease_until
+WHERE id IN (
+    SELECT d.id FROM deliveries d
+    WHERE d.state = 'pending' AND d.subscriber = :subscriber AND d.next_attempt_at <= :now
+      AND (d.lease_expires_at IS NULL OR d.lease_expires_at < :now)
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT :limit)
+RETURNING id;
+
+-- name: claim_due_per_key
+-- Per-key ordering: only the head of each key (lowest version, then oldest), and only when no other
+-- delivery of that key is in flight; a key waiting for its retry blocks only itself.
+UPDATE deliveries SET lease_owner = :owner, lease_expires_at = :lease_until
+WHERE id IN (
+    SELECT d.id FROM deliveries d
+    WHERE d.state = 'pending' AND d.subscriber = :subscriber AND d.next_attempt_at <= :now
+      AND (d.lease_expires_at IS NULL OR d.lease_expires_at < :now)
+      AND (d.entity_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM deliveries o
+            WHERE o.subscriber = d.subscriber AND o.entity_key = d.entity_key AND o.state = 'pending'
+              AND o.id <> d.id
+              AND (o.version_order < d.version_order
+                   OR (o.version_order = d.version_order AND o.id < d.id)
+                   OR o.lease_expires_at >= :now)))
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT :limit)
+RETURNING id;
+
+-- name: claimed_details
+SELECT d.id, d.subscriber, d.attempts, d.created_at, d.replay, d.entity_key, d.version_order,
+       e.event_id, e.channel, e.source, e.received_at, e.payload, e.original, e.original_type
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+WHERE d.id IN (SELECT value FROM json_each(:ids));
+
+-- name: insert_attempt
+INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status, error, response_excerpt)
+VALUES (:delivery_id, :attempt, :started_at, :duration_ms, :status, :error, :response_excerpt);
+
+-- name: finish_delivery
+-- Applies the retry policy's decision; only the lease holder may (a lost lease means another took it).
+UPDATE deliveries
+SET state = :state, attempts = :attempt, next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
+    lease_owner = NULL, lease_expires_at = NULL, last_status = :status, last_error = :error,
+    finished_at = :finished_at
+WHERE id = :delivery_id AND lease_owner = :owner;
+
+-- name: record_key_delivered
+INSERT INTO key_state (subscriber, entity_key, delivered_version_order)
+VALUES (:subscriber, :entity_key, :version_order)
+ON CONFLICT (subscriber, entity_key) DO UPDATE
+SET delivered_version_order = max(delivered_version_order, excluded.delivered_version_order);
+
+-- name: mark_older_stale
+UPDATE deliveries SET state = 'stale', finished_at = :now,
+       last_error = 'stale: a newer version was delivered'
+WHERE subscriber = :subscriber AND entity_key = :entity_key AND state = 'pending'
+  AND version_order < :version_order AND replay = 0
+  AND (lease_expires_at IS NULL OR lease_expires_at < :now);
+
+-- name: touch_subscriber_success
+INSERT INTO subscriber_state (subscriber, last_success_at) VALUES (:subscriber, :now)
+ON CONFLICT (subscriber) DO UPDATE SET last_success_at = max(coalesce(last_success_at, ''), excluded.last_success_at);
+
+-- name: release_leases
+UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
+WHERE lease_owner = :owner AND state = 'pending';
+
+-- name: set_subscriber_disabled
+INSERT INTO subscriber_state (subscriber, disabled, disabled_reason, disabled_at)
+VALUES (:subscriber, :disabled, :reason, :now)
+ON CONFLICT (subscriber) DO UPDATE
+SET disabled = excluded.disabled, disabled_reason = excluded.disabled_reason, disabled_at = excluded.disabled_at;
+
+-- name: set_circuit_state
+INSERT INTO subscriber_state (subscriber, circuit_state, circuit_changed_at) VALUES (:subscriber, :state, :now)
+ON CONFLICT (subscriber) DO UPDATE
+SET circuit_state = excluded.circuit_state, circuit_changed_at = excluded.circuit_changed_at;
+
+-- name: subscriber_states
+SELECT subscriber, disabled, disabled_reason, disabled_at, last_success_at, circuit_state, circuit_changed_at
+FROM subscriber_state;
+
+-- name: delivery_counts
+SELECT subscriber, state, count(*) FROM deliveries
+WHERE state IN ('pending', 'dead') GROUP BY subscriber, state;
+
+-- name: next_due_at
+SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending';
+
+-- name: list_deliveries
+SELECT d.id, d.event_id, d.subscriber, d.state, d.attempts, d.created_at, d.next_attempt_at,
+       d.replay, d.last_status, d.last_error, d.finished_at, e.channel, d.entity_key
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+WHERE (:event_id IS NULL OR d.event_id = :event_id)
+  AND (:subscriber IS NULL OR d.subscriber = :subscriber)
+  AND (:state IS NULL OR d.state = :state)
+  AND (:channel IS NULL OR e.channel = :channel)
+  AND (:since IS NULL OR d.created_at >= :since)
+  AND (:until IS NULL OR d.created_at < :until)
+  AND (:entity_key IS NULL OR d.entity_key = :entity_key)
+ORDER BY d.id DESC
+LIMIT :limit;
+
+-- name: list_attempts
+SELECT attempt, started_at, duration_ms, status, error, response_excerpt
+FROM attempts WHERE delivery_id = :delivery_id ORDER BY attempt;
+
+-- name: redrive_dead
+UPDATE deliveries
+SET state = 'pending', attempts = 0, next_attempt_at = :now, created_at = :now, lease_owner = NULL,
+    lease_expires_at = NULL, finished_at = NULL
+WHERE state = 'dead'
+  AND (:event_id IS NULL OR event_id = :event_id)
+  AND (:subscriber IS NULL OR subscriber = :subscriber)
+  AND (:entity_key IS NULL OR entity_key = :entity_key)
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:channel IS NULL OR event_id IN (SELECT event_id FROM events WHERE channel = :channel));
+
+-- name: events_page
+SELECT seq, event_id, channel, source, entity_key, version_order, payload, received_at
+FROM events
+WHERE (:channel IS NULL OR channel = :channel)
+  AND (:event_id IS NULL OR event_id = :event_id)
+  AND (:entity_key IS NULL OR entity_key = :entity_key)
+  AND (:since IS NULL OR received_at >= :since)
+  AND (:until IS NULL OR received_at < :until)
+  AND seq > :after_seq
+ORDER BY seq
+LIMIT :limit;
+
+-- name: count_events_matching
+SELECT count(*) FROM events
+WHERE (:channel IS NULL OR channel = :channel)
+  AND (:event_id IS NULL OR event_id = :event_id)
+  AND (:entity_key IS NULL OR entity_key = :entity_key)
+  AND (:since IS NULL OR received_at >= :since)
+  AND (:until IS NULL OR received_at < :until);
+
+-- name: insert_replay_delivery
+INSERT INTO deliveries (event_id, subscriber, entity_key, version_order, state, created_at,
+                        next_attempt_at, replay)
+VALUES (:event_id, :subscriber, :entity_key, :version_order, 'pending', :now, :now, 1);

@@ -1,0 +1,718 @@
+"""SQLite backend: WAL, one batching writer (group commit), a separate reader connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+import orjson
+import structlog
+
+from relay import metrics
+from relay.events import Event, parse_ts
+from relay.store._sql import migrations, queries
+from relay.store.base import (
+    ClaimedDelivery,
+    ClaimRequest,
+    Completion,
+    DeliveryFilter,
+    DeliveryRow,
+    EventFilter,
+    IngestOutcome,
+    NewEvent,
+    QuarantineEntry,
+    QuarantineRow,
+    ReplayEvent,
+    Store,
+    StoreUnavailable,
+    SubscriberState,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+Q = queries("sqlite")
+
+_EVENT_COLUMNS = 11
+
+
+def db_ts(value: datetime) -> str:
+    """Fixed-width ISO 8601 UTC text: compares as an instant in SQL."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """`sqlite:///var/lib/x.db` → `/var/lib/x.db`; `sqlite://relay.db` → `relay.db` (relative)."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    rest = url[len("sqlite://") :].split("?", 1)[0]
+    if not rest or rest == "/":
+        raise ValueError("sqlite URL needs a file path, e.g. sqlite:///var/lib/erp-relay/relay.db")
+    return Path(rest)
+
+
+@dataclass(eq=False, slots=True)
+class _WriteOp:
+    kind: Literal["ingest", "complete", "call"]
+    future: asyncio.Future[Any]
+    items: Sequence[NewEvent] = ()
+    completions: Sequence[Completion] = ()
+    fn: Callable[[aiosqlite.Connection], Awaitable[Any]] | None = None
+    size: int = field(default=1)
+
+
+def _row_to_event(row: Sequence[Any]) -> Event:
+    (event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at, payload,
+     original, original_type) = row  # fmt: skip
+    return Event(
+        event_id=event_id,
+        channel=channel,
+        source=source,
+        tenant_id=tenant_id,
+        entity_key=entity_key,
+        version=version,
+        occurred_at=parse_ts(occurred_at),
+        received_at=parse_ts(received_at),
+        payload=bytes(payload),
+        original=bytes(original) if original is not None else None,
+        original_type=original_type,
+    )
+
+
+class SqliteStore(Store):
+    """The embedded store. One connection writes (batched), another reads."""
+
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        batch_max: int = 512,
+        busy_timeout_s: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.batch_max = batch_max
+        self.busy_timeout_s = busy_timeout_s
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_WriteOp | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._commit_listeners: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    async def open(self) -> None:
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await self._connect()
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+        except sqlite3.Error as exc:
+            await self._close_connections()
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute(Q["create_migrations_table"])
+        # IMMEDIATE: a second process starting at the same moment waits instead of migrating twice.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            applied = {row[0] for row in await conn.execute_fetchall(Q["applied_migrations"])}
+            for migration in migrations("sqlite"):
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    Q["record_migration"],
+                    {"version": migration.version, "name": migration.name, "applied_at": db_ts(_now())},
+                )
+                log.info("migration applied", version=migration.version, name=migration.name)
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer_task is not None:
+            await self._queue.put(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._writer = self._reader = None
+
+    def add_commit_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every commit that created deliveries (wakes the dispatcher)."""
+        self._commit_listeners.append(callback)
+
+    # ------------------------------------------------------------------------------------ the writer
+
+    async def _submit(self, op: _WriteOp) -> Any:
+        if self._closed or self._writer_task is None or self._writer_task.done():
+            raise StoreUnavailable("the store is closed")
+        await self._queue.put(op)
+        return await op.future
+
+    async def write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `fn` inside the next group-commit transaction; returns once it is committed."""
+        op = _WriteOp("call", asyncio.get_running_loop().create_future(), fn=fn)
+        result: T = await self._submit(op)
+        return result
+
+    async def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            size = first.size
+            while size < self.batch_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+                size += nxt.size
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[_WriteOp]) -> None:
+        conn = self._writer
+        assert conn is not None
+        results: dict[_WriteOp, Any] = {}
+        errors: dict[_WriteOp, BaseException] = {}
+        created_deliveries = 0
+        started = time.perf_counter()
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            ingest_ops = [op for op in batch if op.kind == "ingest"]
+            if ingest_ops:
+                outcomes, created_deliveries = await self._apply_ingest(conn, ingest_ops)
+                results.update(outcomes)
+            completion_ops = [op for op in batch if op.kind == "complete"]
+            if completion_ops:
+                await self._apply_completions(conn, completion_ops)
+            for op in batch:
+                if op.kind != "call":
+                    continue
+                assert op.fn is not None
+                await conn.execute("SAVEPOINT op")
+                try:
+                    results[op] = await op.fn(conn)
+                except Exception as exc:
+                    await conn.execute("ROLLBACK TO op")
+                    errors[op] = exc
+                await conn.execute("RELEASE op")
+            await conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            log.error("commit failed", error=str(exc), batch=len(batch))
+            failure = StoreUnavailable(f"commit failed: {exc}")
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(failure)
+            return
+        metrics.STORE_COMMIT_BATCH_SIZE.observe(sum(op.size for op in batch))
+        metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        for op in batch:
+            if op.future.done():
+                continue
+            if op in errors:
+                op.future.set_exception(errors[op])
+            else:
+                op.future.set_result(results.get(op))
+        if created_deliveries:
+            self._notify()
+
+    async def _apply_ingest(
+        self, conn: aiosqlite.Connection, ops: list[_WriteOp]
+    ) -> tuple[dict[_WriteOp, list[IngestOutcome]], int]:
+        ids = [item.event.event_id for op in ops for item in op.items]
+        seen = {
+            row[0]
+            for row in await conn.execute_fetchall(Q["existing_event_ids"], {"ids": orjson.dumps(ids).decode()})
+        }
+        event_rows: list[dict[str, Any]] = []
+        delivery_rows: list[dict[str, Any]] = []
+        supersede_rows: list[dict[str, Any]] = []
+        outcomes: dict[_WriteOp, list[IngestOutcome]] = {}
+        for op in ops:
+            op_outcomes = []
+            for item in op.items:
+                ev = item.event
+                if ev.event_id in seen:
+                    op_outcomes.append(IngestOutcome(ev.event_id, "duplicate"))
+                    continue
+                seen.add(ev.event_id)
+                received = db_ts(ev.received_at)
+                version_order = ev.version_order
+                event_rows.append(
+                    {
+                        "event_id": ev.event_id,
+                        "channel": ev.channel,
+                        "source": ev.source,
+                        "tenant_id": ev.tenant_id,
+                        "entity_key": ev.entity_key,
+                        "version": ev.version,
+                        "version_order": version_order,
+                        "occurred_at": db_ts(ev.occurred_at),
+                        "received_at": received,
+                        "payload": ev.payload,
+                        "original": ev.original,
+                        "original_type": ev.original_type,
+                    }
+                )
+                for plan in item.deliveries:
+                    delivery_rows.append(
+                        {
+                            "event_id": ev.event_id,
+                            "subscriber": plan.subscriber,
+                            "entity_key": ev.entity_key,
+                            "version_order": version_order,
+                            "state": "pending",
+                            "check_stale": int(plan.check_stale),
+                            "created_at": received,
+                            "next_attempt_at": received,
+                        }
+                    )
+                    if plan.collapse and ev.entity_key is not None:
+                        supersede_rows.append(
+                            {
+                                "event_id": ev.event_id,
+                                "subscriber": plan.subscriber,
+                                "entity_key": ev.entity_key,
+                                "version_order": version_order,
+                                "now": received,
+                            }
+                        )
+                op_outcomes.append(IngestOutcome(ev.event_id, "accepted", len(item.deliveries)))
+            outcomes[op] = op_outcomes
+        if event_rows:
+            await conn.executemany(Q["insert_event"], event_rows)
+        if supersede_rows:
+            # Before the inserts: the new versions themselves must not be superseded.
+            await conn.executemany(Q["supersede_older"], supersede_rows)
+        if delivery_rows:
+            await conn.executemany(Q["insert_delivery_checked"], delivery_rows)
+        return outcomes, len(delivery_rows)
+
+    async def _apply_completions(self, conn: aiosqlite.Connection, ops: list[_WriteOp]) -> None:
+        attempts: list[dict[str, Any]] = []
+        finishes: list[dict[str, Any]] = []
+        keys: list[dict[str, Any]] = []
+        stale: list[dict[str, Any]] = []
+        successes: dict[str, str] = {}
+        for op in ops:
+            for c in op.completions:
+                finished = db_ts(c.started_at + timedelta(milliseconds=c.duration_ms))
+                attempts.append(
+                    {
+                        "delivery_id": c.delivery_id,
+                        "attempt": c.attempt,
+                        "started_at": db_ts(c.started_at),
+                        "duration_ms": c.duration_ms,
+                        "status": c.status,
+                        "error": c.error,
+                        "response_excerpt": c.response_excerpt,
+                    }
+                )
+                finishes.append(
+                    {
+                        "delivery_id": c.delivery_id,
+                        "owner": c.owner,
+                        "state": c.state,
+                        "attempt": c.attempt,
+                        "next_attempt_at": db_ts(c.next_attempt_at) if c.next_attempt_at else None,
+                        "status": c.status,
+                        "error": c.error,
+                        "finished_at": finished if c.state != "pending" else None,
+                    }
+                )
+                if c.state == "delivered":
+                    successes[c.subscriber] = max(successes.get(c.subscriber, ""), finished)
+                    if c.track_key and c.entity_key is not None:
+                        row = {
+                            "subscriber": c.subscriber,
+                            "entity_key": c.entity_key,
+                            "version_order": c.version_order,
+                            "now": finished,
+                        }
+                        keys.append(row)
+                        if c.mark_older_stale:
+                            stale.append(row)
+        await conn.executemany(Q["insert_attempt"], attempts)
+        await conn.executemany(Q["finish_delivery"], finishes)
+        if keys:
+            await conn.executemany(Q["record_key_delivered"], [{k: r[k] for k in r if k != "now"} for r in keys])
+        if stale:
+            await conn.executemany(Q["mark_older_stale"], stale)
+        if successes:
+            await conn.executemany(
+                Q["touch_subscriber_success"], [{"subscriber": k, "now": v} for k, v in successes.items()]
+            )
+
+    # ------------------------------------------------------------------------------------ writes
+
+    async def ingest(self, items: Sequence[NewEvent]) -> list[IngestOutcome]:
+        if not items:
+            return []
+        op = _WriteOp("ingest", asyncio.get_running_loop().create_future(), items=items, size=len(items))
+        result: list[IngestOutcome] = await self._submit(op)
+        return result
+
+    async def quarantine(self, entry: QuarantineEntry) -> int:
+        params = {
+            "received_at": db_ts(entry.received_at),
+            "source": entry.source,
+            "channel": entry.channel,
+            "reason": entry.reason,
+            "details": orjson.dumps(entry.details).decode(),
+            "content_type": entry.content_type,
+            "body": entry.body,
+        }
+
+        async def insert(conn: aiosqlite.Connection) -> int:
+            rows = await conn.execute_fetchall(Q["insert_quarantine"], params)
+            return int(next(iter(rows))[0])
+
+        return await self.write(insert)
+
+    async def delete_quarantine(self, quarantine_id: int) -> bool:
+        async def delete(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute(Q["delete_quarantine"], {"id": quarantine_id})
+            return cursor.rowcount > 0
+
+        return await self.write(delete)
+
+    # ------------------------------------------------------------------------------------ reads
+
+    async def _read(self, sql: str, params: dict[str, Any] | None = None) -> Iterable[sqlite3.Row]:
+        if self._reader is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            return await self._reader.execute_fetchall(sql, params or {})
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"read failed: {exc}") from exc
+
+    async def ping(self) -> None:
+        await self._read(Q["ping"])
+
+    async def schema_version(self) -> int:
+        rows = list(await self._read(Q["applied_migrations"]))
+        return int(rows[-1][0]) if rows else 0
+
+    async def list_events(self, flt: EventFilter) -> list[Event]:
+        rows = await self._read(
+            Q["list_events"],
+            {
+                "channel": flt.channel,
+                "source": flt.source,
+                "entity_key": flt.entity_key,
+                "since": db_ts(flt.since) if flt.since else None,
+                "until": db_ts(flt.until) if flt.until else None,
+                "after_seq": 0,
+                "limit": flt.limit,
+            },
+        )
+        return [_row_to_event(row) for row in rows]
+
+    async def get_event(self, event_id: str) -> Event | None:
+        rows = list(await self._read(Q["get_event"], {"event_id": event_id}))
+        return _row_to_event(rows[0]) if rows else None
+
+    async def count_events(self) -> int:
+        rows = list(await self._read(Q["count_events"]))
+        return int(rows[0][0])
+
+    async def list_quarantine(self, *, source: str | None = None, limit: int = 100) -> list[QuarantineRow]:
+        rows = await self._read(Q["list_quarantine"], {"source": source, "limit": limit})
+        return [
+            QuarantineRow(
+                id=r[0],
+                received_at=r[1],
+                source=r[2],
+                channel=r[3],
+                reason=r[4],
+                details=orjson.loads(r[5]),
+                content_type=r[6],
+                size=r[7],
+            )
+            for r in rows
+        ]
+
+    async def get_quarantine(self, quarantine_id: int) -> QuarantineRow | None:
+        rows = list(await self._read(Q["get_quarantine"], {"id": quarantine_id}))
+        if not rows:
+            return None
+        r = rows[0]
+        body = bytes(r[7])
+        return QuarantineRow(
+            id=r[0],
+            received_at=r[1],
+            source=r[2],
+            channel=r[3],
+            reason=r[4],
+            details=orjson.loads(r[5]),
+            content_type=r[6],
+            size=len(body),
+            body=body,
+        )
+
+    # ------------------------------------------------------------------------------------ deliveries
+
+    async def claim_deliveries(
+        self, owner: str, now: datetime, requests: Sequence[ClaimRequest]
+    ) -> list[ClaimedDelivery]:
+        now_s = db_ts(now)
+
+        async def claim(conn: aiosqlite.Connection) -> list[int]:
+            ids: list[int] = []
+            for req in requests:
+                rows = await conn.execute_fetchall(
+                    Q["claim_due_per_key"] if req.per_key else Q["claim_due"],
+                    {
+                        "owner": owner,
+                        "lease_until": db_ts(req.lease_until),
+                        "subscriber": req.subscriber,
+                        "now": now_s,
+                        "limit": req.limit,
+                    },
+                )
+                ids.extend(int(r[0]) for r in rows)
+            return ids
+
+        ids = await self.write(claim)
+        if not ids:
+            return []
+        rows = await self._read(Q["claimed_details"], {"ids": orjson.dumps(ids).decode()})
+        claimed = [
+            ClaimedDelivery(
+                id=r[0],
+                subscriber=r[1],
+                attempts=r[2],
+                created_at=parse_ts(r[3]),
+                replay=bool(r[4]),
+                entity_key=r[5],
+                version_order=r[6],
+                event_id=r[7],
+                channel=r[8],
+                source=r[9],
+                received_at=parse_ts(r[10]),
+                payload=bytes(r[11]),
+                original=bytes(r[12]) if r[12] is not None else None,
+                original_type=r[13],
+            )
+            for r in rows
+        ]
+        claimed.sort(key=lambda c: c.id)
+        return claimed
+
+    async def complete_deliveries(self, completions: Sequence[Completion]) -> None:
+        if not completions:
+            return
+        op = _WriteOp(
+            "complete", asyncio.get_running_loop().create_future(), completions=completions, size=len(completions)
+        )
+        await self._submit(op)
+
+    async def release_leases(self, owner: str) -> int:
+        async def release(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(Q["release_leases"], {"owner": owner})
+            return int(cursor.rowcount)
+
+        return await self.write(release)
+
+    async def set_subscriber_disabled(self, subscriber: str, disabled: bool, reason: str | None) -> None:
+        params = {"subscriber": subscriber, "disabled": int(disabled), "reason": reason, "now": db_ts(_now())}
+
+        async def update(conn: aiosqlite.Connection) -> None:
+            await conn.execute(Q["set_subscriber_disabled"], params)
+
+        await self.write(update)
+
+    async def set_circuit_state(self, subscriber: str, state: str) -> None:
+        params = {"subscriber": subscriber, "state": state, "now": db_ts(_now())}
+
+        async def update(conn: aiosqlite.Connection) -> None:
+            await conn.execute(Q["set_circuit_state"], params)
+
+        await self.write(update)
+
+    async def subscriber_states(self) -> dict[str, SubscriberState]:
+        states: dict[str, dict[str, Any]] = {}
+        for r in await self._read(Q["subscriber_states"]):
+            states[r[0]] = {
+                "subscriber": r[0],
+                "disabled": bool(r[1]),
+                "disabled_reason": r[2],
+                "disabled_at": r[3],
+                "last_success_at": r[4],
+                "circuit_state": r[5],
+                "circuit_changed_at": r[6],
+            }
+        for subscriber, state, count in await self._read(Q["delivery_counts"]):
+            states.setdefault(subscriber, {"subscriber": subscriber})[state] = int(count)
+        return {name: SubscriberState(**values) for name, values in states.items()}
+
+    async def next_due_at(self) -> datetime | None:
+        rows = list(await self._read(Q["next_due_at"]))
+        return parse_ts(rows[0][0]) if rows and rows[0][0] else None
+
+    @staticmethod
+    def _delivery_params(flt: DeliveryFilter) -> dict[str, Any]:
+        return {
+            "event_id": flt.event_id,
+            "subscriber": flt.subscriber,
+            "state": flt.state,
+            "channel": flt.channel,
+            "entity_key": flt.entity_key,
+            "since": db_ts(flt.since) if flt.since else None,
+            "until": db_ts(flt.until) if flt.until else None,
+            "limit": flt.limit,
+        }
+
+    async def list_deliveries(self, flt: DeliveryFilter) -> list[DeliveryRow]:
+        rows = await self._read(Q["list_deliveries"], self._delivery_params(flt))
+        return [
+            DeliveryRow(
+                id=r[0],
+                event_id=r[1],
+                subscriber=r[2],
+                state=r[3],
+                attempts=r[4],
+                created_at=r[5],
+                next_attempt_at=r[6],
+                replay=bool(r[7]),
+                last_status=r[8],
+                last_error=r[9],
+                finished_at=r[10],
+                channel=r[11],
+                entity_key=r[12],
+            )
+            for r in rows
+        ]
+
+    async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
+        rows = await self._read(Q["list_attempts"], {"delivery_id": delivery_id})
+        return [
+            {
+                "attempt": r[0],
+                "startedAt": r[1],
+                "durationMs": r[2],
+                "status": r[3],
+                "error": r[4],
+                "response": bytes(r[5]).decode("utf-8", "replace") if r[5] is not None else None,
+            }
+            for r in rows
+        ]
+
+    async def redrive(self, flt: DeliveryFilter) -> int:
+        params = self._delivery_params(flt)
+        params.pop("state")
+        params.pop("limit")
+        params["now"] = db_ts(_now())
+
+        async def update(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(Q["redrive_dead"], params)
+            return int(cursor.rowcount)
+
+        count = await self.write(update)
+        if count:
+            self._notify()
+        return count
+
+    @staticmethod
+    def _event_params(flt: EventFilter, event_id: str | None) -> dict[str, Any]:
+        return {
+            "channel": flt.channel,
+            "event_id": event_id,
+            "entity_key": flt.entity_key,
+            "since": db_ts(flt.since) if flt.since else None,
+            "until": db_ts(flt.until) if flt.until else None,
+        }
+
+    async def events_page(
+        self, flt: EventFilter, *, event_id: str | None, after_seq: int, limit: int
+    ) -> list[ReplayEvent]:
+        params = self._event_params(flt, event_id) | {"after_seq": after_seq, "limit": limit}
+        rows = await self._read(Q["events_page"], params)
+        return [
+            ReplayEvent(
+                seq=r[0],
+                event_id=r[1],
+                channel=r[2],
+                source=r[3],
+                entity_key=r[4],
+                version_order=r[5],
+                payload=bytes(r[6]),
+                received_at=r[7],
+            )
+            for r in rows
+        ]
+
+    async def count_matching_events(self, flt: EventFilter, *, event_id: str | None) -> int:
+        rows = list(await self._read(Q["count_events_matching"], self._event_params(flt, event_id)))
+        return int(rows[0][0])
+
+    async def insert_replay_deliveries(self, rows: Sequence[tuple[ReplayEvent, str]]) -> int:
+        now = db_ts(_now())
+        params = [
+            {
+                "event_id": ev.event_id,
+                "subscriber": subscriber,
+                "entity_key": ev.entity_key,
+                "version_order": ev.version_order,
+                "now": now,
+            }
+            for ev, subscriber in rows
+        ]
+
+        async def insert(conn: aiosqlite.Connection) -> int:
+            await conn.executemany(Q["insert_replay_delivery"], params)
+            return len(params)
+
+        count = await self.write(insert)
+        if count:
+            self._notify()
+        return count
+
+    def _notify(self) -> None:
+        for callback in self._commit_listeners:
+            callback()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

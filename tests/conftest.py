@@ -1,0 +1,97 @@
+"""Fixtures shared by every test suite."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import base_config, write_config  # noqa: E402
+
+from relay.config import Config, config_from_mapping  # noqa: E402
+from relay.http.app import build_app  # noqa: E402
+from relay.runtime import Runtime  # noqa: E402
+from relay.spec import load_specs  # noqa: E402
+from relay.store import Store, create_store  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No RELAY_* variable of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("RELAY_") or name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            monkeypatch.delenv(name, raising=False)
+    yield
+
+
+@pytest.fixture
+def config_data(tmp_path: Path) -> dict[str, Any]:
+    return base_config(tmp_path)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = create_store(f"sqlite://{tmp_path / 'store.db'}")
+    await s.open()
+    yield s
+    await s.close()
+
+
+class App:
+    """An in-process relay app (real store file, real HTTP on 127.0.0.1) for request-level tests."""
+
+    def __init__(self, runtime: Runtime, client: TestClient[Any, Any]) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.store = runtime.store
+
+
+async def make_app(tmp_path: Path, data: dict[str, Any]) -> tuple[App, TestServer]:
+    config: Config = config_from_mapping(data, base_dir=tmp_path)
+    write_config(tmp_path, data)
+    specs = load_specs(config.spec_paths)
+    store = create_store(config.store.url)
+    await store.open()
+    runtime = Runtime.build(config, store, specs)
+    server = TestServer(build_app(runtime), host="127.0.0.1")
+    client = TestClient(server)
+    await client.start_server()
+    return App(runtime, client), server
+
+
+@pytest.fixture
+async def app(tmp_path: Path, config_data: dict[str, Any]) -> AsyncIterator[App]:
+    application, _ = await make_app(tmp_path, config_data)
+    yield application
+    await application.client.close()
+    await application.store.close()
+
+
+class Stack(App):
+    """An in-process relay with its dispatcher running."""
+
+    dispatcher: Any
+
+
+async def start_stack(tmp_path: Path, data: dict[str, Any]) -> Stack:
+    from relay.deliver.dispatcher import Dispatcher
+
+    application, _ = await make_app(tmp_path, data)
+    stack = Stack(application.runtime, application.client)
+    stack.dispatcher = Dispatcher(application.runtime)
+    application.runtime.dispatcher = stack.dispatcher
+    await stack.dispatcher.start()
+    return stack
+
+
+async def stop_stack(stack: Stack) -> None:
+    await stack.dispatcher.stop(2.0)
+    await stack.client.close()
+    await stack.store.close()
