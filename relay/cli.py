@@ -328,8 +328,13 @@ def _print_deliveries(rows: list[dict[str, Any]], as_json: bool) -> None:
     table = Table("id", "event id", "subscriber", "state", "attempts", "replay", "last error")
     for d in rows:
         table.add_row(
-            str(d["id"]), d["eventId"], d["subscriber"], d["state"], str(d["attempts"]),
-            "yes" if d["replay"] else "", (d["lastError"] or "")[:60],
+            str(d["id"]),
+            d["eventId"],
+            d["subscriber"],
+            d["state"],
+            str(d["attempts"]),
+            "yes" if d["replay"] else "",
+            (d["lastError"] or "")[:60],
         )
     console.print(table)
     console.print(f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
@@ -367,8 +372,12 @@ def replay_cmd(
         raise SystemExit(1)
     flt = EventFilter(channel=channel, entity_key=entity_key, since=_parse_when(since), until=_parse_when(until))
     progress = Progress(
-        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err_console, disable=as_json or dry_run or not err_console.is_terminal,
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=as_json or dry_run or not err_console.is_terminal,
     )
     task = progress.add_task("replay", total=None)
 
@@ -379,8 +388,13 @@ def replay_cmd(
         result = _with_store(
             config,
             lambda store: replay(
-                store, _router(config), flt, event_id=event_id, subscriber=subscriber,
-                dry_run=dry_run, on_progress=on_progress,
+                store,
+                _router(config),
+                flt,
+                event_id=event_id,
+                subscriber=subscriber,
+                dry_run=dry_run,
+                on_progress=on_progress,
             ),
         )
     if as_json:
@@ -421,16 +435,25 @@ def dlq_list(config_path: Path, subscriber: str | None, limit: int, as_json: boo
 @click.option("--since")
 @click.option("--until")
 def dlq_redrive(
-    config_path: Path, subscriber: str | None, channel: str | None, event_id: str | None,
-    entity_key: str | None, since: str | None, until: str | None,
+    config_path: Path,
+    subscriber: str | None,
+    channel: str | None,
+    event_id: str | None,
+    entity_key: str | None,
+    since: str | None,
+    until: str | None,
 ) -> None:
     """Make matching dead deliveries pending again, due now (a running relay picks them up within 1 s)."""
     from relay.store.base import DeliveryFilter
 
     config = _load(config_path)
     flt = DeliveryFilter(
-        subscriber=subscriber, channel=channel, event_id=event_id, entity_key=entity_key,
-        since=_parse_when(since), until=_parse_when(until),
+        subscriber=subscriber,
+        channel=channel,
+        event_id=event_id,
+        entity_key=entity_key,
+        since=_parse_when(since),
+        until=_parse_when(until),
     )
     count = _with_store(config, lambda store: store.redrive(flt))
     click.echo(f"{count} dead deliver{'y' if count == 1 else 'ies'} redriven")
@@ -457,7 +480,12 @@ def subscribers_list(config_path: Path, as_json: bool) -> None:
     table = Table("name", "url", "pending", "dead", "circuit", "last success", "disabled")
     for r in rows:
         table.add_row(
-            r["name"], r["url"], str(r["pending"]), str(r["dead"]), r["circuit"], r["lastSuccessAt"] or "",
+            r["name"],
+            r["url"],
+            str(r["pending"]),
+            str(r["dead"]),
+            r["circuit"],
+            r["lastSuccessAt"] or "",
             (r["disabledReason"] or "yes") if r["disabled"] else "",
         )
     console.print(table)
@@ -478,8 +506,7 @@ def subscribers_enable(config_path: Path, name: str) -> None:
 
 @main.command()
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl-C).")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"),
-              show_default=True)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"), show_default=True)
 def demo(duration: float | None, state_dir: Path) -> None:
     """Run the relay with simulated sources and two local subscribers that verify signatures."""
     from relay.demo import run_demo

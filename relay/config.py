@@ -443,16 +443,11 @@ def _read_secret_file(name: str, base_dir: Path, env: Mapping[str, str]) -> str:
     if not path.is_absolute():
         creds = env.get("CREDENTIALS_DIRECTORY")
         # systemd LoadCredential= puts secrets here; a bare name means "the credential of that name".
-        if creds and (Path(creds) / path).is_file():
-            path = Path(creds) / path
-        else:
-            path = base_dir / path
+        path = Path(creds) / path if creds and (Path(creds) / path).is_file() else base_dir / path
     return path.read_text(encoding="utf-8")
 
 
-def _resolve_files(
-    node: Any, base_dir: Path, env: Mapping[str, str], path: str, problems: list[str]
-) -> Any:
+def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
     if isinstance(node, list):
         return [_resolve_files(v, base_dir, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
     if not isinstance(node, dict):
@@ -542,9 +537,7 @@ def _iter_problems(exc: ValidationError, data: Any) -> Iterator[str]:
             yield f"{where}: {msg}"
 
 
-def config_from_mapping(
-    raw: Any, *, base_dir: Path | None = None, env: Mapping[str, str] | None = None
-) -> Config:
+def config_from_mapping(raw: Any, *, base_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Build a Config from already-parsed YAML data (interpolation, files and overrides applied).
 
     Raises:

@@ -95,7 +95,7 @@ class Relay:
         server = self.config.server
         site = web.TCPSite(self.runner, server.host, server.port, backlog=1024, reuse_address=True)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - aiohttp has no public accessor
+        sockets = getattr(site._server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else server.port
         log.info("relay listening", host=server.host, port=self.bound_port, store=_redact(self.config.store.url))
 

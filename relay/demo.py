@@ -80,33 +80,67 @@ def _sample_events(rng: random.Random, n: int, start: int) -> list[dict[str, Any
     out = []
     for i in range(start, start + n):
         kind = rng.choice(["order", "inventory", "customer", "invoice"])
-        base = {"eventId": f"demo-{kind}-{i}", "tenantId": "HALLORAN", "timestamp": now}
+        base: dict[str, Any] = {"eventId": f"demo-{kind}-{i}", "tenantId": "HALLORAN", "timestamp": now}
         if kind == "order":
-            base |= {"documentType": "SyncSalesOrder", "data": {
-                "orderNumber": f"SO-{1000 + i % 17}", "customerNumber": f"C{200 + i % 5}",
-                "orderDate": now[:10], "orderStatus": "Open", "totalAmount": round(rng.uniform(50, 900), 2),
-                "currency": "USD", "lineCount": rng.randint(1, 6)}}
+            base |= {
+                "documentType": "SyncSalesOrder",
+                "data": {
+                    "orderNumber": f"SO-{1000 + i % 17}",
+                    "customerNumber": f"C{200 + i % 5}",
+                    "orderDate": now[:10],
+                    "orderStatus": "Open",
+                    "totalAmount": round(rng.uniform(50, 900), 2),
+                    "currency": "USD",
+                    "lineCount": rng.randint(1, 6),
+                },
+            }
         elif kind == "inventory":
-            base |= {"documentType": "SyncInventory", "data": {
-                "partNumber": f"BRK-{20 + i % 9}", "warehouse": rng.choice(["MAIN", "EAST", "WEST"]),
-                "onHand": rng.randint(0, 400), "allocated": rng.randint(0, 40), "available": rng.randint(0, 360),
-                "unitOfMeasure": "EA", "lastTransactionDate": now}}
+            base |= {
+                "documentType": "SyncInventory",
+                "data": {
+                    "partNumber": f"BRK-{20 + i % 9}",
+                    "warehouse": rng.choice(["MAIN", "EAST", "WEST"]),
+                    "onHand": rng.randint(0, 400),
+                    "allocated": rng.randint(0, 40),
+                    "available": rng.randint(0, 360),
+                    "unitOfMeasure": "EA",
+                    "lastTransactionDate": now,
+                },
+            }
         elif kind == "customer":
-            base |= {"documentType": "SyncCustomerPartyMaster", "data": {
-                "customerNumber": f"C{200 + i % 5}", "customerName": "Brightline Contractors",
-                "status": "Active", "currency": "USD", "country": "US", "lastModified": now}}
+            base |= {
+                "documentType": "SyncCustomerPartyMaster",
+                "data": {
+                    "customerNumber": f"C{200 + i % 5}",
+                    "customerName": "Brightline Contractors",
+                    "status": "Active",
+                    "currency": "USD",
+                    "country": "US",
+                    "lastModified": now,
+                },
+            }
         else:
-            base |= {"documentType": "SyncInvoice", "data": {
-                "invoiceNumber": f"INV-{5000 + i}", "customerNumber": f"C{200 + i % 5}",
-                "invoiceDate": now[:10], "amount": round(rng.uniform(50, 900), 2), "currency": "USD",
-                "status": "Open"}}
+            base |= {
+                "documentType": "SyncInvoice",
+                "data": {
+                    "invoiceNumber": f"INV-{5000 + i}",
+                    "customerNumber": f"C{200 + i % 5}",
+                    "invoiceDate": now[:10],
+                    "amount": round(rng.uniform(50, 900), 2),
+                    "currency": "USD",
+                    "status": "Open",
+                },
+            }
         out.append(base)
     return out
 
 
 async def _push(session: aiohttp.ClientSession, url: str, event: Any, tally: _Tally) -> int:
-    async with session.post(url, data=orjson.dumps(event),
-                            headers={"Authorization": f"Bearer {HUB_TOKEN}", "Content-Type": "application/json"}) as r:
+    async with session.post(
+        url,
+        data=orjson.dumps(event),
+        headers={"Authorization": f"Bearer {HUB_TOKEN}", "Content-Type": "application/json"},
+    ) as r:
         await r.read()
         tally.answers[r.status] += 1
         return r.status
@@ -135,7 +169,7 @@ def _summary(subs: list[DemoSubscriber], tally: _Tally) -> Table:
 async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo"), rate_per_s: float = 20.0) -> int:
     """Run the demo for `duration_s` seconds (None: until Ctrl-C); returns the exit code."""
     console = Console()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
     storefront = DemoSubscriber("storefront", STOREFRONT_SECRET)
     credit = DemoSubscriber("credit-app", CREDIT_SECRET, failure_rate=0.15, seed=3)
 
@@ -159,8 +193,10 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo"), ra
     relay = Relay(config_path, config, specs)
     await relay.start()
     console.print(f"[bold]erp-relay demo[/bold]: relay on http://127.0.0.1:{port}, store {state_dir / 'relay.db'}")
-    console.print("  sources: hub (JSON push); subscribers: storefront (orders, inventory), credit-app (customers, "
-                  "invoices; fails now and then)")
+    console.print(
+        "  sources: hub (JSON push); subscribers: storefront (orders, inventory), credit-app (customers, "
+        "invoices; fails now and then)"
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -180,8 +216,9 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo"), ra
             console.print(f"  push the same event again ({first[0]['eventId']}) → {status} duplicate", highlight=False)
             bad = {**first[1], "eventId": "demo-bad-1", "data": {"orderNumber": 42}}
             status = await _push(session, url, bad, tally)
-            console.print(f"  push an invalid event (orderNumber is a number) → {status}, kept in quarantine",
-                          highlight=False)
+            console.print(
+                f"  push an invalid event (orderNumber is a number) → {status}, kept in quarantine", highlight=False
+            )
             i = len(first)
             while not stop.is_set() and (duration_s is None or time.monotonic() - started < duration_s):
                 for event in _sample_events(rng, 1, i):

@@ -41,18 +41,16 @@ WEBHOOK_ATTEMPT_DURATION = Histogram(
     "relay_webhook_attempt_duration_seconds",
     "Duration of one delivery attempt.",
     ["subscriber"],
-    buckets=_FAST_BUCKETS + (10.0, 30.0),
+    buckets=(*_FAST_BUCKETS, 10.0, 30.0),
 )
 WEBHOOK_END_TO_END = Histogram(
     "relay_webhook_end_to_end_seconds",
     "From event received to delivered, per subscriber.",
     ["subscriber"],
-    buckets=_FAST_BUCKETS + (10.0, 30.0, 60.0, 300.0, 3600.0),
+    buckets=(*_FAST_BUCKETS, 10.0, 30.0, 60.0, 300.0, 3600.0),
 )
 DELIVERIES_PENDING = Gauge(
     "relay_deliveries_pending", "Deliveries waiting or in flight, per subscriber.", ["subscriber"]
 )
 DEAD_LETTERS = Gauge("relay_dead_letters", "Dead deliveries, per subscriber.", ["subscriber"])
-CIRCUIT_OPEN = Gauge(
-    "relay_subscriber_circuit_open", "1 while a subscriber's circuit breaker is open.", ["subscriber"]
-)
+CIRCUIT_OPEN = Gauge("relay_subscriber_circuit_open", "1 while a subscriber's circuit breaker is open.", ["subscriber"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +13,21 @@ from aiohttp.test_utils import TestClient, TestServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import base_config, write_config  # noqa: E402
+from helpers import base_config, write_config
 
-from relay.config import Config, config_from_mapping  # noqa: E402
-from relay.http.app import build_app  # noqa: E402
-from relay.runtime import Runtime  # noqa: E402
-from relay.spec import load_specs  # noqa: E402
-from relay.store import Store, create_store  # noqa: E402
+from relay.config import Config, config_from_mapping
+from relay.http.app import build_app
+from relay.runtime import Runtime
+from relay.spec import load_specs
+from relay.store import Store, create_store
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No RELAY_* variable of the developer's shell leaks into a test."""
     for name in list(os.environ):
         if name.startswith("RELAY_") or name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             monkeypatch.delenv(name, raising=False)
-    yield
 
 
 @pytest.fixture

@@ -174,3 +174,10 @@ def relay_process(config_path: Path, tmp_path: Path, env: dict[str, str] | None 
             except subprocess.TimeoutExpired:
                 proc.kill()
         proc.close()
+
+
+async def arun_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """`run_cli` without blocking the event loop (an in-process relay keeps running meanwhile)."""
+    return await asyncio.to_thread(run_cli, *args, env=env, timeout=timeout)

@@ -62,15 +62,18 @@ class Subscriber:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
+        # Recorded on arrival (status -1 until answered): a request the sender gave up on still counts.
+        received = Received(
+            headers.get("webhook-id", ""), headers, body, time.monotonic(), self.verify(body, headers), -1
+        )
+        self.requests.append(received)
         status, extra = 200, {}
         if self.behaviour is not None:
             reply = self.behaviour(self, request, body)
             if asyncio.iscoroutine(reply):
                 reply = await reply
             status, extra = (reply, {}) if isinstance(reply, int) else reply  # type: ignore[misc]
-        self.requests.append(
-            Received(headers.get("webhook-id", ""), headers, body, time.monotonic(), self.verify(body, headers), status)
-        )
+        received.status = status
         return web.Response(status=status, headers=extra, text="ok" if status < 300 else "no")
 
     async def start(self, path: str = "/hook") -> str:

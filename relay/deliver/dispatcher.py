@@ -74,7 +74,8 @@ class Dispatcher:
         self._attempts: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._completions: list[Completion] = []
-        self._flush_task: asyncio.Task[None] | None = None
+        # The earliest retry this process scheduled: wake for it instead of waiting a whole poll interval.
+        self._next_retry_at: datetime | None = None
         self._apply_subscribers(runtime.config)
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -218,6 +219,11 @@ class Dispatcher:
 
     def _idle_wait_s(self) -> float:
         wait = self.runtime.config.delivery.poll_interval_s
+        if self._next_retry_at is not None:
+            until_retry = (self._next_retry_at - _now()).total_seconds()
+            if until_retry <= 0:
+                self._next_retry_at = None
+            wait = min(wait, max(0.001, until_retry))
         mono = time.monotonic()
         for sub in self._subs.values():
             if sub.bucket is not None and sub.in_flight < sub.config.max_in_flight:
@@ -243,6 +249,7 @@ class Dispatcher:
                 if sub is None:
                     continue
                 sub.in_flight += 1
+                sub.breaker.probe_started()
                 task = asyncio.create_task(self._attempt(sub, delivery))
                 self._attempts.add(task)
                 task.add_done_callback(self._attempts.discard)
@@ -280,7 +287,9 @@ class Dispatcher:
         }
         return body, headers
 
-    async def _send(self, sub: SubscriberConfig, body: bytes, headers: dict[str, str]) -> tuple[AttemptOutcome, bytes | None]:
+    async def _send(
+        self, sub: SubscriberConfig, body: bytes, headers: dict[str, str]
+    ) -> tuple[AttemptOutcome, bytes | None]:
         assert self._session is not None
         refusal = url_refusal(sub.url, allow_private_network=sub.allow_private_network)
         if refusal:
@@ -353,6 +362,12 @@ class Dispatcher:
                     mark_older_stale=per_key and not config.deliver_stale,
                 )
             )
+            if (
+                state == "pending"
+                and decision.next_attempt_at is not None
+                and (self._next_retry_at is None or decision.next_attempt_at < self._next_retry_at)
+            ):
+                self._next_retry_at = decision.next_attempt_at
             outcome_label = {"delivered": "delivered", "pending": "retry", "dead": "dead"}[state]
             if decision.action == "disable":
                 outcome_label = "disabled"
@@ -363,7 +378,9 @@ class Dispatcher:
             elif state == "dead":
                 log.warning("delivery dead", reason=decision.reason)
             else:
-                log.info("delivery will retry", outcome=describe(outcome), next_attempt_at=str(decision.next_attempt_at))
+                log.info(
+                    "delivery will retry", outcome=describe(outcome), next_attempt_at=str(decision.next_attempt_at)
+                )
             await self._flush_completions()
         except StoreUnavailable as exc:
             log.warning("attempt not recorded", error=str(exc))

@@ -41,7 +41,7 @@ async def _admin_auth(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
-class _BadQuery(ValueError):
+class _BadQueryError(ValueError):
     pass
 
 
@@ -52,13 +52,13 @@ def _when(request: web.Request, name: str) -> datetime | None:
     try:
         return parse_ts(value)
     except ValueError:
-        raise _BadQuery(f"{name}: expected an ISO 8601 time") from None
+        raise _BadQueryError(f"{name}: expected an ISO 8601 time") from None
 
 
 def _limit(request: web.Request, default: int = 100) -> int:
     value = request.query.get("limit", str(default))
     if not value.isdigit() or not 1 <= int(value) <= 100_000:
-        raise _BadQuery("limit: expected a number from 1 to 100000")
+        raise _BadQueryError("limit: expected a number from 1 to 100000")
     return int(value)
 
 
@@ -115,9 +115,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise _BadQuery("body: not valid JSON") from None
+        raise _BadQueryError("body: not valid JSON") from None
     if not isinstance(body, dict):
-        raise _BadQuery("body: expected a JSON object")
+        raise _BadQueryError("body: expected a JSON object")
     return body
 
 
@@ -212,8 +212,15 @@ async def list_quarantine(request: web.Request) -> web.Response:
     rows = await request.app[RUNTIME].store.list_quarantine(source=request.query.get("source"), limit=_limit(request))
     return json_response(
         [
-            {"id": r.id, "receivedAt": r.received_at, "source": r.source, "channel": r.channel,
-             "reason": r.reason, "details": r.details, "size": r.size}
+            {
+                "id": r.id,
+                "receivedAt": r.received_at,
+                "source": r.source,
+                "channel": r.channel,
+                "reason": r.reason,
+                "details": r.details,
+                "size": r.size,
+            }
             for r in rows
         ]
     )
@@ -225,18 +232,23 @@ async def show_quarantine(request: web.Request) -> web.Response:
     if row is None:
         return error(404, "not_found", "no such quarantine entry")
     return json_response(
-        {"id": row.id, "receivedAt": row.received_at, "source": row.source, "channel": row.channel,
-         "reason": row.reason, "details": row.details, "contentType": row.content_type,
-         "body": (row.body or b"").decode("utf-8", "replace")}
+        {
+            "id": row.id,
+            "receivedAt": row.received_at,
+            "source": row.source,
+            "channel": row.channel,
+            "reason": row.reason,
+            "details": row.details,
+            "contentType": row.content_type,
+            "body": (row.body or b"").decode("utf-8", "replace"),
+        }
     )
 
 
 async def list_subscribers(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     states = await runtime.store.subscriber_states()
-    return json_response(
-        [subscriber_json(s.name, s.url, states.get(s.name)) for s in runtime.config.subscribers]
-    )
+    return json_response([subscriber_json(s.name, s.url, states.get(s.name)) for s in runtime.config.subscribers])
 
 
 async def enable_subscriber(request: web.Request) -> web.Response:
@@ -254,7 +266,7 @@ async def enable_subscriber(request: web.Request) -> web.Response:
 async def _bad_query(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
-    except _BadQuery as exc:
+    except _BadQueryError as exc:
         return error(400, "bad_request", str(exc))
     except (ValueError, KeyError) as exc:
         if not request.path.startswith("/v1/admin/"):

@@ -73,9 +73,7 @@ def build_app(runtime: Runtime, *, extra_routes: tuple[RouteInstaller, ...] = ()
     from relay.ingest import json_push
 
     # The body limit is enforced per route (with a JSON 413); this cap only stops unbounded reads.
-    app = web.Application(
-        middlewares=[_errors], client_max_size=runtime.config.server.max_body_bytes, handler_args={}
-    )
+    app = web.Application(middlewares=[_errors], client_max_size=runtime.config.server.max_body_bytes, handler_args={})
     app[RUNTIME] = runtime
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)

@@ -92,9 +92,12 @@ async def _handle(
         qid = await _quarantine(runtime, name, body, f"malformed JSON: {exc}", path_channel, [], request)
         _count(name, path_channel, "invalid")
         return error(400, "malformed_body", f"the body is not valid JSON: {exc}", quarantineId=qid)
-    if isinstance(qid_or_problem := check_payload(
-        runtime.specs, payload, path_channel=path_channel, allowed_channels=source.channels
-    ), PayloadProblem):
+    if isinstance(
+        qid_or_problem := check_payload(
+            runtime.specs, payload, path_channel=path_channel, allowed_channels=source.channels
+        ),
+        PayloadProblem,
+    ):
         problem = qid_or_problem
         details = problem.details_json()
         reason = "; ".join(f"{d['path']}: {d['message']}" for d in details)
@@ -115,9 +118,7 @@ async def _handle(
     _count(name, channel, outcome.status)
     if outcome.status == "duplicate":
         return json_response({"eventId": outcome.event_id, "status": "duplicate"}, 200)
-    return json_response(
-        {"eventId": outcome.event_id, "status": "accepted", "deliveries": outcome.deliveries}, 202
-    )
+    return json_response({"eventId": outcome.event_id, "status": "accepted", "deliveries": outcome.deliveries}, 202)
 
 
 async def _quarantine(

@@ -167,9 +167,7 @@ class Router:
         ]
 
     def plan(self, channel: str, payload: Mapping[str, Any]) -> list[DeliveryPlan]:
-        return [
-            r.plan for r in self._routes if r.channels.matches(channel) and r.payload_filter.matches(payload)
-        ]
+        return [r.plan for r in self._routes if r.channels.matches(channel) and r.payload_filter.matches(payload)]
 
     def subscribers_for(self, channel: str, payload: Mapping[str, Any], only: str | None = None) -> list[str]:
         """Names of the subscribers that match (for replay), optionally only one of them."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from relay._net import bound_port
 from relay.deliver.signing import SignatureError, parse_secret, verify
 
 __all__ = ["DemoSubscriber", "ReceivedWebhook"]
@@ -79,8 +80,7 @@ class DemoSubscriber:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp has no public accessor for the bound port
-        bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port  # type: ignore[union-attr]
+        bound = bound_port(site)
         self.url = f"http://{host}:{bound}/webhooks"
         return self.url
 

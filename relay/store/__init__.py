@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 from relay.store.base import (
+    ClaimedDelivery,
+    ClaimRequest,
+    Completion,
+    DeliveryFilter,
     DeliveryPlan,
     EventFilter,
     IngestOutcome,
@@ -16,6 +20,10 @@ from relay.store.base import (
 )
 
 __all__ = [
+    "ClaimRequest",
+    "ClaimedDelivery",
+    "Completion",
+    "DeliveryFilter",
     "DeliveryPlan",
     "EventFilter",
     "IngestOutcome",

@@ -17,15 +17,15 @@ __all__ = [
     "DeliveryFilter",
     "DeliveryPlan",
     "DeliveryRow",
-    "SubscriberState",
     "EventFilter",
     "IngestOutcome",
     "NewEvent",
     "QuarantineEntry",
     "QuarantineRow",
-    "Store",
     "ReplayEvent",
+    "Store",
     "StoreUnavailable",
+    "SubscriberState",
 ]
 
 
@@ -260,7 +260,9 @@ class Store(abc.ABC):
     # -------------------------------------------------------------------------------- deliveries
 
     @abc.abstractmethod
-    async def claim_deliveries(self, owner: str, now: datetime, requests: Sequence[ClaimRequest]) -> list[ClaimedDelivery]:
+    async def claim_deliveries(
+        self, owner: str, now: datetime, requests: Sequence[ClaimRequest]
+    ) -> list[ClaimedDelivery]:
         """Lease due deliveries (one transaction for all requests); per-key requests take key heads only."""
 
     @abc.abstractmethod
@@ -300,7 +302,9 @@ class Store(abc.ABC):
         """Dead deliveries matching the filter become pending again, due now; returns how many."""
 
     @abc.abstractmethod
-    async def events_page(self, flt: EventFilter, *, event_id: str | None, after_seq: int, limit: int) -> list[ReplayEvent]:
+    async def events_page(
+        self, flt: EventFilter, *, event_id: str | None, after_seq: int, limit: int
+    ) -> list[ReplayEvent]:
         """A page of events for replay, in arrival order after `after_seq`."""
 
     @abc.abstractmethod

@@ -262,8 +262,7 @@ class SqliteStore(Store):
     ) -> tuple[dict[_WriteOp, list[IngestOutcome]], int]:
         ids = [item.event.event_id for op in ops for item in op.items]
         seen = {
-            row[0]
-            for row in await conn.execute_fetchall(Q["existing_event_ids"], {"ids": orjson.dumps(ids).decode()})
+            row[0] for row in await conn.execute_fetchall(Q["existing_event_ids"], {"ids": orjson.dumps(ids).decode()})
         }
         event_rows: list[dict[str, Any]] = []
         delivery_rows: list[dict[str, Any]] = []

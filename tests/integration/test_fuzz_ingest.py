@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,7 +21,7 @@ json_values = st.recursive(
 event_like = st.fixed_dictionaries(
     {},
     optional={
-        "eventId": st.text(max_size=300) | st.integers(),
+        "eventId": st.text(max_size=300) | st.integers(-(2**63), 2**63 - 1),
         "documentType": st.sampled_from(["SyncSalesOrder", "SyncInventory", "DeleteCustomerPartyMaster", "X"])
         | json_values,
         "tenantId": json_values,
@@ -31,10 +30,16 @@ event_like = st.fixed_dictionaries(
     },
 )
 paths = st.sampled_from(
-    ["/v1/sources/hub/events", "/v1/sources/hub/events/order/synced", "/v1/sources/hub/events/x%00y",
-     "/v1/sources/hub/events/inventory/synced"]
+    [
+        "/v1/sources/hub/events",
+        "/v1/sources/hub/events/order/synced",
+        "/v1/sources/hub/events/x%00y",
+        "/v1/sources/hub/events/inventory/synced",
+    ]
 )
-content_types = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "", "application/cloudevents+json"])
+content_types = st.sampled_from(
+    ["application/json", "application/json; charset=utf-8", "text/plain", "", "application/cloudevents+json"]
+)
 
 
 @pytest.fixture(scope="module")

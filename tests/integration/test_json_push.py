@@ -19,8 +19,14 @@ AUTH = {"Authorization": f"Bearer {HUB_TOKEN}"}
 CHANNELS = ["customer/synced", "customer/deleted", "order/synced", "invoice/synced", "inventory/synced"]
 
 
-async def post(app: App, body: Any, *, path: str = "/v1/sources/hub/events", headers: dict[str, str] | None = None,
-               raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+async def post(
+    app: App,
+    body: Any,
+    *,
+    path: str = "/v1/sources/hub/events",
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, Any]]:
     hdrs = {"Content-Type": "application/json", **AUTH, **(headers or {})}
     data = raw if raw is not None else orjson.dumps(body)
     async with app.client.post(path, data=data, headers=hdrs) as resp:
@@ -41,9 +47,13 @@ async def test_valid_event_per_channel_is_accepted_once(app: App, channel: str) 
 
 
 async def test_channel_in_path(app: App) -> None:
-    status, body = await post(app, sample_event("invoice/synced", "inv-evt"), path="/v1/sources/hub/events/invoice/synced")
+    status, body = await post(
+        app, sample_event("invoice/synced", "inv-evt"), path="/v1/sources/hub/events/invoice/synced"
+    )
     assert status == 202
-    status, body = await post(app, sample_event("invoice/synced", "inv-evt-2"), path="/v1/sources/hub/events/order/synced")
+    status, body = await post(
+        app, sample_event("invoice/synced", "inv-evt-2"), path="/v1/sources/hub/events/order/synced"
+    )
     assert status == 422
     assert body["details"][0]["path"] == "$.documentType"
 
@@ -120,7 +130,9 @@ async def test_unknown_source_is_404(app: App) -> None:
     ],
     ids=["malformed", "empty", "blank", "text-plain", "form", "bad-token", "basic-instead", "array", "string"],
 )
-async def test_bad_requests_get_the_documented_status(app: App, raw: bytes, headers: dict[str, str], status: int) -> None:
+async def test_bad_requests_get_the_documented_status(
+    app: App, raw: bytes, headers: dict[str, str], status: int
+) -> None:
     got, body = await post(app, None, raw=raw, headers=headers)
     assert got == status
     assert body["error"]
@@ -131,7 +143,8 @@ async def test_malformed_json_is_quarantined(app: App) -> None:
     status, body = await post(app, None, raw=b'{"eventId": "x",')
     assert status == 400
     row = await app.store.get_quarantine(body["quarantineId"])
-    assert row is not None and row.body == b'{"eventId": "x",'
+    assert row is not None
+    assert row.body == b'{"eventId": "x",'
 
 
 async def test_missing_token_is_401(app: App) -> None:
@@ -177,8 +190,12 @@ def _signed_headers(body: bytes, *, ts: int | None = None, msg_id: str = "msg_1"
 
     ts = int(time.time()) if ts is None else ts
     signature = Webhook(WHSEC).sign(msg_id, datetime.fromtimestamp(ts, UTC), body.decode())
-    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature,
-            "Content-Type": "application/json"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }
 
 
 async def test_standard_webhooks_signed_push(signed_app: App) -> None:
@@ -191,8 +208,9 @@ async def test_standard_webhooks_signed_push(signed_app: App) -> None:
     stale = _signed_headers(body, ts=int(time.time()) - 600)
     async with signed_app.client.post("/v1/sources/hub/events", data=body, headers=stale) as r:
         assert r.status == 401
-    async with signed_app.client.post("/v1/sources/hub/events", data=body,
-                                      headers={"Content-Type": "application/json"}) as r:
+    async with signed_app.client.post(
+        "/v1/sources/hub/events", data=body, headers={"Content-Type": "application/json"}
+    ) as r:
         assert r.status == 401
     assert await signed_app.store.count_events() == 1
 
@@ -206,16 +224,19 @@ async def test_health_and_metrics(app: App) -> None:
         assert r.status == 200
     async with app.client.get("/metrics") as r:
         text = await r.text()
-    assert 'relay_events_received_total{source="hub",channel="order/synced",result="accepted"}' in text
-    assert 'relay_events_received_total{source="hub",channel="order/synced",result="duplicate"}' in text
+    assert 'relay_events_received_total{channel="order/synced",result="accepted",source="hub"}' in text
+    assert 'relay_events_received_total{channel="order/synced",result="duplicate",source="hub"}' in text
     assert "relay_ingest_duration_seconds_bucket" in text
     assert "relay_store_commit_batch_size_bucket" in text
 
 
 async def test_draining_answers_503_with_retry_after(app: App) -> None:
     app.runtime.draining = True
-    async with app.client.post("/v1/sources/hub/events", data=orjson.dumps(sample_event()),
-                               headers={"Content-Type": "application/json", **AUTH}) as r:
+    async with app.client.post(
+        "/v1/sources/hub/events",
+        data=orjson.dumps(sample_event()),
+        headers={"Content-Type": "application/json", **AUTH},
+    ) as r:
         assert r.status == 503
         assert r.headers["Retry-After"] == "1"
     async with app.client.get("/readyz") as r:

@@ -29,10 +29,13 @@ def test_private_literal_urls_are_refused_unless_allowed(url: str) -> None:
 async def test_a_name_resolving_to_loopback_is_refused_at_connect_time(tmp_path: Path) -> None:
     sub = Subscriber()
     url = (await sub.start()).replace("127.0.0.1", "localhost")
-    data = base_config(tmp_path, subscribers=[
-        {**subscriber_config("blocked", url), "allow_private_network": False},
-        subscriber_config("allowed", url.replace("localhost", "127.0.0.1")),
-    ])
+    data = base_config(
+        tmp_path,
+        subscribers=[
+            {**subscriber_config("blocked", url), "allow_private_network": False},
+            subscriber_config("allowed", url.replace("localhost", "127.0.0.1")),
+        ],
+    )
     stack = await start_stack(tmp_path, data)
     try:
         async with stack.client.post(

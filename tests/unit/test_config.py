@@ -118,7 +118,9 @@ def test_env_overrides_nested_keys_and_list_items() -> None:
 
 
 def test_subscriber_durations_and_private_guard() -> None:
-    config = config_from_mapping({"subscribers": [_sub(timeout="2s", retry={"schedule": ["1s", "5m"], "max_age": "1h"})]})
+    config = config_from_mapping(
+        {"subscribers": [_sub(timeout="2s", retry={"schedule": ["1s", "5m"], "max_age": "1h"})]}
+    )
     sub = config.subscribers[0]
     assert (sub.timeout_s, sub.retry.schedule_s, sub.retry.max_age_s) == (2.0, [1.0, 300.0], 3600.0)
     with pytest.raises(ConfigError) as info:
