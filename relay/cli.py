@@ -504,6 +504,33 @@ def subscribers_enable(config_path: Path, name: str) -> None:
     click.echo(f"{name} enabled")
 
 
+@main.group()
+def spec() -> None:
+    """The AsyncAPI document of what subscribers receive."""
+
+
+@spec.command("export")
+@CONFIG_OPTION
+@click.option("--asyncapi", "version", type=click.Choice(["2.6", "3.0"]), default="3.0", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+def spec_export(config_path: Path, version: str, output: Path | None) -> None:
+    """Print one AsyncAPI document of every channel subscribers can receive (2.6 or 3.0).
+
+    Without a configuration file, the documents shipped with the relay are exported.
+    """
+    import yaml
+
+    from relay.spec import builtin_spec_paths, export_document, load_specs
+
+    paths = _load(config_path).spec_paths if config_path.exists() else builtin_spec_paths()
+    document = export_document(load_specs(paths), "3.0" if version == "3.0" else "2.6")
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
 @main.command()
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl-C).")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"), show_default=True)

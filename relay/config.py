@@ -136,7 +136,6 @@ class DeliveryConfig(_Model):
 
     lease_s: Duration = Field(default=60.0, alias="lease")
     poll_interval_s: Duration = Field(default=0.5, alias="poll_interval")
-    grace_s: Duration = Field(default=10.0, alias="grace")
     max_concurrency: int = Field(default=256, ge=1)
     retry_after_cap_s: Duration = Field(default=3600.0, alias="retry_after_cap")
 

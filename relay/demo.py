@@ -214,7 +214,12 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo"), ra
                 console.print(f"  push {event['documentType']:<24} {event['eventId']:<24} → {status}", highlight=False)
             status = await _push(session, url, first[0], tally)
             console.print(f"  push the same event again ({first[0]['eventId']}) → {status} duplicate", highlight=False)
-            bad = {**first[1], "eventId": "demo-bad-1", "data": {"orderNumber": 42}}
+            bad = {
+                "eventId": "demo-bad-1",
+                "documentType": "SyncSalesOrder",
+                "timestamp": first[0]["timestamp"],
+                "data": {"orderNumber": 42},
+            }
             status = await _push(session, url, bad, tally)
             console.print(
                 f"  push an invalid event (orderNumber is a number) → {status}, kept in quarantine", highlight=False
