@@ -124,7 +124,8 @@ def serve(config_path: Path) -> None:
 
 @main.command("check-config")
 @CONFIG_OPTION
-def check_config(config_path: Path) -> None:
+@click.option("--probe", is_flag=True, help="Also fetch one sample per polled resource (a permissions checklist).")
+def check_config(config_path: Path, probe: bool) -> None:
     """Validate the configuration: one line per problem (exit 1), or a summary (exit 0)."""
     from relay.daemon import load_all
 
@@ -134,6 +135,10 @@ def check_config(config_path: Path) -> None:
         for problem in exc.problems:
             click.echo(f"{config_path}: {problem}")
         raise SystemExit(1) from None
+    if probe:
+        failed = asyncio.run(_probe(config, specs))
+        if failed:
+            raise SystemExit(1)
     kinds = ", ".join(f"{s.name} ({s.kind})" for s in config.sources) or "none"
     click.echo(f"{config_path}: ok")
     click.echo(f"  store: {config.store.url.split('@')[-1]}")
@@ -141,6 +146,106 @@ def check_config(config_path: Path) -> None:
     click.echo(f"  channels: {len(specs.channels)} from {len(config.spec_paths)} AsyncAPI document(s)")
     click.echo(f"  sources: {kinds}")
     click.echo(f"  subscribers: {', '.join(s.name for s in config.subscribers) or 'none'}")
+
+
+async def _probe(config: Config, specs: Any) -> int:
+    """Fetch one page of every polled resource; print a line each; return how many failed."""
+    import aiohttp
+
+    from relay.poll import load_builders
+    from relay.poll.base import PollError
+    from relay.poll.scheduler import build_source
+
+    load_builders()
+    failed = 0
+    async with aiohttp.ClientSession() as session:
+        for source in config.sources:
+            try:
+                built = build_source(source, session, specs)
+            except (ValueError, OSError) as exc:
+                click.echo(f"{source.name}: cannot start: {exc}")
+                failed += 1
+                continue
+            if built is None:
+                continue
+            fetcher, resources = built
+            for resource in resources:
+                try:
+                    page = await fetcher.changes(resource, since=None, cursor=None)
+                except PollError as exc:
+                    failed += 1
+                    what = "permission denied" if exc.permission else "failed"
+                    click.echo(f"{source.name} {resource.name}: {what}: {exc}")
+                else:
+                    click.echo(f"{source.name} {resource.name}: ok ({len(page.records)} records in the first page)")
+            await fetcher.close()
+    return failed
+
+
+@main.command("poll")
+@CONFIG_OPTION
+@click.argument("source_name", metavar="SOURCE")
+@click.option("--dry-run", is_flag=True, required=True, help="Print what one poll would emit; store nothing.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=None, help="Stop after N events.")
+@click.option("--json", "as_json", is_flag=True)
+def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | None, as_json: bool) -> None:
+    """Run one poll of SOURCE without storing anything."""
+    import aiohttp
+
+    from relay.daemon import load_all
+    from relay.ingest.pipeline import Router
+    from relay.poll import load_builders
+    from relay.poll.base import PollError
+    from relay.poll.engine import Poller
+    from relay.poll.scheduler import build_source
+
+    config, specs = load_all(config_path)
+    source = config.source(source_name)
+    if source is None:
+        err_console.print(f"no source named {source_name!r} in {config_path}")
+        raise SystemExit(1)
+    load_builders()
+
+    async def run(store: Store) -> list[dict[str, Any]]:
+        emitted: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession() as session:
+            built = build_source(source, session, specs)
+            if built is None:
+                err_console.print(f"{source_name} is a push source ({source.kind}): nothing to poll")
+                raise SystemExit(1)
+            fetcher, resources = built
+            try:
+                for resource in resources:
+                    poller = Poller(
+                        store=store,
+                        specs=specs,
+                        router=Router(config.subscribers),
+                        source=source.name,
+                        fetcher=fetcher,
+                        resource=resource,
+                    )
+                    report = await poller.poll_once(dry_run=True, limit=limit)
+                    emitted.extend(
+                        {"resource": resource.name, "channel": resource.channel, **p} for p in report.emitted
+                    )
+            except PollError as exc:
+                err_console.print(f"poll failed: {exc}")
+                raise SystemExit(1) from None
+            finally:
+                await fetcher.close()
+        return emitted
+
+    emitted = _with_store(config, run)
+    if as_json:
+        _print_json(emitted)
+        return
+    table = Table("resource", "channel", "event id", "key fields", "version")
+    for p in emitted:
+        data = p.get("data", {})
+        keys = ", ".join(f"{k}={v}" for k, v in list(data.items())[:2])
+        table.add_row(p["resource"], p["channel"], p["eventId"], keys, str(p.get("timestamp", "")))
+    console.print(table)
+    console.print(f"dry run: {len(emitted)} event(s) would be emitted; nothing was stored")
 
 
 # ------------------------------------------------------------------------------------------- events

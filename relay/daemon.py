@@ -63,6 +63,41 @@ def load_all(config_path: Path) -> tuple[Config, SpecRegistry]:
     return config, specs
 
 
+class Retention:
+    """Deletes events older than `store.retention` once nothing is left to deliver, a batch at a time."""
+
+    def __init__(self, runtime: Runtime, interval_s: float = 300.0) -> None:
+        self.runtime = runtime
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="retention")
+
+    async def _run(self) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from relay.store import StoreUnavailable
+
+        while True:
+            cutoff = datetime.now(UTC) - timedelta(seconds=self.runtime.config.store.retention_s)
+            try:
+                while (deleted := await self.runtime.store.prune(cutoff)) > 0:
+                    log.info("retention pruned events", count=deleted)
+            except StoreUnavailable as exc:
+                log.warning("retention pass failed", error=str(exc))
+            await asyncio.sleep(self.interval_s)
+
+    async def stop(self, grace_s: float) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def reconfigure(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+
 class Relay:
     """One running relay: owns the runtime, the HTTP site and the workers."""
 
@@ -83,10 +118,18 @@ class Relay:
         await self.store.open()
         self.runtime = Runtime.build(self.config, self.store, self.specs)
         from relay.deliver.dispatcher import Dispatcher
+        from relay.poll import load_builders
+        from relay.poll.scheduler import PollScheduler
 
+        load_builders()
         dispatcher = Dispatcher(self.runtime)
         self.runtime.dispatcher = dispatcher
-        self.services = [dispatcher, *(factory(self.runtime) for factory in SERVICE_FACTORIES)]
+        self.services = [
+            dispatcher,
+            PollScheduler(self.runtime),
+            Retention(self.runtime),
+            *(factory(self.runtime) for factory in SERVICE_FACTORIES),
+        ]
         for service in self.services:
             await service.start()
         app = build_app(self.runtime, extra_routes=tuple(ROUTE_INSTALLERS))

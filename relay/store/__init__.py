@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from relay.store.base import (
+    Checkpoint,
     ClaimedDelivery,
     ClaimRequest,
     Completion,
@@ -13,6 +14,7 @@ from relay.store.base import (
     EventFilter,
     IngestOutcome,
     NewEvent,
+    PollCommit,
     QuarantineEntry,
     QuarantineRow,
     Store,
@@ -20,6 +22,7 @@ from relay.store.base import (
 )
 
 __all__ = [
+    "Checkpoint",
     "ClaimRequest",
     "ClaimedDelivery",
     "Completion",
@@ -28,6 +31,7 @@ __all__ = [
     "EventFilter",
     "IngestOutcome",
     "NewEvent",
+    "PollCommit",
     "QuarantineEntry",
     "QuarantineRow",
     "Store",

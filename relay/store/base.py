@@ -11,6 +11,7 @@ from typing import Any, Literal
 from relay.events import Event
 
 __all__ = [
+    "Checkpoint",
     "ClaimRequest",
     "ClaimedDelivery",
     "Completion",
@@ -20,6 +21,7 @@ __all__ = [
     "EventFilter",
     "IngestOutcome",
     "NewEvent",
+    "PollCommit",
     "QuarantineEntry",
     "QuarantineRow",
     "ReplayEvent",
@@ -202,6 +204,27 @@ class ReplayEvent:
     received_at: str
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where a poll of one source resource stands."""
+
+    high_water: str | None = None
+    last_key: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PollCommit:
+    """What one page of a poll commits atomically: its events, record hashes and the new checkpoint."""
+
+    source: str
+    resource: str
+    events: Sequence[NewEvent]
+    hashes: Sequence[tuple[str, str]]
+    checkpoint: Checkpoint
+    forget_keys: Sequence[str] = ()
+
+
 class Store(abc.ABC):
     """Durable storage of events, deliveries and checkpoints.
 
@@ -314,3 +337,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def insert_replay_deliveries(self, rows: Sequence[tuple[ReplayEvent, str]]) -> int:
         """New pending deliveries flagged replay, one per (event, subscriber); returns how many."""
+
+    # -------------------------------------------------------------------------------- polling
+
+    @abc.abstractmethod
+    async def get_checkpoint(self, source: str, resource: str) -> Checkpoint | None:
+        """The saved checkpoint of a resource, if any."""
+
+    @abc.abstractmethod
+    async def record_hashes(self, source: str, resource: str, keys: Sequence[str]) -> dict[str, str]:
+        """Content hashes known for these record keys."""
+
+    @abc.abstractmethod
+    async def known_record_keys(self, source: str, resource: str) -> set[str]:
+        """Every record key seen for a resource (deletion detection)."""
+
+    @abc.abstractmethod
+    async def commit_poll(self, commit: PollCommit) -> list[IngestOutcome]:
+        """Events, hashes and checkpoint in one transaction: a crash repeats at most this page."""
+
+    @abc.abstractmethod
+    async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
+        """Delete up to `limit` events received before `cutoff` with nothing left to deliver."""

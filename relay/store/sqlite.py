@@ -20,6 +20,7 @@ from relay import metrics
 from relay.events import Event, parse_ts
 from relay.store._sql import migrations, queries
 from relay.store.base import (
+    Checkpoint,
     ClaimedDelivery,
     ClaimRequest,
     Completion,
@@ -28,6 +29,7 @@ from relay.store.base import (
     EventFilter,
     IngestOutcome,
     NewEvent,
+    PollCommit,
     QuarantineEntry,
     QuarantineRow,
     ReplayEvent,
@@ -69,8 +71,19 @@ class _WriteOp:
 
 
 def _row_to_event(row: Sequence[Any]) -> Event:
-    (event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at, payload,
-     original, original_type) = row  # fmt: skip
+    (
+        event_id,
+        channel,
+        source,
+        tenant_id,
+        entity_key,
+        version,
+        occurred_at,
+        received_at,
+        payload,
+        original,
+        original_type,
+    ) = row
     return Event(
         event_id=event_id,
         channel=channel,
@@ -711,6 +724,65 @@ class SqliteStore(Store):
     def _notify(self) -> None:
         for callback in self._commit_listeners:
             callback()
+
+    # ------------------------------------------------------------------------------------ polling
+
+    async def get_checkpoint(self, source: str, resource: str) -> Checkpoint | None:
+        rows = list(await self._read(Q["get_checkpoint"], {"source": source, "resource": resource}))
+        if not rows:
+            return None
+        high_water, last_key, state, _ = rows[0]
+        return Checkpoint(high_water=high_water, last_key=last_key, state=orjson.loads(state or "{}"))
+
+    async def record_hashes(self, source: str, resource: str, keys: Sequence[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        params = {"source": source, "resource": resource, "keys": orjson.dumps(list(keys)).decode()}
+        return {r[0]: r[1] for r in await self._read(Q["record_hashes_for"], params)}
+
+    async def known_record_keys(self, source: str, resource: str) -> set[str]:
+        rows = await self._read(Q["all_record_keys"], {"source": source, "resource": resource})
+        return {r[0] for r in rows}
+
+    async def commit_poll(self, commit: PollCommit) -> list[IngestOutcome]:
+        now = db_ts(_now())
+        base = {"source": commit.source, "resource": commit.resource}
+        checkpoint = {
+            **base,
+            "high_water": commit.checkpoint.high_water,
+            "last_key": commit.checkpoint.last_key,
+            "state": orjson.dumps(commit.checkpoint.state).decode(),
+            "updated_at": now,
+        }
+        holder = _WriteOp("ingest", asyncio.get_running_loop().create_future(), items=commit.events)
+        created = 0
+
+        async def apply(conn: aiosqlite.Connection) -> list[IngestOutcome]:
+            nonlocal created
+            outcomes, created = await self._apply_ingest(conn, [holder]) if commit.events else ({holder: []}, 0)
+            if commit.hashes:
+                await conn.executemany(
+                    Q["upsert_record_hash"],
+                    [{**base, "record_key": k, "hash": h, "seen_at": now} for k, h in commit.hashes],
+                )
+            if commit.forget_keys:
+                await conn.executemany(Q["delete_record_hash"], [{**base, "record_key": k} for k in commit.forget_keys])
+            await conn.execute(Q["save_checkpoint"], checkpoint)
+            return outcomes[holder]
+
+        result = await self.write(apply)
+        if created:
+            self._notify()
+        return result
+
+    async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
+        params = {"cutoff": db_ts(cutoff), "limit": limit}
+
+        async def delete(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(Q["prune_events"], params)
+            return int(cursor.rowcount)
+
+        return await self.write(delete)
 
 
 def _now() -> datetime:

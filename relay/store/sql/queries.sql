@@ -229,3 +229,36 @@ WHERE (:channel IS NULL OR channel = :channel)
 INSERT INTO deliveries (event_id, subscriber, entity_key, version_order, state, created_at,
                         next_attempt_at, replay)
 VALUES (:event_id, :subscriber, :entity_key, :version_order, 'pending', :now, :now, 1);
+
+-- name: get_checkpoint
+SELECT high_water, last_key, state, updated_at FROM checkpoints WHERE source = :source AND resource = :resource;
+
+-- name: save_checkpoint
+INSERT INTO checkpoints (source, resource, high_water, last_key, state, updated_at)
+VALUES (:source, :resource, :high_water, :last_key, :state, :updated_at)
+ON CONFLICT (source, resource) DO UPDATE
+SET high_water = excluded.high_water, last_key = excluded.last_key, state = excluded.state,
+    updated_at = excluded.updated_at;
+
+-- name: record_hashes_for
+SELECT record_key, hash FROM record_hashes
+WHERE source = :source AND resource = :resource AND record_key IN (SELECT value FROM json_each(:keys));
+
+-- name: upsert_record_hash
+INSERT INTO record_hashes (source, resource, record_key, hash, seen_at)
+VALUES (:source, :resource, :record_key, :hash, :seen_at)
+ON CONFLICT (source, resource, record_key) DO UPDATE SET hash = excluded.hash, seen_at = excluded.seen_at;
+
+-- name: delete_record_hash
+DELETE FROM record_hashes WHERE source = :source AND resource = :resource AND record_key = :record_key;
+
+-- name: all_record_keys
+SELECT record_key FROM record_hashes WHERE source = :source AND resource = :resource;
+
+-- name: prune_events
+-- Retention: events older than the cutoff with no delivery still pending (deliveries and attempts cascade).
+DELETE FROM events WHERE seq IN (
+    SELECT e.seq FROM events e
+    WHERE e.received_at < :cutoff
+      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.state = 'pending')
+    ORDER BY e.seq LIMIT :limit);

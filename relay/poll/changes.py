@@ -1,0 +1,172 @@
+"""Pure rules of polling: record → canonical data, content hashes, what changed, what vanished."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from relay.events import KEY_FIELDS, parse_ts
+
+__all__ = [
+    "Change",
+    "FieldRule",
+    "RecordMapping",
+    "content_hash",
+    "deleted_payload",
+    "detect_changes",
+    "poll_event_id",
+    "vanished_keys",
+]
+
+FieldType = Literal["str", "number", "integer", "date", "date-time", "bool"]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """A canonical field read from a dotted path of the source record, coerced to a type."""
+
+    path: str
+    type: FieldType = "str"
+
+
+def _lookup(record: Mapping[str, Any], path: str) -> Any:
+    node: Any = record
+    for part in path.split("."):
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def _coerce(value: Any, kind: FieldType) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        if kind == "str":
+            return value if isinstance(value, str) else str(value)
+        if kind == "number":
+            number = float(value)
+            return int(number) if number.is_integer() and not isinstance(value, float) else number
+        if kind == "integer":
+            return int(float(value))
+        if kind == "bool":
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "2")
+        if kind == "date":
+            text = str(value)
+            return text[:10] if len(text) >= 10 and text[4] == "-" else None
+        return parse_ts(str(value)).strftime("%Y-%m-%dT%H:%M:%SZ")  # date-time
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class RecordMapping:
+    """How one resource's records become canonical `data`: field rules, the key, the update time."""
+
+    fields: Mapping[str, FieldRule]
+    updated_path: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], defaults: RecordMapping | None = None) -> RecordMapping:
+        """Overrides from config (`{fields: {customerNumber: BPCNUM, onHand: {path: QTY, type: number}}}`).
+
+        Raises:
+            ValueError: a malformed field rule, naming the field.
+        """
+        fields = dict(defaults.fields) if defaults else {}
+        for name, rule in (raw.get("fields") or {}).items():
+            if isinstance(rule, str):
+                fields[name] = FieldRule(rule)
+            elif isinstance(rule, Mapping) and isinstance(rule.get("path"), str):
+                kind = rule.get("type", "str")
+                if kind not in ("str", "number", "integer", "date", "date-time", "bool"):
+                    raise ValueError(f"mapping field {name!r}: unknown type {kind!r}")
+                fields[name] = FieldRule(rule["path"], kind)
+            else:
+                raise ValueError(f"mapping field {name!r}: expected a path or {{path, type}}")
+        updated = raw.get("updated_path", defaults.updated_path if defaults else None)
+        return cls(fields=fields, updated_path=updated)
+
+    def data(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for name, rule in self.fields.items():
+            value = _coerce(_lookup(record, rule.path), rule.type)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def updated(self, record: Mapping[str, Any]) -> str | None:
+        if not self.updated_path:
+            return None
+        value = _coerce(_lookup(record, self.updated_path), "date-time")
+        return value if isinstance(value, str) else None
+
+
+def entity_key(channel: str, data: Mapping[str, Any]) -> str | None:
+    fields = KEY_FIELDS.get(channel.partition("/")[0])
+    if not fields or any(data.get(f) in (None, "") for f in fields):
+        return None
+    return "|".join(str(data[f]) for f in fields)
+
+
+def content_hash(data: Mapping[str, Any]) -> str:
+    """A stable hash of canonical data (key order does not matter)."""
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def poll_event_id(source: str, resource: str, key: str, digest: str) -> str:
+    """Deterministic: the same content of the same record is always the same event (dedup absorbs repeats)."""
+    return "poll-" + hashlib.sha256(f"{source}\0{resource}\0{key}\0{digest}".encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    key: str
+    digest: str
+    data: dict[str, Any]
+    version: str | None
+
+
+def detect_changes(
+    records: Iterable[tuple[str, dict[str, Any], str | None]], previous: Mapping[str, str]
+) -> list[Change]:
+    """Records whose content differs from what was seen before (new ones included); later wins per key."""
+    latest: dict[str, Change] = {}
+    for key, data, version in records:
+        digest = content_hash(data)
+        if previous.get(key) == digest:
+            latest.pop(key, None)
+            continue
+        latest[key] = Change(key, digest, data, version)
+    return list(latest.values())
+
+
+def vanished_keys(known: Iterable[str], listed: Iterable[str]) -> list[str]:
+    """Keys seen before that a complete listing no longer contains."""
+    present = set(listed)
+    return sorted(k for k in known if k not in present)
+
+
+def deleted_payload(
+    channel: str, key: str, *, event_id: str, document_type: str, tenant_id: str | None, now: datetime
+) -> dict[str, Any]:
+    """The canonical `…/deleted` payload for a vanished key (key fields + deletionDate)."""
+    fields: Sequence[str] = KEY_FIELDS.get(channel.partition("/")[0], ())
+    parts = key.split("|") if len(fields) > 1 else [key]
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data: dict[str, Any] = dict(zip(fields, parts, strict=False))
+    data["deletionDate"] = stamp
+    payload: dict[str, Any] = {"eventId": event_id, "documentType": document_type, "timestamp": stamp, "data": data}
+    if tenant_id:
+        payload["tenantId"] = tenant_id
+    return payload

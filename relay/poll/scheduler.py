@@ -1,0 +1,275 @@
+"""Runs every polled resource on its own schedule: one poll at a time per resource, backoff on errors.
+
+Timing is pure (`next_delay_s`, `backoff_s`, `cron_next`); the service only sleeps and calls the Poller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import structlog
+
+from relay.config import HttpJsonSource, SourceConfig
+from relay.poll.base import Fetcher, PollError, ResourceSpec
+from relay.poll.changes import RecordMapping
+from relay.poll.engine import Poller
+from relay.runtime import Runtime
+from relay.spec import SpecRegistry
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["BUILDERS", "PollScheduler", "backoff_s", "build_source", "cron_next", "next_delay_s"]
+
+Builder = Callable[[SourceConfig, aiohttp.ClientSession, SpecRegistry], tuple[Fetcher, list[ResourceSpec]]]
+BUILDERS: dict[str, Builder] = {}
+
+
+def next_delay_s(every_s: float, jitter: float, rng: random.Random) -> float:
+    """The interval ± `jitter` (a fraction), so many resources do not poll in lockstep."""
+    return max(0.05, every_s * (1 + rng.uniform(-jitter, jitter)))
+
+
+def backoff_s(failures: int, *, retry_after_s: float | None, every_s: float, cap_s: float = 300.0) -> float:
+    """After `failures` consecutive errors: the server's Retry-After, else doubling from the interval."""
+    if retry_after_s is not None:
+        return min(max(retry_after_s, 0.0), 3600.0)
+    return float(min(cap_s, max(every_s, 1.0) * 2.0 ** min(failures - 1, 10)))
+
+
+def _cron_field(text: str, low: int, high: int) -> set[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/", 1)
+            step = int(step_text)
+        if part in ("*", ""):
+            start, end = low, high
+        elif "-" in part:
+            a, b = part.split("-", 1)
+            start, end = int(a), int(b)
+        else:
+            start = end = int(part)
+        if start < low or end > high or step < 1:
+            raise ValueError(f"cron field {text!r} out of range {low}-{high}")
+        values.update(range(start, end + 1, step))
+    return values
+
+
+def cron_next(expression: str, after: datetime) -> datetime:
+    """The next minute after `after` matching a 5-field cron expression (minute hour day month weekday).
+
+    Raises:
+        ValueError: a malformed expression.
+    """
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError("a cron expression has 5 fields: minute hour day-of-month month day-of-week")
+    minutes, hours, days, months = (
+        _cron_field(fields[0], 0, 59),
+        _cron_field(fields[1], 0, 23),
+        _cron_field(fields[2], 1, 31),
+        _cron_field(fields[3], 1, 12),
+    )
+    weekdays = {d % 7 for d in _cron_field(fields[4], 0, 7)}
+    t = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    for _ in range(366 * 24 * 60):
+        if (
+            t.minute in minutes
+            and t.hour in hours
+            and t.day in days
+            and t.month in months
+            and (t.isoweekday() % 7) in weekdays
+        ):
+            return t
+        t += timedelta(minutes=1)
+    raise ValueError(f"cron expression {expression!r} never matches")
+
+
+def _http_json_builder(
+    source: SourceConfig, session: aiohttp.ClientSession, specs: SpecRegistry
+) -> tuple[Fetcher, list[ResourceSpec]]:
+    from relay.poll.http_json import HttpJsonFetcher
+
+    assert isinstance(source, HttpJsonSource)
+    resources = []
+    for i, r in enumerate(source.resources):
+        resources.append(
+            resource_spec(
+                f"{i}:{r.url}",
+                r.channel,
+                RecordMapping.parse(r.mapping),
+                specs,
+                every_s=r.every_s,
+                jitter=r.jitter,
+                reconcile_every_s=r.reconcile_every_s,
+                cron=r.cron,
+                options={"url": r.url},
+            )
+        )
+    return HttpJsonFetcher(source, session), resources
+
+
+BUILDERS["http-json"] = _http_json_builder
+
+
+def resource_spec(
+    name: str,
+    channel: str,
+    mapping: RecordMapping,
+    specs: SpecRegistry,
+    **kwargs: object,
+) -> ResourceSpec:
+    """A ResourceSpec with document types and the deletion channel taken from the loaded specs.
+
+    Raises:
+        ValueError: the channel is not in the loaded AsyncAPI documents.
+    """
+    spec = specs.channels.get(channel)
+    if spec is None or spec.document_type is None:
+        raise ValueError(f"channel {channel!r} is not in the loaded AsyncAPI documents")
+    deleted = channel.rsplit("/", 1)[0] + "/deleted"
+    deleted_spec = specs.channels.get(deleted)
+    return ResourceSpec(
+        name=name,
+        channel=channel,
+        mapping=mapping,
+        document_type=spec.document_type,
+        deleted_channel=deleted if deleted_spec else None,
+        deleted_document_type=deleted_spec.document_type if deleted_spec else None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def build_source(
+    source: SourceConfig, session: aiohttp.ClientSession, specs: SpecRegistry
+) -> tuple[Fetcher, list[ResourceSpec]] | None:
+    """The fetcher and resources of a polled source; None for push sources."""
+    builder = BUILDERS.get(source.kind)
+    if builder is None:
+        return None
+    return builder(source, session, specs)
+
+
+@dataclass(eq=False)
+class _Job:
+    source: str
+    fetcher: Fetcher
+    resource: ResourceSpec
+    task: asyncio.Task[None] | None = None
+    failures: int = 0
+    last_error: str | None = None
+    last_success: datetime | None = None
+    rng: random.Random = field(default_factory=random.Random)
+
+
+class PollScheduler:
+    """The polling service of `relay serve`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._session: aiohttp.ClientSession | None = None
+        self._jobs: list[_Job] = []
+        self._fetchers: list[Fetcher] = []
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(headers={"User-Agent": "erp-relay"})
+        self._start_jobs()
+
+    def _start_jobs(self) -> None:
+        assert self._session is not None
+        for source in self.runtime.config.sources:
+            try:
+                built = build_source(source, self._session, self.runtime.specs)
+            except (ValueError, OSError) as exc:
+                log.error("source not started", source=source.name, error=str(exc))
+                continue
+            if built is None:
+                continue
+            fetcher, resources = built
+            self._fetchers.append(fetcher)
+            for resource in resources:
+                job = _Job(source.name, fetcher, resource)
+                job.task = asyncio.create_task(self._run(job), name=f"poll {source.name} {resource.name}")
+                self._jobs.append(job)
+        if self._jobs:
+            log.info("polling started", resources=len(self._jobs))
+
+    async def _stop_jobs(self) -> None:
+        for job in self._jobs:
+            if job.task is not None:
+                job.task.cancel()
+        for job in self._jobs:
+            if job.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job.task
+        for fetcher in self._fetchers:
+            with contextlib.suppress(Exception):
+                await fetcher.close()
+        self._jobs, self._fetchers = [], []
+
+    def reconfigure(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+        async def restart() -> None:
+            await self._stop_jobs()
+            self._start_jobs()
+
+        task = asyncio.get_running_loop().create_task(restart())
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        self._restart = task
+
+    async def stop(self, grace_s: float) -> None:
+        await self._stop_jobs()
+        if self._session is not None:
+            await self._session.close()
+
+    def _poller(self, job: _Job) -> Poller:
+        return Poller(
+            store=self.runtime.store,
+            specs=self.runtime.specs,
+            router=self.runtime.ingestor.router,
+            source=job.source,
+            fetcher=job.fetcher,
+            resource=job.resource,
+        )
+
+    async def _run(self, job: _Job) -> None:
+        r = job.resource
+        next_reconcile = datetime.now(UTC) + timedelta(seconds=r.reconcile_every_s) if r.reconcile_every_s else None
+        while True:
+            try:
+                report = await self._poller(job).poll_once()
+                if next_reconcile is not None and datetime.now(UTC) >= next_reconcile:
+                    deleted = await self._poller(job).reconcile()
+                    next_reconcile = datetime.now(UTC) + timedelta(seconds=r.reconcile_every_s or 0)
+                    if deleted.deleted:
+                        log.info("deletions found", source=job.source, resource=r.name, count=len(deleted.deleted))
+            except PollError as exc:
+                job.failures += 1
+                job.last_error = str(exc)
+                wait = backoff_s(job.failures, retry_after_s=exc.retry_after_s, every_s=r.every_s)
+                log.warning("poll failed", source=job.source, resource=r.name, error=str(exc), retry_in_s=wait)
+                await asyncio.sleep(wait)
+                continue
+            except Exception:
+                job.failures += 1
+                log.exception("poll crashed", source=job.source, resource=r.name)
+                await asyncio.sleep(backoff_s(job.failures, retry_after_s=None, every_s=r.every_s))
+                continue
+            job.failures = 0
+            job.last_error = None
+            job.last_success = datetime.now(UTC)
+            if report.accepted:
+                log.info("poll emitted", source=job.source, resource=r.name, events=report.accepted)
+            if r.cron:
+                now = datetime.now(UTC)
+                await asyncio.sleep((cron_next(r.cron, now) - now).total_seconds())
+            else:
+                await asyncio.sleep(next_delay_s(r.every_s, r.jitter, job.rng))
