@@ -247,6 +247,13 @@ class IonImsSource(_SourceBase):
     accepted_documents: list[str] | None = None  # None: every mapped document name
     mappings: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _header_auth(self) -> IonImsSource:
+        # The ION API gateway authenticates with headers (basic, bearer/JWT, API key) or mutual TLS at a proxy.
+        if isinstance(self.auth, StandardWebhooksAuth):
+            raise ValueError("ion-ims sources take basic, bearer, api-key or none auth")
+        return self
+
 
 class _PollBase(_Model):
     channel: str

@@ -1,0 +1,210 @@
+"""The store contract, written once and run against every backend (today: SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from relay.events import Event
+from relay.store import (
+    Checkpoint,
+    ClaimRequest,
+    Completion,
+    DeliveryFilter,
+    DeliveryPlan,
+    EventFilter,
+    NewEvent,
+    PollCommit,
+    QuarantineEntry,
+    Store,
+    create_store,
+)
+
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    store = create_store(f"sqlite://{tmp_path / 'contract.db'}")
+    await store.open()
+    yield store
+    await store.close()
+
+
+def event(event_id: str, *, key: str | None = "SO-1", version: str = "1", received: datetime = NOW) -> Event:
+    return Event(
+        event_id=event_id,
+        channel="order/synced",
+        source="hub",
+        tenant_id="T",
+        entity_key=key,
+        version=version,
+        occurred_at=received,
+        received_at=received,
+        payload=b'{"eventId":"' + event_id.encode() + b'"}',
+    )
+
+
+async def test_migrations_are_recorded(backend: Store) -> None:
+    assert await backend.schema_version() >= 2
+
+
+async def test_ingest_dedups_and_creates_deliveries_atomically(backend: Store) -> None:
+    out = await backend.ingest([NewEvent(event("a"), [DeliveryPlan("s1"), DeliveryPlan("s2")])])
+    assert [(o.status, o.deliveries) for o in out] == [("accepted", 2)]
+    again = await backend.ingest([NewEvent(event("a"), [DeliveryPlan("s1")])])
+    assert [o.status for o in again] == ["duplicate"]
+    assert len(await backend.list_deliveries(DeliveryFilter(event_id="a"))) == 2
+    assert (await backend.get_event("a")) == event("a")
+
+
+async def test_concurrent_ingest_of_one_id_accepts_once(backend: Store) -> None:
+    results = await asyncio.gather(*(backend.ingest([NewEvent(event("same"))]) for _ in range(40)))
+    assert sum(r[0].status == "accepted" for r in results) == 1
+    assert await backend.count_events() == 1
+
+
+async def test_two_owners_never_claim_the_same_delivery(backend: Store) -> None:
+    await backend.ingest([NewEvent(event(f"e{i}", key=None), [DeliveryPlan("s")]) for i in range(50)])
+    now = datetime.now(UTC)
+    first, second = await asyncio.gather(
+        backend.claim_deliveries("a", now, [ClaimRequest("s", 30, False, now + timedelta(minutes=1))]),
+        backend.claim_deliveries("b", now, [ClaimRequest("s", 30, False, now + timedelta(minutes=1))]),
+    )
+    assert len(first) + len(second) == 50
+    assert not {d.id for d in first} & {d.id for d in second}
+    # Leases hold until they expire, then the deliveries can be claimed again.
+    assert await backend.claim_deliveries("c", now, [ClaimRequest("s", 100, False, now)]) == []
+    later = now + timedelta(minutes=2)
+    assert len(await backend.claim_deliveries("c", later, [ClaimRequest("s", 100, False, later)])) == 50
+
+
+async def test_per_key_claims_only_the_head_of_each_key(backend: Store) -> None:
+    await backend.ingest(
+        [
+            NewEvent(event("k1-v2", key="K1", version="2"), [DeliveryPlan("s")]),
+            NewEvent(event("k1-v1", key="K1", version="1"), [DeliveryPlan("s")]),
+            NewEvent(event("k2-v1", key="K2", version="1"), [DeliveryPlan("s")]),
+        ]
+    )
+    now = datetime.now(UTC)
+    claimed = await backend.claim_deliveries("o", now, [ClaimRequest("s", 10, True, now + timedelta(minutes=1))])
+    assert sorted(d.event_id for d in claimed) == ["k1-v1", "k2-v1"]
+    assert await backend.claim_deliveries("o", now, [ClaimRequest("s", 10, True, now + timedelta(minutes=1))]) == []
+
+
+async def test_completion_records_attempt_and_stales_older_versions(backend: Store) -> None:
+    await backend.ingest([NewEvent(event("v2", version="2"), [DeliveryPlan("s", check_stale=True)])])
+    now = datetime.now(UTC)
+    (d,) = await backend.claim_deliveries("o", now, [ClaimRequest("s", 10, True, now + timedelta(minutes=1))])
+    await backend.complete_deliveries(
+        [
+            Completion(
+                delivery_id=d.id,
+                subscriber="s",
+                owner="o",
+                attempt=1,
+                started_at=now,
+                duration_ms=3.0,
+                status=200,
+                error=None,
+                response_excerpt=b"ok",
+                state="delivered",
+                next_attempt_at=None,
+                entity_key="SO-1",
+                version_order=d.version_order,
+                track_key=True,
+                mark_older_stale=True,
+            )
+        ]
+    )
+    (row,) = await backend.list_deliveries(DeliveryFilter(event_id="v2"))
+    assert (row.state, row.attempts, row.last_status) == ("delivered", 1, 200)
+    assert (await backend.list_attempts(row.id))[0]["response"] == "ok"
+    await backend.ingest([NewEvent(event("v1", version="1"), [DeliveryPlan("s", check_stale=True)])])
+    (old,) = await backend.list_deliveries(DeliveryFilter(event_id="v1"))
+    assert old.state == "stale"
+    assert (await backend.subscriber_states())["s"].last_success_at is not None
+
+
+async def test_completion_by_a_lost_lease_changes_nothing(backend: Store) -> None:
+    await backend.ingest([NewEvent(event("x", key=None), [DeliveryPlan("s")])])
+    now = datetime.now(UTC)
+    (d,) = await backend.claim_deliveries("owner-1", now, [ClaimRequest("s", 1, False, now + timedelta(minutes=1))])
+    await backend.complete_deliveries(
+        [
+            Completion(
+                delivery_id=d.id,
+                subscriber="s",
+                owner="someone-else",
+                attempt=1,
+                started_at=now,
+                duration_ms=1,
+                status=200,
+                error=None,
+                response_excerpt=None,
+                state="delivered",
+                next_attempt_at=None,
+            )
+        ]
+    )
+    (row,) = await backend.list_deliveries(DeliveryFilter(event_id="x"))
+    assert row.state == "pending"
+
+
+async def test_redrive_and_replay(backend: Store) -> None:
+    await backend.ingest([NewEvent(event("d", key=None), [DeliveryPlan("s")])])
+    now = datetime.now(UTC)
+    (d,) = await backend.claim_deliveries("o", now, [ClaimRequest("s", 1, False, now + timedelta(minutes=1))])
+    await backend.complete_deliveries(
+        [
+            Completion(
+                delivery_id=d.id,
+                subscriber="s",
+                owner="o",
+                attempt=8,
+                started_at=now,
+                duration_ms=1,
+                status=500,
+                error="HTTP 500 after 8 attempts",
+                response_excerpt=None,
+                state="dead",
+                next_attempt_at=None,
+            )
+        ]
+    )
+    assert [r.event_id for r in await backend.list_deliveries(DeliveryFilter(state="dead"))] == ["d"]
+    assert await backend.redrive(DeliveryFilter(subscriber="s")) == 1
+    (row,) = await backend.list_deliveries(DeliveryFilter(event_id="d"))
+    assert (row.state, row.attempts) == ("pending", 0)
+    page = await backend.events_page(EventFilter(), event_id=None, after_seq=0, limit=10)
+    assert await backend.insert_replay_deliveries([(page[0], "s2")]) == 1
+    replayed = await backend.list_deliveries(DeliveryFilter(subscriber="s2"))
+    assert replayed[0].replay
+
+
+async def test_poll_commit_is_atomic_with_checkpoint_and_hashes(backend: Store) -> None:
+    commit = PollCommit(
+        "x3", "BPCUSTOMER", [NewEvent(event("p1"))], [("C1", "h1")], Checkpoint("2026-11-20T00:00:00Z", "k", {"a": 1})
+    )
+    assert [o.status for o in await backend.commit_poll(commit)] == ["accepted"]
+    assert await backend.get_checkpoint("x3", "BPCUSTOMER") == Checkpoint("2026-11-20T00:00:00Z", "k", {"a": 1})
+    assert await backend.record_hashes("x3", "BPCUSTOMER", ["C1", "C2"]) == {"C1": "h1"}
+    await backend.commit_poll(PollCommit("x3", "BPCUSTOMER", [], [], Checkpoint(), forget_keys=["C1"]))
+    assert await backend.known_record_keys("x3", "BPCUSTOMER") == set()
+
+
+async def test_quarantine_and_prune(backend: Store) -> None:
+    qid = await backend.quarantine(QuarantineEntry("hub", "bad", b"{", NOW, details=[{"path": "$", "message": "x"}]))
+    row = await backend.get_quarantine(qid)
+    assert row is not None
+    assert (row.body, row.details) == (b"{", [{"path": "$", "message": "x"}])
+    await backend.ingest([NewEvent(event("old", received=NOW - timedelta(days=40)))])
+    await backend.ingest([NewEvent(event("kept", received=NOW - timedelta(days=40)), [DeliveryPlan("s")])])
+    await backend.ingest([NewEvent(event("new", received=NOW))])
+    assert await backend.prune(NOW - timedelta(days=30)) == 1
+    assert {e.event_id for e in await backend.list_events(EventFilter())} == {"kept", "new"}
