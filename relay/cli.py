@@ -392,6 +392,36 @@ def quarantine_show(config_path: Path, quarantine_id: int, as_json: bool) -> Non
     console.print(body, highlight=False, markup=False)
 
 
+@quarantine.command("retry")
+@CONFIG_OPTION
+@click.argument("quarantine_id", type=int)
+def quarantine_retry(config_path: Path, quarantine_id: int) -> None:
+    """Check a quarantined input again (after fixing a spec or mapping); store it if it passes now."""
+    from relay.daemon import load_all
+    from relay.ingest.requeue import requeue
+
+    config, specs = load_all(config_path)
+
+    async def run(store: Store) -> Any:
+        try:
+            return await requeue(store, specs, config, quarantine_id)
+        except KeyError:
+            return None
+
+    result = _with_store(config, run)
+    if result is None:
+        err_console.print(f"no quarantine entry {quarantine_id}")
+        raise SystemExit(1)
+    if not result.ok:
+        click.echo(f"still refused ({len(result.problems)} problem(s)):")
+        for problem in result.problems:
+            click.echo(f"  {problem}")
+        raise SystemExit(1)
+    for outcome in result.outcomes:
+        click.echo(f"{outcome.event_id}: {outcome.status} ({outcome.deliveries} deliveries)")
+    click.echo(f"quarantine entry {quarantine_id} stored and removed")
+
+
 # ------------------------------------------------------------------------------------------- deliveries
 
 

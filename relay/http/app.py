@@ -70,7 +70,7 @@ async def asyncapi_route(request: web.Request) -> web.Response:
 def build_app(runtime: Runtime, *, extra_routes: tuple[RouteInstaller, ...] = ()) -> web.Application:
     """The relay's HTTP application bound to `runtime`."""
     from relay.http import admin
-    from relay.ingest import json_push
+    from relay.ingest import ion_ims, json_push
 
     # The body limit is enforced per route (with a JSON 413); this cap only stops unbounded reads.
     app = web.Application(middlewares=[_errors], client_max_size=runtime.config.server.max_body_bytes, handler_args={})
@@ -80,6 +80,7 @@ def build_app(runtime: Runtime, *, extra_routes: tuple[RouteInstaller, ...] = ()
     app.router.add_get("/metrics", metrics_route)
     app.router.add_get("/asyncapi.yaml", asyncapi_route)
     json_push.add_routes(app)
+    ion_ims.add_routes(app)
     admin.add_routes(app)
     for install in extra_routes:
         install(app)

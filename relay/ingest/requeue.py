@@ -1,0 +1,77 @@
+"""`relay quarantine retry`: run a quarantined input through its source's checks again (after a spec or
+mapping fix) and, when it passes now, store it and forget the quarantine entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from relay.config import Config, IonImsSource, JsonPushSource
+from relay.ingest.pipeline import Candidate, Ingestor, PayloadProblem, Router, check_payload
+from relay.spec import SpecRegistry
+from relay.store import IngestOutcome, Store
+
+__all__ = ["RequeueResult", "requeue"]
+
+
+@dataclass
+class RequeueResult:
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    outcomes: list[IngestOutcome] = field(default_factory=list)
+
+
+async def requeue(store: Store, specs: SpecRegistry, config: Config, quarantine_id: int) -> RequeueResult:
+    """Re-check quarantine entry `quarantine_id`; commit it and delete the entry when it passes.
+
+    Raises:
+        KeyError: no such entry.
+    """
+    row = await store.get_quarantine(quarantine_id)
+    if row is None or row.body is None:
+        raise KeyError(quarantine_id)
+    source = config.source(row.source)
+    candidates: list[Candidate] = []
+    if isinstance(source, IonImsSource) or (row.content_type or "").endswith("xml"):
+        from relay.ingest.bod import BodError, map_bod, parse_bod, parse_mapping_overrides
+
+        try:
+            mapped = map_bod(
+                parse_bod(row.body),
+                tenant_id=source.tenant_id if isinstance(source, IonImsSource) else None,
+                source_logical_id=None,
+                mappings=parse_mapping_overrides(source.mappings if isinstance(source, IonImsSource) else {}),
+            )
+        except BodError as exc:
+            return RequeueResult(False, [str(exc)])
+        problems = [f"{m.channel} {i.path}: {i.message}" for m in mapped for i in specs.validate(m.channel, m.payload)]
+        if problems:
+            return RequeueResult(False, problems)
+        candidates = [
+            Candidate(
+                m.channel,
+                m.payload,
+                original=row.body,
+                original_type="application/xml",
+                version=m.version,
+                entity_key=m.entity_key,
+            )
+            for m in mapped
+        ]
+    else:
+        try:
+            payload = orjson.loads(row.body)
+        except orjson.JSONDecodeError as exc:
+            return RequeueResult(False, [f"not valid JSON: {exc}"])
+        allowed = source.channels if isinstance(source, JsonPushSource) else None
+        checked = check_payload(specs, payload, path_channel=row.channel, allowed_channels=allowed)
+        if isinstance(checked, PayloadProblem):
+            return RequeueResult(False, [f"{d.path}: {d.message}" for d in checked.details])
+        candidates = [Candidate(checked, payload)]
+    outcomes = await Ingestor(store, Router(config.subscribers)).commit(
+        row.source, candidates, received_at=datetime.now(UTC)
+    )
+    await store.delete_quarantine(quarantine_id)
+    return RequeueResult(True, outcomes=outcomes)
