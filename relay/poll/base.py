@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +27,7 @@ class PollError(Exception):
 class Page:
     """Records of one request and the opaque cursor of the next page (None: this was the last one)."""
 
-    records: list[Mapping[str, Any]]
+    records: Sequence[Mapping[str, Any]]
     next_cursor: str | None = None
 
 
