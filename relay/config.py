@@ -416,6 +416,8 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Keys whose `<key>_file` variant is replaced by the file's content; plural ones take one value a line.
 _SECRET_KEYS = {"password", "client_secret", "secret", "token", "api_key"}
 _SECRET_LIST_KEYS = {"tokens", "secrets", "keys"}
+# Keys whose `<key>_file` names a file the relay reads itself (resolved like secrets, content not inlined).
+_PATH_KEYS = {"ionapi"}
 _ENV_PREFIX = "RELAY_"
 _ENV_IGNORED = {"RELAY_CONFIG"}
 
@@ -444,13 +446,17 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _read_secret_file(name: str, base_dir: Path, env: Mapping[str, str]) -> str:
+def _secret_path(name: str, base_dir: Path, env: Mapping[str, str]) -> Path:
     path = Path(name)
     if not path.is_absolute():
         creds = env.get("CREDENTIALS_DIRECTORY")
         # systemd LoadCredential= puts secrets here; a bare name means "the credential of that name".
         path = Path(creds) / path if creds and (Path(creds) / path).is_file() else base_dir / path
-    return path.read_text(encoding="utf-8")
+    return path
+
+
+def _read_secret_file(name: str, base_dir: Path, env: Mapping[str, str]) -> str:
+    return _secret_path(name, base_dir, env).read_text(encoding="utf-8")
 
 
 def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
@@ -462,7 +468,9 @@ def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str,
     for key, value in node.items():
         key_path = _join(path, key)
         stem = key[:-5] if isinstance(key, str) and key.endswith("_file") else None
-        if stem in _SECRET_KEYS or stem in _SECRET_LIST_KEYS:
+        if stem in _PATH_KEYS and isinstance(value, str):
+            out[key] = str(_secret_path(value, base_dir, env))
+        elif stem in _SECRET_KEYS or stem in _SECRET_LIST_KEYS:
             assert stem is not None
             if stem in node:
                 problems.append(f"{key_path}: give either {stem} or {key}, not both")

@@ -60,7 +60,46 @@ def load_all(config_path: Path) -> tuple[Config, SpecRegistry]:
         specs = load_specs(config.spec_paths)
     except SpecError as exc:
         raise ConfigError([f"specs: {exc}"]) from None
+    problems = source_problems(config, specs)
+    if problems:
+        raise ConfigError(problems)
     return config, specs
+
+
+def source_problems(config: Config, specs: SpecRegistry) -> list[str]:
+    """What the models cannot see: channels missing from the specs, unreadable `.ionapi` files."""
+    from relay.config import HttpJsonSource, JsonPushSource, SxeSource, X3Source
+
+    problems: list[str] = []
+    for source in config.sources:
+        if isinstance(source, JsonPushSource):
+            problems.extend(
+                f"sources[{source.name}].channels: {channel!r} is not in the loaded specs"
+                for channel in source.channels or []
+                if not specs.has_channel(channel)
+            )
+            continue
+        polled: list[tuple[str, str, float | None]] = []
+        if isinstance(source, X3Source):
+            polled = [(r.class_, r.channel, r.reconcile_every_s) for r in source.resources]
+        elif isinstance(source, SxeSource):
+            polled = [(f.feed, f.channel, f.reconcile_every_s) for f in source.feeds]
+            from relay.auth.ionapi import IonApiError, load_ionapi
+
+            try:
+                load_ionapi(source.ionapi_file)
+            except IonApiError as exc:
+                problems.append(f"sources[{source.name}].ionapi_file: {exc}")
+        elif isinstance(source, HttpJsonSource):
+            polled = [(r.url, r.channel, r.reconcile_every_s) for r in source.resources]
+        for name, channel, reconcile in polled:
+            where = f"sources[{source.name}] {name}"
+            if not specs.has_channel(channel):
+                problems.append(f"{where}: channel {channel!r} is not in the loaded specs")
+            deleted = channel.rsplit("/", 1)[0] + "/deleted"
+            if reconcile and not specs.has_channel(deleted):
+                problems.append(f"{where}: reconcile_every needs channel {deleted!r}, which the loaded specs lack")
+    return problems
 
 
 class Retention:

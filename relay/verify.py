@@ -1,11 +1,7 @@
 """For receivers written in Python: check a webhook from erp-relay without extra dependencies.
 
-    from relay.verify import verify_webhook, SignatureError
-
-    try:
-        verify_webhook(["whsec_…"], request.headers, body)
-    except SignatureError:
-        return 401
+Call `verify_webhook(["whsec_…"], request.headers, body)` with the raw body bytes and answer 401 when it
+raises `SignatureError`.
 """
 
 from __future__ import annotations

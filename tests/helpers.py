@@ -48,7 +48,6 @@ def base_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
         "store": {"url": f"sqlite://{tmp_path / 'relay.db'}"},
         "server": {"listen": f"127.0.0.1:{free_port()}"},
         "logging": {"format": "json"},
-        "specs": [str(ION_SPEC)],
         "sources": [{"name": "hub", "kind": "json-push", "auth": {"type": "bearer", "tokens": [HUB_TOKEN]}}],
         "subscribers": [],
     }

@@ -13,6 +13,7 @@ Secrets (`cs`, `sask`, tokens) never appear in a repr, a log line or an error me
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -89,6 +90,11 @@ def _mask(secret: str | None) -> str | None:
         return None
     # Two characters of a short secret would give away too much of it.
     return secret[:2] + "…" if len(secret) >= _MASK_MIN_CHARS else "…"
+
+
+def _basic(login: str, password: str) -> str:
+    # Built by hand: aiohttp 3.14 deprecates BasicAuth, and older versions lack encode_basic_auth.
+    return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
 
 
 def _join(base: str, path: str) -> str:
@@ -317,6 +323,9 @@ class TokenManager:
         failure_cooldown_s: After the server rejects the credentials, calls within this time raise the
             same error without another request.
         request_timeout_s: Total timeout of one token request.
+
+    Attributes:
+        token_requests: How many token requests this manager has sent (for metrics and tests).
     """
 
     def __init__(
@@ -396,13 +405,13 @@ class TokenManager:
             tokens.append((self._token.access, "access_token"))
         self._token = None
         self._refresh = None
-        auth = aiohttp.BasicAuth(self.creds.ci, self.creds.cs)
+        headers = {"Authorization": _basic(self.creds.ci, self.creds.cs)}
         for value, hint in tokens:
             try:
                 async with self._session.post(
                     self.creds.revoke_url,
                     data={"token": value, "token_type_hint": hint},
-                    auth=auth,
+                    headers=headers,
                     timeout=self._timeout,
                 ) as resp:
                     await resp.read()
@@ -496,7 +505,7 @@ class TokenManager:
         if self._refresh is not None:
             form = {"grant_type": "refresh_token", "refresh_token": self._refresh}
             try:
-                return await self._grant("refresh_token", form, aiohttp.BasicAuth(creds.ci, creds.cs))
+                return await self._grant("refresh_token", form, _basic(creds.ci, creds.cs))
             except IonApiAuthError as exc:
                 log.info("ionapi token refresh failed, full grant", tenant=creds.ti, status=exc.status)
                 self._refresh = None
@@ -512,14 +521,15 @@ class TokenManager:
             form = {"grant_type": "client_credentials", "client_id": creds.ci, "client_secret": creds.cs}
         return await self._grant(creds.grant, form, None)
 
-    async def _grant(self, grant: str, form: dict[str, str], auth: aiohttp.BasicAuth | None) -> _Token:
+    async def _grant(self, grant: str, form: dict[str, str], authorization: str | None) -> _Token:
         url = self.creds.token_url
         secrets = (*self.creds.secrets(), *(v for k, v in form.items() if k == "refresh_token"))
+        headers = {"Accept": "application/json"}
+        if authorization is not None:
+            headers["Authorization"] = authorization
         self.token_requests += 1
         try:
-            async with self._session.post(
-                url, data=form, auth=auth, timeout=self._timeout, headers={"Accept": "application/json"}
-            ) as resp:
+            async with self._session.post(url, data=form, timeout=self._timeout, headers=headers) as resp:
                 status = resp.status
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -88,6 +88,8 @@ DEFAULT_MAX_DEPTH = 64
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 _FEED_CHUNK_BYTES = 64 * 1024
 _MAX_QUOTED_CHARS = 60
+_MAX_NUMBER_CHARS = 64
+_INT64_LIMIT = 2**63
 
 FieldType = Literal["str", "number", "integer", "date", "date-time", "count"]
 _FIELD_TYPES: frozenset[str] = frozenset(get_args(FieldType))
@@ -377,7 +379,7 @@ class _Route:
 
 @lru_cache(maxsize=512)
 def _compile_path(path: str) -> tuple[_Route, ...]:
-    if not isinstance(path, str) or not path.strip():
+    if not path.strip():
         raise ValueError("path is empty")
     routes = []
     for alternative in path.split("|"):
@@ -434,6 +436,8 @@ class FieldPath:
     type: FieldType = "str"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.path, str):
+            raise ValueError(f"path must be a string, not {type(self.path).__name__}")
         if self.type not in _FIELD_TYPES:
             raise ValueError(f"type {self.type!r} is not one of {', '.join(sorted(_FIELD_TYPES))}")
         routes = _compile_path(self.path)
@@ -490,17 +494,21 @@ def _convert(raw: str, kind: FieldType, where: str) -> Any:
     if kind == "str":
         return raw
     if kind == "number":
-        if _NUMBER_RE.match(raw):
-            if re.fullmatch(r"[+-]?\d+", raw):
-                return int(raw)
+        if len(raw) <= _MAX_NUMBER_CHARS and _NUMBER_RE.match(raw):
+            if _INTEGER_RE.match(raw) and "." not in raw:
+                whole = int(raw)
+                # Beyond 64 bits a JSON encoder (orjson) refuses an int; a float still says the amount.
+                return whole if abs(whole) < _INT64_LIMIT else float(whole)
             number = float(raw)
             if math.isfinite(number):
                 return number
         raise BodError(f"{where}: {_quote(raw)} is not a number")
     if kind == "integer":
-        if _INTEGER_RE.match(raw):
-            return int(raw.split(".", 1)[0])
-        raise BodError(f"{where}: {_quote(raw)} is not an integer")
+        if len(raw) <= _MAX_NUMBER_CHARS and _INTEGER_RE.match(raw):
+            whole = int(raw.split(".", 1)[0])
+            if abs(whole) < _INT64_LIMIT:
+                return whole
+        raise BodError(f"{where}: {_quote(raw)} is not an integer (64-bit)")
     if kind == "date":
         match = _DATE_RE.match(raw)
         try:
@@ -556,6 +564,10 @@ class NounMapping:
         for key in self.key_fields:
             if key not in fields:
                 raise ValueError(f"key field {key!r} has no path in fields")
+        if not isinstance(self.document_id_path, str):
+            raise ValueError("document_id_path must be a path string")
+        if self.entity_path is not None and not isinstance(self.entity_path, str):
+            raise ValueError("entity_path must be a path string or absent")
         for name, path in (("document_id_path", self.document_id_path), ("entity_path", self.entity_path)):
             if path is not None and any(r.attribute for r in _compile_path(path)):
                 raise ValueError(f"{name} {path!r} must select elements, not an attribute")
@@ -586,12 +598,6 @@ _CUSTOMER_DELETED = NounMapping(
     key_fields=("customerNumber",),
     document_id_path="PartyIDs/ID",
 )
-
-_INVENTORY_COMMON: dict[str, str | tuple[str, FieldType]] = {
-    "warehouse": "WarehouseLocation/ID",
-    "allocated": ("AllocatedQuantity", "number"),
-    "available": ("AvailableQuantity", "number"),
-}
 
 DEFAULT_MAPPINGS: Mapping[str, NounMapping] = MappingProxyType(
     {
@@ -650,10 +656,12 @@ DEFAULT_MAPPINGS: Mapping[str, NounMapping] = MappingProxyType(
             document_type="SyncInventory",
             fields=_fields(
                 partNumber="ItemID/ID",
+                warehouse="WarehouseLocation/ID",
                 onHand=("OnHandQuantity", "number"),
+                allocated=("AllocatedQuantity", "number"),
+                available=("AvailableQuantity", "number"),
                 unitOfMeasure="OnHandQuantity/@unitCode",
                 lastTransactionDate=("LastTransactionDateTime", "date-time"),
-                **_INVENTORY_COMMON,
             ),
             key_fields=("partNumber", "warehouse"),
             document_id_path="ItemBalanceHeader/DocumentID/ID",
@@ -664,13 +672,15 @@ DEFAULT_MAPPINGS: Mapping[str, NounMapping] = MappingProxyType(
             document_type="SyncInventory",
             fields=_fields(
                 partNumber="Item/ItemID/ID",
+                warehouse="WarehouseLocation/ID",
                 onHand=("CountQuantity", "number"),
+                allocated=("AllocatedQuantity", "number"),
+                available=("AvailableQuantity", "number"),
                 unitOfMeasure="CountQuantity/@unitCode",
                 lastTransactionDate=(
                     "LastTransactionDateTime | noun:InventoryCountHeader/CountDateTime",
                     "date-time",
                 ),
-                **_INVENTORY_COMMON,
             ),
             key_fields=("partNumber", "warehouse"),
             document_id_path="InventoryCountHeader/DocumentID/ID",

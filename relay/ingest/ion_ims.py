@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 import zlib
-from functools import lru_cache
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson

@@ -136,6 +136,10 @@ def resource_spec(
         raise ValueError(f"channel {channel!r} is not in the loaded AsyncAPI documents")
     deleted = channel.rsplit("/", 1)[0] + "/deleted"
     deleted_spec = specs.channels.get(deleted)
+    if kwargs.get("reconcile_every_s") and (deleted_spec is None or deleted_spec.document_type is None):
+        raise ValueError(
+            f"reconcile_every is set for {name!r} but channel {deleted!r} is not in the loaded AsyncAPI documents"
+        )
     return ResourceSpec(
         name=name,
         channel=channel,

@@ -7,7 +7,7 @@ orders and invoices. Rows carry SX.e's separate `transdt`/`transtm` update colum
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,8 +129,9 @@ class SxeSimulator:
             del self.tables[op][key]
         return keys
 
-    async def handle(self, request: web.Request) -> web.Response:
-        op = request.match_info.get("operation", "")
+    async def handle(self, request: web.Request, params: Mapping[str, str] | None = None) -> web.Response:
+        """The gateway route handler (`add_gateway_route(path, sxe.handle)` passes the path parameters)."""
+        op = (params or request.match_info).get("operation", "")
         self.calls[op] = self.calls.get(op, 0) + 1
         if self.on_call is not None:
             self.on_call(op)

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from relay.config import ConfigError, config_from_mapping, load_config, parse_duration
+from relay.daemon import load_all
 
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -155,5 +156,5 @@ def test_example_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     repo = Path(__file__).resolve().parents[2]
     monkeypatch.setenv("HUB_TOKEN", "x")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(repo / "deploy" / "example-credentials"))
-    config = load_config(repo / "config.example.yaml")
+    config, _ = load_all(repo / "config.example.yaml")
     assert {s.kind for s in config.sources} >= {"ion-ims", "json-push", "x3", "sxe"}
