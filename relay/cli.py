@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,7 @@ def _load(config_path: Path) -> Config:
         config, _ = load_all(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
-            err_console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+            click.echo(f"error: {problem}", err=True)
         raise SystemExit(1) from None
     return config
 
@@ -97,6 +98,10 @@ def event_json(event: Event, *, with_payload: bool = True) -> dict[str, Any]:
 @click.version_option(package_name="erp-relay")
 def main() -> None:
     """erp-relay: ERP business events to signed webhooks, durably and in order."""
+    from relay.logs import configure_logging
+
+    # Commands print their results on stdout; their logs go to stderr (`serve` reconfigures for itself).
+    configure_logging("warning", "console", stream=sys.stderr)
 
 
 @main.command()
@@ -110,7 +115,7 @@ def serve(config_path: Path) -> None:
         config, _ = load_all(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
-            err_console.print(f"error {problem}", highlight=False, soft_wrap=True)
+            click.echo(f"error: {problem}", err=True)
         raise SystemExit(1) from None
     configure_logging(config.logging.level, config.logging.format)
     try:
@@ -202,7 +207,7 @@ def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | No
     config, specs = load_all(config_path)
     source = config.source(source_name)
     if source is None:
-        err_console.print(f"no source named {source_name!r} in {config_path}")
+        click.echo(f"no source named {source_name!r} in {config_path}", err=True)
         raise SystemExit(1)
     load_builders()
 
@@ -211,7 +216,7 @@ def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | No
         async with aiohttp.ClientSession() as session:
             built = build_source(source, session, specs)
             if built is None:
-                err_console.print(f"{source_name} is a push source ({source.kind}): nothing to poll")
+                click.echo(f"{source_name} is a push source ({source.kind}): nothing to poll", err=True)
                 raise SystemExit(1)
             fetcher, resources = built
             try:
@@ -229,7 +234,7 @@ def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | No
                         {"resource": resource.name, "channel": resource.channel, **p} for p in report.emitted
                     )
             except PollError as exc:
-                err_console.print(f"poll failed: {exc}")
+                click.echo(f"poll failed: {exc}", err=True)
                 raise SystemExit(1) from None
             finally:
                 await fetcher.close()
@@ -305,7 +310,7 @@ def events_show(config_path: Path, event_id: str, as_json: bool) -> None:
     config = _load(config_path)
     found = _with_store(config, lambda store: store.get_event(event_id))
     if found is None:
-        err_console.print(f"no event {event_id!r}")
+        click.echo(f"no event {event_id!r}", err=True)
         raise SystemExit(1)
     data = event_json(found)
     if as_json:
@@ -369,7 +374,7 @@ def quarantine_show(config_path: Path, quarantine_id: int, as_json: bool) -> Non
     config = _load(config_path)
     row = _with_store(config, lambda store: store.get_quarantine(quarantine_id))
     if row is None:
-        err_console.print(f"no quarantine entry {quarantine_id}")
+        click.echo(f"no quarantine entry {quarantine_id}", err=True)
         raise SystemExit(1)
     body = (row.body or b"").decode("utf-8", "replace")
     data = {
@@ -410,7 +415,7 @@ def quarantine_retry(config_path: Path, quarantine_id: int) -> None:
 
     result = _with_store(config, run)
     if result is None:
-        err_console.print(f"no quarantine entry {quarantine_id}")
+        click.echo(f"no quarantine entry {quarantine_id}", err=True)
         raise SystemExit(1)
     if not result.ok:
         click.echo(f"still refused ({len(result.problems)} problem(s)):")
@@ -503,7 +508,7 @@ def replay_cmd(
 
     config = _load(config_path)
     if subscriber is not None and config.subscriber(subscriber) is None:
-        err_console.print(f"no subscriber named {subscriber!r} in {config_path}")
+        click.echo(f"no subscriber named {subscriber!r} in {config_path}", err=True)
         raise SystemExit(1)
     flt = EventFilter(channel=channel, entity_key=entity_key, since=_parse_when(since), until=_parse_when(until))
     progress = Progress(
@@ -633,10 +638,139 @@ def subscribers_enable(config_path: Path, name: str) -> None:
     """Re-enable a subscriber that answered 410 Gone."""
     config = _load(config_path)
     if config.subscriber(name) is None:
-        err_console.print(f"no subscriber named {name!r} in {config_path}")
+        click.echo(f"no subscriber named {name!r} in {config_path}", err=True)
         raise SystemExit(1)
     _with_store(config, lambda store: store.set_subscriber_disabled(name, False, None))
     click.echo(f"{name} enabled")
+
+
+@main.group()
+def ionapi() -> None:
+    """Infor ION API credentials (.ionapi files)."""
+
+
+@ionapi.command("inspect")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--token", "fetch_token", is_flag=True, help="Fetch a token and show its expiry.")
+@click.option("--json", "as_json", is_flag=True)
+def ionapi_inspect(path: Path, fetch_token: bool, as_json: bool) -> None:
+    """Show an .ionapi file with its secrets masked; with --token, try it."""
+    from relay.auth.ionapi import IonApiAuthError, IonApiError, TokenManager, load_ionapi
+
+    try:
+        creds = load_ionapi(path)
+    except IonApiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    info: dict[str, Any] = {
+        **creds.masked(),
+        "grant": creds.grant,
+        "tokenUrl": creds.token_url,
+        "gateway": creds.gateway_base,
+    }
+
+    async def try_token() -> str:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            manager = TokenManager(creds, session)
+            await manager.token()
+            return format_ts(manager.expires_at) if manager.expires_at else "unknown"
+
+    if fetch_token:
+        try:
+            info["tokenExpiresAt"] = asyncio.run(try_token())
+        except (IonApiAuthError, OSError) as exc:
+            click.echo(f"error: token request failed: {exc}", err=True)
+            raise SystemExit(1) from None
+    if as_json:
+        _print_json(info)
+        return
+    for key, value in info.items():
+        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+
+
+@main.group()
+def simulate() -> None:
+    """Run a simulated ERP on 127.0.0.1 (for trying the relay and for tests)."""
+
+
+def _serve_forever(apps: list[Any], host: str, port: int, ready: Callable[[str], None]) -> None:
+    from aiohttp import web
+
+    async def run() -> None:
+        runners = []
+        for app in apps:
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            from relay._net import bound_port
+
+            ready(f"http://{host}:{bound_port(site)}")
+            runners.append(runner)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for runner in runners:
+                await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+@simulate.command("ion")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, help="Default: a free port.")
+@click.option("--ionapi-out", type=click.Path(dir_okay=False, path_type=Path), help="Write a matching .ionapi file.")
+@click.option("--push-to", help="Also push IMS traffic to this relay source URL (…/ion/SOURCE).")
+@click.option("--count", type=int, default=100, show_default=True)
+@click.option("--rate", type=float, default=10.0, show_default=True, help="Messages per second.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--user", default="ion", show_default=True)
+@click.option("--password", default="ion", show_default=True)
+def simulate_ion(
+    host: str,
+    port: int,
+    ionapi_out: Path | None,
+    push_to: str | None,
+    count: int,
+    rate: float,
+    seed: int,
+    user: str,
+    password: str,
+) -> None:
+    """The ION API (token endpoint, gateway with SX.e) and an IMS sender of realistic BODs."""
+    import aiohttp
+
+    from relay.sim.ion import IonSimulator, plan_ims_traffic, push_bods
+    from relay.sim.sxe import SxeSimulator
+
+    sim = IonSimulator()
+    sxe = SxeSimulator(seed=seed)
+    for op in ("sxapiicecatalogitembalancev2", "sxapiargetcustomerlistv3"):
+        sxe.seed_rows(op, 60)
+    sim.add_gateway_route("SX/rest/sxapirestservice/{operation}", sxe.handle)
+
+    def ready(url: str) -> None:
+        click.echo(f"ION simulator on {url} (tenant {sim.tenant})")
+        if ionapi_out is not None:
+            sim.write_ionapi(ionapi_out, url)
+            click.echo(f"wrote {ionapi_out}")
+        if push_to:
+
+            async def push() -> None:
+                plan = plan_ims_traffic(count, seed=seed)
+                async with aiohttp.ClientSession() as session:
+                    results = await push_bods(push_to, plan, session=session, auth=(user, password), rate_per_s=rate)
+                statuses: dict[int, int] = {}
+                for r in results:
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+                click.echo(f"pushed {len(results)} IMS messages: {statuses}")
+
+            asyncio.get_running_loop().create_task(push())
+
+    _serve_forever([sim.app], host, port, ready)
 
 
 @main.group()

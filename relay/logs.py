@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
@@ -19,9 +19,14 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
 def configure_logging(
     level: Literal["debug", "info", "warning", "error"] = "info",
     fmt: Literal["auto", "json", "console"] = "auto",
+    stream: TextIO | None = None,
 ) -> None:
-    """Configure structlog (and the stdlib loggers of aiohttp and friends) once per process."""
-    json_output = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    """Configure structlog (and the stdlib loggers of aiohttp and friends) once per process.
+
+    The daemon logs to stdout (journald); CLI commands log to stderr so that `--json` output stays clean.
+    """
+    stream = stream or sys.stdout
+    json_output = fmt == "json" or (fmt == "auto" and not stream.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -30,7 +35,7 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         if json_output
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
         processors=[
@@ -40,11 +45,11 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
     # Library loggers (aiohttp, asyncio) go through the same renderer.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[
