@@ -1,35 +1,44 @@
-"""`relay demo`: the relay on an embedded SQLite under ./.demo/, simulated sources, two local subscribers.
+"""`relay demo`: the relay on an embedded SQLite under ./.demo/, two simulated ERPs, two local subscribers.
 
-Everything runs in this one process on 127.0.0.1; nothing leaves the machine.
+Halloran Electrical Supply (Infor SX.e with ION) pushes sales orders, customers and invoices through IMS
+and publishes inventory by warehouse through SX.e change feeds; Aldgate Packaging (Sage X3) has its
+customers and items polled. A storefront takes inventory and orders; a credit-management app takes
+customers and invoices, fails now and then, and refuses one account until the demo "fixes" it and
+redrives the dead letter. Everything runs in this process on 127.0.0.1; nothing leaves the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import random
 import signal
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import yaml
 from rich.console import Console
 from rich.table import Table
 
 from relay.daemon import Relay, load_all
+from relay.sim.ion import BodFactory, make_ims_message, push_bods, running_ion_simulator
 from relay.sim.subscriber import DemoSubscriber, ReceivedWebhook
+from relay.sim.sxe import SxeSimulator
+from relay.store.base import DeliveryFilter
 
 __all__ = ["run_demo"]
 
-HUB_TOKEN = "demo-hub-token"
+ION_USER, ION_PASSWORD = "ion", "demo-ion-gateway-password"
 STOREFRONT_SECRET = "whsec_ZGVtby1zdG9yZWZyb250LXNlY3JldC0wMTIzNDU2Nzg5"
 CREDIT_SECRET = "whsec_ZGVtby1jcmVkaXQtYXBwLXNlY3JldC0wMTIzNDU2Nzg5YWI="
+ITEM_BALANCE = "sxapiicecatalogitembalancev2"
+SOURCE_ERP = {"halloran-ion": "Halloran (Infor)", "halloran-sxe": "Halloran (Infor)", "aldgate-x3": "Aldgate (Sage X3)"}
 
 
 def _free_port() -> int:
@@ -38,213 +47,193 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def demo_config(state_dir: Path, port: int, storefront_url: str, credit_url: str) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def _x3_simulator(seed: int) -> AsyncIterator[tuple[Any, str] | None]:
+    try:
+        x3 = importlib.import_module("relay.sim.x3")
+    except ImportError:  # pragma: no cover - the X3 simulator ships with the relay
+        yield None
+        return
+    async with x3.running_x3_simulator(seed=seed) as (sim, base_url):
+        yield sim, base_url
+
+
+def demo_config(
+    state_dir: Path, port: int, storefront_url: str, credit_url: str, x3: tuple[Any, str] | None
+) -> dict[str, Any]:
+    sources: list[dict[str, Any]] = [
+        {"name": "halloran-ion", "kind": "ion-ims", "tenant_id": "HALLORAN",
+         "auth": {"type": "basic", "username": ION_USER, "password": ION_PASSWORD}},
+        {"name": "halloran-sxe", "kind": "sxe", "ionapi_file": str((state_dir / "halloran.ionapi").resolve()),
+         "feeds": [{"feed": "itembalance", "channel": "inventory/synced", "every": "2s", "record_limit": 100}]},
+    ]  # fmt: skip
+    if x3 is not None:
+        sim, base_url = x3
+        sources.append(
+            {"name": "aldgate-x3", "kind": "x3", "base_url": base_url, "folder": "ALDGATE",
+             "auth": sim.demo_auth() if hasattr(sim, "demo_auth") else {"type": "none"},
+             "resources": [
+                 {"class": "BPCUSTOMER", "channel": "customer/synced", "every": "2s", "page_size": 50},
+                 {"class": "ITMMASTER", "channel": "inventory/synced", "every": "3s", "page_size": 50},
+             ]}
+        )  # fmt: skip
     return {
         "store": {"url": f"sqlite://{(state_dir / 'relay.db').resolve()}"},
         "server": {"listen": f"127.0.0.1:{port}", "drain_grace": "3s"},
         "logging": {"level": "warning", "format": "json"},
         "delivery": {"poll_interval": "200ms"},
-        "sources": [{"name": "hub", "kind": "json-push", "auth": {"type": "bearer", "tokens": [HUB_TOKEN]}}],
+        "sources": sources,
         "subscribers": [
-            {
-                "name": "storefront",
-                "url": storefront_url,
-                "secrets": [STOREFRONT_SECRET],
-                "channels": ["inventory/*", "order/*"],
-                "ordering": "per-key",
-                "allow_private_network": True,
-                "timeout": "5s",
-                "retry": {"schedule": ["1s", "2s", "5s"], "max_age": "1h"},
-            },
-            {
-                "name": "credit-app",
-                "url": credit_url,
-                "secrets": [CREDIT_SECRET],
-                "channels": ["customer/*", "invoice/*"],
-                "allow_private_network": True,
-                "timeout": "5s",
-                "retry": {"schedule": ["500ms", "1s"], "max_age": "1h"},
-            },
+            {"name": "storefront", "url": storefront_url, "secrets": [STOREFRONT_SECRET],
+             "channels": ["inventory/*", "order/*"], "ordering": "per-key", "allow_private_network": True,
+             "timeout": "5s", "retry": {"schedule": ["1s", "2s", "5s"], "max_age": "1h"}},
+            {"name": "credit-app", "url": credit_url, "secrets": [CREDIT_SECRET],
+             "channels": ["customer/*", "invoice/*"], "allow_private_network": True, "timeout": "5s",
+             "retry": {"schedule": ["300ms", "600ms"], "max_age": "1h"}},
         ],
-    }
+    }  # fmt: skip
 
 
-@dataclass
-class _Tally:
-    pushed: Counter[str] = field(default_factory=Counter)
-    answers: Counter[int] = field(default_factory=Counter)
+class _View:
+    """Line-by-line output of what happens, with a summary at the end."""
 
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.by_source: Counter[tuple[str, str]] = Counter()
+        self.verified: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
+        self.redriven = 0
 
-def _sample_events(rng: random.Random, n: int, start: int) -> list[dict[str, Any]]:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    out = []
-    for i in range(start, start + n):
-        kind = rng.choice(["order", "inventory", "customer", "invoice"])
-        base: dict[str, Any] = {"eventId": f"demo-{kind}-{i}", "tenantId": "HALLORAN", "timestamp": now}
-        if kind == "order":
-            base |= {
-                "documentType": "SyncSalesOrder",
-                "data": {
-                    "orderNumber": f"SO-{1000 + i % 17}",
-                    "customerNumber": f"C{200 + i % 5}",
-                    "orderDate": now[:10],
-                    "orderStatus": "Open",
-                    "totalAmount": round(rng.uniform(50, 900), 2),
-                    "currency": "USD",
-                    "lineCount": rng.randint(1, 6),
-                },
-            }
-        elif kind == "inventory":
-            base |= {
-                "documentType": "SyncInventory",
-                "data": {
-                    "partNumber": f"BRK-{20 + i % 9}",
-                    "warehouse": rng.choice(["MAIN", "EAST", "WEST"]),
-                    "onHand": rng.randint(0, 400),
-                    "allocated": rng.randint(0, 40),
-                    "available": rng.randint(0, 360),
-                    "unitOfMeasure": "EA",
-                    "lastTransactionDate": now,
-                },
-            }
-        elif kind == "customer":
-            base |= {
-                "documentType": "SyncCustomerPartyMaster",
-                "data": {
-                    "customerNumber": f"C{200 + i % 5}",
-                    "customerName": "Brightline Contractors",
-                    "status": "Active",
-                    "currency": "USD",
-                    "country": "US",
-                    "lastModified": now,
-                },
-            }
-        else:
-            base |= {
-                "documentType": "SyncInvoice",
-                "data": {
-                    "invoiceNumber": f"INV-{5000 + i}",
-                    "customerNumber": f"C{200 + i % 5}",
-                    "invoiceDate": now[:10],
-                    "amount": round(rng.uniform(50, 900), 2),
-                    "currency": "USD",
-                    "status": "Open",
-                },
-            }
-        out.append(base)
-    return out
-
-
-async def _push(session: aiohttp.ClientSession, url: str, event: Any, tally: _Tally) -> int:
-    async with session.post(
-        url,
-        data=orjson.dumps(event),
-        headers={"Authorization": f"Bearer {HUB_TOKEN}", "Content-Type": "application/json"},
-    ) as r:
-        await r.read()
-        tally.answers[r.status] += 1
-        return r.status
-
-
-def _summary(subs: list[DemoSubscriber], tally: _Tally) -> Table:
-    table = Table(title="erp-relay demo")
-    table.add_column("subscriber")
-    table.add_column("received")
-    table.add_column("verified")
-    table.add_column("distinct events")
-    table.add_column("retries")
-    table.add_column("replays")
-    for s in subs:
-        table.add_row(
-            s.name,
-            str(len(s.received)),
-            str(sum(1 for r in s.received if r.verified)),
-            str(len(s.seen_ids)),
-            str(sum(1 for r in s.received if r.attempt > 1)),
-            str(sum(1 for r in s.received if r.replay)),
-        )
-    return table
-
-
-async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo"), rate_per_s: float = 20.0) -> int:
-    """Run the demo for `duration_s` seconds (None: until Ctrl-C); returns the exit code."""
-    console = Console()
-    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
-    storefront = DemoSubscriber("storefront", STOREFRONT_SECRET)
-    credit = DemoSubscriber("credit-app", CREDIT_SECRET, failure_rate=0.15, seed=3)
-
-    def show(sub: DemoSubscriber, item: ReceivedWebhook) -> None:
-        mark = "✓" if item.verified and item.status < 300 else ("retry" if item.status == 503 else "✗")
-        flags = " replay" if item.replay else ""
-        console.print(
-            f"  [dim]{sub.name:>11}[/dim] ← {item.channel:<17} {item.event_id:<24} attempt {item.attempt}"
-            f" signature {'verified' if item.verified else 'INVALID'} → {item.status} {mark}{flags}",
+    def received(self, sub: DemoSubscriber, item: ReceivedWebhook) -> None:
+        ok = item.verified and item.status < 300
+        if ok:
+            self.by_source[(sub.name, item.source)] += 1
+            self.verified[sub.name] += 1
+        if item.attempt > 1:
+            self.retries[sub.name] += 1
+        mark = "delivered" if ok else ("will retry" if item.status >= 500 else "REFUSED")
+        self.console.print(
+            f"  {sub.name:>11} ← {item.source:<13} {item.channel:<17} {item.event_id[:22]:<22} "
+            f"#{item.attempt}{' replay' if item.replay else ''} signature {'ok' if item.verified else 'BAD'} "
+            f"→ {item.status} {mark}",
             highlight=False,
         )
 
-    storefront.on_receive = show
-    credit.on_receive = show
-    await storefront.start()
-    await credit.start()
-    port = _free_port()
-    config_path = state_dir / "relay.yaml"
-    config_path.write_text(yaml.safe_dump(demo_config(state_dir, port, storefront.url, credit.url), sort_keys=False))
-    config, specs = load_all(config_path)
-    relay = Relay(config_path, config, specs)
-    await relay.start()
-    console.print(f"[bold]erp-relay demo[/bold]: relay on http://127.0.0.1:{port}, store {state_dir / 'relay.db'}")
-    console.print(
-        "  sources: hub (JSON push); subscribers: storefront (orders, inventory), credit-app (customers, "
-        "invoices; fails now and then)"
-    )
+    def table(self, subs: list[DemoSubscriber]) -> Table:
+        table = Table(title="erp-relay demo: what the subscribers received")
+        for column in ("subscriber", "from", "events delivered (signature verified)"):
+            table.add_column(column)
+        for sub in subs:
+            for (name, source), count in sorted(self.by_source.items()):
+                if name == sub.name:
+                    table.add_row(sub.name, f"{SOURCE_ERP.get(source, source)} · {source}", str(count))
+        return table
+
+
+async def _ion_traffic(url: str, session: aiohttp.ClientSession, factory: BodFactory, rng: random.Random) -> int:
+    kind = rng.choice(["sales_order", "sales_order", "customer_sync", "invoice"])
+    bod = factory.next_bod(kind)  # type: ignore[arg-type]
+    message = make_ims_message(bod, encoding="DEFLATE" if rng.random() < 0.3 else "NONE")
+    (result,) = await push_bods(url, [message], session=session, auth=(ION_USER, ION_PASSWORD))
+    return result.status
+
+
+async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) -> int:
+    """Run the demo for `duration_s` seconds (None: until Ctrl-C); returns the exit code."""
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=140)  # logs and CI: no wrapping at 80 columns
+    await asyncio.to_thread(_fresh_state_dir, state_dir)
+    view = _View(console)
+    storefront = DemoSubscriber("storefront", STOREFRONT_SECRET, on_receive=view.received)
+    credit = DemoSubscriber("credit-app", CREDIT_SECRET, failure_rate=0.1, seed=3, on_receive=view.received)
+    refused_key: dict[str, str | None] = {"customer": None}
+    credit.refuse = lambda body: refused_key["customer"] is not None and refused_key["customer"].encode() in body
+    sxe = SxeSimulator(seed=5)
+    sxe.seed_rows(ITEM_BALANCE, 24)
+    rng = random.Random(42)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tally = _Tally()
-    rng = random.Random(42)
-    url = f"http://127.0.0.1:{port}/v1/sources/hub/events"
-    started = time.monotonic()
+    await storefront.start()
+    await credit.start()
     code = 0
-    try:
-        async with aiohttp.ClientSession() as session:
-            first = _sample_events(rng, 8, 0)
-            for event in first:
-                status = await _push(session, url, event, tally)
-                console.print(f"  push {event['documentType']:<24} {event['eventId']:<24} → {status}", highlight=False)
-            status = await _push(session, url, first[0], tally)
-            console.print(f"  push the same event again ({first[0]['eventId']}) → {status} duplicate", highlight=False)
-            bad = {
-                "eventId": "demo-bad-1",
-                "documentType": "SyncSalesOrder",
-                "timestamp": first[0]["timestamp"],
-                "data": {"orderNumber": 42},
-            }
-            status = await _push(session, url, bad, tally)
-            console.print(
-                f"  push an invalid event (orderNumber is a number) → {status}, kept in quarantine", highlight=False
-            )
-            i = len(first)
-            while not stop.is_set() and (duration_s is None or time.monotonic() - started < duration_s):
-                for event in _sample_events(rng, 1, i):
-                    await _push(session, url, event, tally)
-                i += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1 / rate_per_s)
-        # Let retries finish before the summary.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            states = await relay.store.subscriber_states() if relay.store else {}
-            if all(st.pending == 0 for st in states.values()):
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await relay.stop()
-        await storefront.stop()
-        await credit.stop()
-    console.print(_summary([storefront, credit], tally))
-    console.print(f"ingest answers: {dict(sorted(tally.answers.items()))}")
+    async with running_ion_simulator() as (ion, ion_url), _x3_simulator(seed=9) as x3:
+        ion.add_gateway_route("SX/rest/sxapirestservice/{operation}", sxe.handle)
+        ion.write_ionapi(state_dir / "halloran.ionapi", ion_url)
+        port = _free_port()
+        config_path = state_dir / "relay.yaml"
+        config_path.write_text(
+            yaml.safe_dump(demo_config(state_dir, port, storefront.url, credit.url, x3), sort_keys=False)
+        )
+        config, specs = load_all(config_path)
+        relay = Relay(config_path, config, specs)
+        await relay.start()
+        console.print(f"[bold]erp-relay demo[/bold] — relay on http://127.0.0.1:{port}, store {state_dir}/relay.db")
+        console.print("  Halloran Electrical Supply (Infor ION + SX.e) pushes orders, customers, invoices (IMS);")
+        console.print("  its inventory by warehouse is polled from SX.e; Aldgate Packaging (Sage X3) is polled.")
+        console.print("  storefront ← inventory, orders · credit-app ← customers, invoices (fails now and then)\n")
+        factory = BodFactory(seed=4)
+        ims_url = f"http://127.0.0.1:{port}/ion/halloran-ion"
+        started = time.monotonic()
+        phase = "running"
+        try:
+            async with aiohttp.ClientSession() as session:
+                # One customer is refused by the credit app until the demo "fixes" it: a dead letter.
+                customer = factory.customer_sync()
+                refused_key["customer"] = customer.document_id
+                await push_bods(ims_url, [make_ims_message(customer)], session=session, auth=(ION_USER, ION_PASSWORD))
+                console.print(f"  credit-app refuses customer {customer.document_id} for now (credit hold)")
+                tick = 0
+                while not stop.is_set() and (duration_s is None or time.monotonic() - started < duration_s):
+                    await _ion_traffic(ims_url, session, factory, rng)
+                    tick += 1
+                    if tick % 5 == 0:
+                        sxe.change(ITEM_BALANCE, 2)
+                        if x3 is not None and hasattr(x3[0], "change"):
+                            x3[0].change("BPCUSTOMER", 1)
+                    if phase == "running" and relay.store is not None:
+                        dead = await relay.store.list_deliveries(DeliveryFilter(state="dead", subscriber="credit-app"))
+                        if dead:
+                            refused_key["customer"] = None
+                            count = await relay.store.redrive(DeliveryFilter(subscriber="credit-app"))
+                            view.redriven += count
+                            console.print(
+                                f"  [yellow]dead letter[/yellow] {dead[0].event_id[:22]} → credit-app "
+                                f"({dead[0].last_error}); the account is fixed: redriving {count} dead "
+                                f"deliver{'y' if count == 1 else 'ies'}"
+                            )
+                            phase = "redriven"
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=0.25)
+            await _settle(relay, console)
+        finally:
+            await relay.stop()
+            await storefront.stop()
+            await credit.stop()
+    console.print()
+    console.print(view.table([storefront, credit]))
+    retries = sum(view.retries.values())
+    console.print(f"retries: {retries}; dead letters redriven: {view.redriven}")
     if not all(r.verified for s in (storefront, credit) for r in s.received):
         console.print("[red]some signatures did not verify[/red]")
         code = 1
     return code
+
+
+def _fresh_state_dir(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for old in state_dir.glob("relay.db*"):  # every run starts from an empty store
+        old.unlink()
+
+
+async def _settle(relay: Relay, console: Console, timeout_s: float = 10.0) -> None:
+    """Let pending deliveries and retries finish before the summary."""
+    deadline = time.monotonic() + timeout_s
+    while relay.store is not None and time.monotonic() < deadline:
+        states = await relay.store.subscriber_states()
+        if all(st.pending == 0 for st in states.values()):
+            return
+        await asyncio.sleep(0.2)
+    console.print("  (some deliveries still pending at the end of the demo)")

@@ -38,6 +38,8 @@ class DemoSubscriber:
     received: list[ReceivedWebhook] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
     on_receive: Callable[[DemoSubscriber, ReceivedWebhook], None] | None = None
+    # Answers 500 to bodies this returns True for (a business rule the receiver enforces).
+    refuse: Callable[[bytes], bool] | None = None
     url: str = ""
     _runner: web.AppRunner | None = None
 
@@ -56,6 +58,8 @@ class DemoSubscriber:
         status = 401
         if verified:
             status = 503 if self.failing or self._rng.random() < self.failure_rate else 204
+            if self.refuse is not None and self.refuse(body):
+                status = 500
         item = ReceivedWebhook(
             event_id=request.headers.get("webhook-id", ""),
             channel=request.headers.get("relay-channel", ""),
