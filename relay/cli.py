@@ -773,6 +773,40 @@ def simulate_ion(
     _serve_forever([sim.app], host, port, ready)
 
 
+@simulate.command("sxe")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, help="Default: a free port.")
+@click.option("--ionapi-out", type=click.Path(dir_okay=False, path_type=Path), help="Write a matching .ionapi file.")
+@click.option("--rows", type=int, default=200, show_default=True, help="Item balance rows to start with.")
+@click.option("--changes-per-s", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+def simulate_sxe(host: str, port: int, ionapi_out: Path | None, rows: int, changes_per_s: float, seed: int) -> None:
+    """SX.e's sxapirestservice feeds behind a simulated ION API gateway and token endpoint."""
+    from relay.sim.ion import IonSimulator
+    from relay.sim.sxe import OPERATIONS, SxeSimulator
+
+    sim = IonSimulator()
+    sxe = SxeSimulator(seed=seed)
+    for op in OPERATIONS:
+        sxe.seed_rows(op, rows)
+    sim.add_gateway_route("SX/rest/sxapirestservice/{operation}", sxe.handle)
+
+    def ready(url: str) -> None:
+        click.echo(f"SX.e simulator behind the ION gateway on {url}/{sim.tenant}/SX/rest/sxapirestservice/")
+        if ionapi_out is not None:
+            sim.write_ionapi(ionapi_out, url)
+            click.echo(f"wrote {ionapi_out}")
+
+        async def churn() -> None:
+            while changes_per_s > 0:
+                await asyncio.sleep(1 / changes_per_s)
+                sxe.change("sxapiicecatalogitembalancev2", 1)
+
+        asyncio.get_running_loop().create_task(churn())
+
+    _serve_forever([sim.app], host, port, ready)
+
+
 @main.group()
 def spec() -> None:
     """The AsyncAPI document of what subscribers receive."""

@@ -427,3 +427,38 @@ async def test_admin_api_requires_token_and_lists(tmp_path: Path) -> None:
     finally:
         await stop_stack(stack)
         await sub.stop()
+
+
+async def test_rate_limit_and_max_in_flight_are_respected(tmp_path: Path) -> None:
+    in_flight = {"now": 0, "max": 0}
+
+    async def counting(sub: Subscriber, request: web.Request, body: bytes) -> int:
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        await asyncio.sleep(0.05)
+        in_flight["now"] -= 1
+        return 200
+
+    limited, narrow = Subscriber(), Subscriber(behaviour=counting)
+    for s in (limited, narrow):
+        await s.start()
+    data = base_config(
+        tmp_path,
+        subscribers=[
+            subscriber_config("limited", limited.url, rate_limit=20),
+            subscriber_config("narrow", narrow.url, max_in_flight=3),
+        ],
+    )
+    stack = await start_stack(tmp_path, data)
+    try:
+        for i in range(60):
+            assert await push(stack, sample_event("order/synced", f"rl-{i}")) == 202
+        await until(lambda: len(limited.delivered) == 60 and len(narrow.delivered) == 60, timeout=20)
+        times = sorted(r.at for r in limited.delivered)
+        # 20/s with a burst of 20: the last of 60 cannot arrive before ~2 s after the first.
+        assert times[-1] - times[0] >= 1.8
+        assert in_flight["max"] == 3
+    finally:
+        await stop_stack(stack)
+        for s in (limited, narrow):
+            await s.stop()
