@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python -m bench.run
 
 soak: install
+	RELAY_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -p no:cacheprovider tests/unit/test_bod_fuzz.py tests/integration/test_fuzz_ingest.py
 	$(BIN)/pytest -q tests/faults --soak
 
 clean:

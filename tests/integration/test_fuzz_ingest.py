@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import orjson
@@ -12,6 +13,8 @@ from conftest import make_app
 from helpers import HUB_TOKEN, base_config, sample_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "150"))
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -67,7 +70,7 @@ def _post(fuzz_app: Any, path: str, body: bytes, content_type: str) -> int:
     return loop.run_until_complete(go())
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.binary(max_size=2000), path=paths, content_type=content_types)
 def test_arbitrary_bytes_never_5xx(fuzz_app: Any, body: bytes, path: str, content_type: str, caplog: Any) -> None:
     with caplog.at_level(logging.ERROR):
@@ -76,7 +79,7 @@ def test_arbitrary_bytes_never_5xx(fuzz_app: Any, body: bytes, path: str, conten
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=event_like | json_values, path=paths)
 def test_arbitrary_json_never_5xx(fuzz_app: Any, payload: Any, path: str, caplog: Any) -> None:
     with caplog.at_level(logging.ERROR):
@@ -85,7 +88,7 @@ def test_arbitrary_json_never_5xx(fuzz_app: Any, payload: Any, path: str, caplog
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.dictionaries(st.text(max_size=12), json_values, max_size=6))
 def test_mutated_valid_events_never_5xx(fuzz_app: Any, data: dict[str, Any]) -> None:
     event = sample_event("order/synced", "fz")
