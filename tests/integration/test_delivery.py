@@ -206,6 +206,16 @@ async def test_always_failing_ends_dead_and_redrive_delivers(tmp_path: Path) -> 
         (row,) = orjson.loads(listed.stdout)
         assert row["eventId"] == "dead-1"
         assert "HTTP 500" in row["lastError"]
+        async def dead_gauge() -> bool:
+            async with stack.client.get("/metrics") as r:
+                return 'relay_dead_letters{subscriber="s"} 1.0' in await r.text()
+
+        await until(dead_gauge, timeout=5)
+        async with stack.client.get("/metrics") as r:
+            text = await r.text()
+        assert 'relay_webhook_attempts_total{outcome="dead",subscriber="s"}' in text
+        assert 'relay_webhook_attempts_total{outcome="retry",subscriber="s"}' in text
+        assert "relay_webhook_attempt_duration_seconds_bucket" in text
         healthy["ok"] = True
         redriven = await arun_cli("dlq", "redrive", "-c", str(config_path), "--subscriber", "s")
         assert redriven.returncode == 0, redriven.stderr

@@ -166,3 +166,48 @@ async def test_a_crash_between_pages_repeats_at_most_one_page(store: Store, api:
         report = await poller.poll_once()
     assert report.pages == 8  # resumed from the checkpoint, not from the start
     assert await store.count_events() == 1050
+
+
+def _cli_config(tmp_path: Path, base_url: str) -> Path:
+    import yaml
+    from helpers import base_config
+
+    resource = {
+        "url": f"{base_url}/stock",
+        "channel": "inventory/synced",
+        "records_path": "result.items",
+        "key": "id",
+        "updated_param": "since",
+        "cursor_param": "after",
+        "cursor_path": "next",
+        "every": "1s",
+        "mapping": {"fields": {"partNumber": "sku", "warehouse": "wh"}, "updated_path": "updated"},
+    }
+    data = base_config(tmp_path, sources=[{"name": "wms", "kind": "http-json", "resources": [resource]}])
+    path = tmp_path / "relay.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def test_cli_poll_dry_run_and_probe(tmp_path: Path, api: tuple[Catalogue, str]) -> None:
+    import json
+
+    from helpers import arun_cli
+
+    catalogue, base_url = api
+    config_path = _cli_config(tmp_path, base_url)
+    dry = await arun_cli("poll", "wms", "--dry-run", "--limit", "7", "--json", "-c", str(config_path))
+    assert dry.returncode == 0, dry.stderr
+    emitted = json.loads(dry.stdout)
+    assert len(emitted) == 7
+    assert all(e["channel"] == "inventory/synced" for e in emitted)
+    listed = await arun_cli("events", "list", "-c", str(config_path), "--json")
+    assert json.loads(listed.stdout) == []  # the dry run stored nothing
+    probe = await arun_cli("check-config", "--probe", "-c", str(config_path))
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert "wms 0:" in probe.stdout
+    assert "ok (100 records in the first page)" in probe.stdout
+    catalogue.fail_status = 403
+    denied = await arun_cli("check-config", "--probe", "-c", str(config_path))
+    assert denied.returncode == 1
+    assert "permission denied" in denied.stdout
