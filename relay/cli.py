@@ -807,6 +807,33 @@ def simulate_sxe(host: str, port: int, ionapi_out: Path | None, rows: int, chang
     _serve_forever([sim.app], host, port, ready)
 
 
+@simulate.command("x3")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, help="Default: a free port.")
+@click.option("--changes-per-s", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+def simulate_x3(host: str, port: int, changes_per_s: float, seed: int) -> None:
+    """Sage X3 (folder ALDGATE): api1 REST and GraphQL, records that change and disappear over time."""
+    from relay.sim.x3 import X3Simulator
+
+    sim = X3Simulator(seed=seed)
+    sim.seed_records("BPCUSTOMER", 200)
+    sim.seed_records("ITMMASTER", 100)
+    sim.seed_records("SORDER", 100)
+
+    def ready(url: str) -> None:
+        click.echo(f"X3 simulator on {url} (folder {sim.folder}, basic auth {sim.user}:{sim.password})")
+
+        async def churn() -> None:
+            while changes_per_s > 0:
+                await asyncio.sleep(1 / changes_per_s)
+                sim.change(sim.rng.choice(["BPCUSTOMER", "ITMMASTER", "SORDER"]), 1)
+
+        asyncio.get_running_loop().create_task(churn())
+
+    _serve_forever([sim.app], host, port, ready)
+
+
 @main.group()
 def spec() -> None:
     """The AsyncAPI document of what subscribers receive."""

@@ -311,6 +311,7 @@ class HttpJsonResource(_PollBase):
 
 class HttpJsonSource(_SourceBase):
     kind: Literal["http-json"]
+    tenant_id: str | None = None
     auth: OutboundAuth = Field(default_factory=lambda: NoAuth(type="none"))
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: Duration = Field(default=30.0, alias="timeout")

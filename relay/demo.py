@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import random
 import signal
 import socket
@@ -30,6 +29,7 @@ from relay.daemon import Relay, load_all
 from relay.sim.ion import BodFactory, make_ims_message, push_bods, running_ion_simulator
 from relay.sim.subscriber import DemoSubscriber, ReceivedWebhook
 from relay.sim.sxe import SxeSimulator
+from relay.sim.x3 import X3Simulator, running_x3_simulator
 from relay.store.base import DeliveryFilter
 
 __all__ = ["run_demo"]
@@ -48,18 +48,13 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def _x3_simulator(seed: int) -> AsyncIterator[tuple[Any, str] | None]:
-    try:
-        x3 = importlib.import_module("relay.sim.x3")
-    except ImportError:  # pragma: no cover - the X3 simulator ships with the relay
-        yield None
-        return
-    async with x3.running_x3_simulator(seed=seed) as (sim, base_url):
+async def _x3_simulator(seed: int) -> AsyncIterator[tuple[X3Simulator, str]]:
+    async with running_x3_simulator(seed=seed) as (sim, base_url):
         yield sim, base_url
 
 
 def demo_config(
-    state_dir: Path, port: int, storefront_url: str, credit_url: str, x3: tuple[Any, str] | None
+    state_dir: Path, port: int, storefront_url: str, credit_url: str, x3: tuple[X3Simulator, str] | None
 ) -> dict[str, Any]:
     sources: list[dict[str, Any]] = [
         {"name": "halloran-ion", "kind": "ion-ims", "tenant_id": "HALLORAN",
@@ -71,7 +66,7 @@ def demo_config(
         sim, base_url = x3
         sources.append(
             {"name": "aldgate-x3", "kind": "x3", "base_url": base_url, "folder": "ALDGATE",
-             "auth": sim.demo_auth() if hasattr(sim, "demo_auth") else {"type": "none"},
+             "auth": sim.demo_auth(),
              "resources": [
                  {"class": "BPCUSTOMER", "channel": "customer/synced", "every": "2s", "page_size": 50},
                  {"class": "ITMMASTER", "channel": "inventory/synced", "every": "3s", "page_size": 50},
@@ -191,8 +186,8 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
                     tick += 1
                     if tick % 5 == 0:
                         sxe.change(ITEM_BALANCE, 2)
-                        if x3 is not None and hasattr(x3[0], "change"):
-                            x3[0].change("BPCUSTOMER", 1)
+                        x3[0].change("BPCUSTOMER", 1)
+                        x3[0].change("ITMMASTER", 2)
                     if phase == "running" and relay.store is not None:
                         dead = await relay.store.list_deliveries(DeliveryFilter(state="dead", subscriber="credit-app"))
                         if dead:

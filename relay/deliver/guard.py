@@ -1,17 +1,19 @@
 """SSRF guard: subscriber URLs may not reach loopback, private, link-local or other special addresses.
 
-Literal IPs are checked against the URL; host names are checked by `GuardedResolver` at connect time.
-aiohttp connects to exactly the addresses the resolver returns, so the address checked is the address
-connected to: a DNS answer that changes between check and connect (rebinding) cannot slip through.
+Two checks, both needed. `url_refusal` checks the URL itself (scheme, userinfo, IP literals), because
+aiohttp connects to an IP-literal host without asking the resolver. `GuardedResolver` checks every
+address a host name resolves to; aiohttp connects to exactly the addresses the resolver returned, so the
+address checked is the address connected to, and a DNS answer that changes between a check and the
+connection (rebinding) cannot slip through.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 import socket
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -19,99 +21,189 @@ from aiohttp.resolver import DefaultResolver
 
 __all__ = ["BlockedAddressError", "GuardedResolver", "address_refusal", "url_refusal"]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|\d+)(\.(0x[0-9a-f]+|\d+)){0,3}$", re.IGNORECASE)
+_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+_RFC1918 = (
+    ipaddress.IPv4Network("10.0.0.0/8"),
+    ipaddress.IPv4Network("172.16.0.0/12"),
+    ipaddress.IPv4Network("192.168.0.0/16"),
+)
+_ULA = ipaddress.IPv6Network("fc00::/7")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_METADATA = ipaddress.IPv4Address("169.254.169.254")
+# Host forms that libc's inet_aton turns into an address though `ipaddress` rejects them: 2130706433,
+# 0x7f.1, 0177.0.0.1, 127.1 (an optional trailing dot as in fully qualified names).
+_NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?", re.IGNORECASE)
 
 
 class BlockedAddressError(OSError):
-    """Every address of a subscriber host is refused by the SSRF guard."""
+    """Every address of a subscriber host is refused by the SSRF guard.
+
+    Carries its message as `strerror` too, which is what aiohttp shows when it wraps the error in
+    `ClientConnectorError`.
+    """
+
+    def __init__(self, message: str) -> None:
+        """Create the error.
+
+        Args:
+            message: names the host and every refused address with its reason.
+        """
+        super().__init__(errno.EACCES, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
-def address_refusal(ip: IPAddress) -> str | None:
-    """Why `ip` may not be a webhook target, or None for a public address."""
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, str] | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped, "IPv4-mapped"
+    if ip.sixtofour is not None:
+        return ip.sixtofour, "6to4"
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), "NAT64"
+    return None
+
+
+def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Say why an address may not be a webhook target.
+
+    Args:
+        ip: the address (IPv6 may carry a scope id).
+
+    Returns:
+        A short reason (`loopback`, `private network`, `link-local (cloud metadata)`, `multicast`,
+        `reserved`, `unspecified`, `shared address space (CGNAT)`, …), or None for a public address. An
+        IPv4 address embedded in IPv6 (IPv4-mapped `::ffff:a.b.c.d`, 6to4, NAT64 `64:ff9b::/96`) is
+        judged as that IPv4 address.
+    """
     if isinstance(ip, ipaddress.IPv6Address):
-        for embedded in (ip.ipv4_mapped, ip.sixtofour):
-            if embedded is not None:
-                reason = address_refusal(embedded)
-                return f"{reason} (embedded in IPv6)" if reason else None
-        if ip in ipaddress.ip_network("64:ff9b::/96"):
-            reason = address_refusal(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-            return f"{reason} (NAT64)" if reason else None
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            inner, form = embedded
+            reason = address_refusal(inner)
+            return f"{reason} ({form} {inner})" if reason else None
     if ip.is_unspecified:
-        return "unspecified address"
+        return "unspecified"
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:
-        return "link-local (cloud metadata)" if str(ip) == "169.254.169.254" else "link-local"
+        return "link-local (cloud metadata)" if ip == _METADATA else "link-local"
     if ip.is_multicast:
         return "multicast"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return "shared address space (CGNAT)"
-    if ip.is_private:
-        return "private network"
+    if isinstance(ip, ipaddress.IPv4Address):
+        if ip in _CGNAT:
+            return "shared address space (CGNAT)"
+        if any(ip in net for net in _RFC1918):
+            return "private network"
+    else:
+        if ip in _ULA:
+            return "private network (unique local)"
+        if ip.is_site_local:
+            return "site-local"
     if ip.is_reserved:
         return "reserved"
-    if not ip.is_global:
-        return "not a public address"
+    if ip.is_private or not ip.is_global:
+        # Documentation, benchmarking, IETF protocol ranges and the like: never a real subscriber.
+        return "special-purpose address"
     return None
 
 
 def url_refusal(url: str, *, allow_private_network: bool) -> str | None:
-    """Why `url` may not be a webhook target (scheme, userinfo, literal address), or None."""
+    """Say why a URL may not be a webhook target, without resolving any name.
+
+    Args:
+        url: the subscriber URL.
+        allow_private_network: when True, IP literals and numeric host forms are not checked (the scheme,
+            host and userinfo rules still apply).
+
+    Returns:
+        A reason when the scheme is not http or https, the host is missing, the URL carries credentials,
+        the host is a refused IP literal (bracketed IPv6 included), or the host is a numeric form such as
+        `2130706433` or `0x7f.1`; otherwise None. Host names pass: `GuardedResolver` checks them at
+        connect time. The reason never repeats credentials.
+    """
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(url.strip())
         host = parts.hostname
-        _ = parts.port
-    except ValueError as exc:
-        return f"malformed URL: {exc}"
+        has_userinfo = "@" in parts.netloc
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        return "malformed URL"
     if parts.scheme not in ("http", "https"):
         return "scheme must be http or https"
+    if has_userinfo:
+        return "credentials in the URL are not allowed; configure headers instead"
     if not host:
         return "the URL has no host"
-    if parts.username is not None or parts.password is not None:
-        return "credentials in the URL are not allowed; use headers"
     if allow_private_network:
         return None
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        if _NUMERIC_HOST.match(host):
-            return "numeric host form not allowed"
-        return None
+        return "numeric host form not allowed" if _NUMERIC_HOST.fullmatch(host) else None
     reason = address_refusal(ip)
     return f"{host} is {reason}" if reason else None
 
 
 class GuardedResolver(AbstractResolver):
-    """Resolves with an inner resolver and drops every refused address unless the host is allowed."""
+    """An aiohttp resolver that drops refused addresses, unless the host may reach private networks.
+
+    Use it as `TCPConnector(resolver=GuardedResolver(...))`; also check `url_refusal` first, since aiohttp
+    does not consult the resolver for IP-literal hosts.
+    """
 
     def __init__(self, allow_private_for_host: Callable[[str], bool], inner: AbstractResolver | None = None) -> None:
-        self._allow = allow_private_for_host
-        self._inner = inner or DefaultResolver()
+        """Wrap a resolver.
+
+        Args:
+            allow_private_for_host: called with the host name; True lets every resolved address through.
+            inner: the resolver that does the lookup; default aiohttp's `DefaultResolver`, created on first
+                use (it needs a running event loop).
+        """
+        self._allow_private_for_host = allow_private_for_host
+        self._inner = inner
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        """Resolve `host` with the inner resolver and keep only the addresses that may be connected to.
+
+        Args:
+            host: the host name.
+            port: the port.
+            family: the address family asked for.
+
+        Returns:
+            The inner resolver's results minus refused addresses (all of them when the host is allowed).
+
+        Raises:
+            BlockedAddressError: every address was refused; the message names the host, each address and
+                the reason.
+            OSError: the inner resolver failed.
+        """
+        if self._inner is None:
+            self._inner = DefaultResolver()
         results = await self._inner.resolve(host, port, family)
-        if self._allow(host):
-            return results
         kept: list[ResolveResult] = []
         refused: list[str] = []
         for result in results:
-            reason = address_refusal(ipaddress.ip_address(result["host"]))
+            try:
+                reason = address_refusal(ipaddress.ip_address(result["host"]))
+            except ValueError:
+                reason = "not an IP address"
             if reason is None:
                 kept.append(result)
             else:
                 refused.append(f"{result['host']} ({reason})")
+        if not refused or self._allow_private_for_host(host):
+            return results
         if not kept:
             raise BlockedAddressError(
-                f"refused: subscriber host {host} resolves only to refused addresses: {', '.join(refused)}"
+                f"subscriber host {host} resolves only to refused addresses: {', '.join(refused)}"
             )
         return kept
 
     async def close(self) -> None:
-        await self._inner.close()
-
-    def __getattr__(self, name: str) -> Any:  # pragma: no cover - aiohttp may probe optional attributes
-        raise AttributeError(name)
+        """Close the inner resolver."""
+        if self._inner is not None:
+            await self._inner.close()

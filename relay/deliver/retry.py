@@ -1,9 +1,14 @@
-"""Retry policy, circuit breaker and rate limiter: pure, with time passed in (no sleeping, no I/O)."""
+"""Delivery policy: retry decisions, circuit breaker and rate limiter.
+
+Everything here is pure: time comes in as an argument, nothing sleeps, nothing does I/O. The dispatcher
+asks, then acts on the answer.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,10 +25,21 @@ __all__ = [
     "parse_retry_after",
 ]
 
+_DELTA_SECONDS = re.compile(r"[0-9]+")
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+CircuitState = Literal["closed", "open", "half-open"]
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
-    """What one attempt got: an HTTP status, or an error (timeout, refused connection) and no status."""
+    """What one delivery attempt got.
+
+    Attributes:
+        status: the HTTP status, or None when no HTTP answer came (timeout, refused connection, …).
+        error: what went wrong without an answer, e.g. "timeout" or "connection refused".
+        retry_after: the raw `Retry-After` header of the answer, if any.
+    """
 
     status: int | None = None
     error: str | None = None
@@ -32,39 +48,78 @@ class AttemptOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """What the dispatcher does next with a delivery.
+
+    Attributes:
+        action: `delivered`; `retry` at `next_attempt_at`; `dead` (give up); `disable` the subscriber.
+        reason: short human text for the attempt record and logs.
+        next_attempt_at: when to try again (UTC); set only for `retry`.
+    """
+
     action: Literal["delivered", "retry", "dead", "disable"]
     reason: str
     next_attempt_at: datetime | None = None
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a `Retry-After` value (delta-seconds or an HTTP date); None if unusable."""
+    """Read a `Retry-After` header value.
+
+    Args:
+        value: delta-seconds (`120`) or an HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`); None when absent.
+        now: the current time, timezone-aware; an HTTP-date is measured from it.
+
+    Returns:
+        Seconds to wait (0 for a date already past), or None when the value is absent, negative or not
+        understood.
+    """
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if _DELTA_SECONDS.fullmatch(text):
         return float(int(text))
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
+        # RFC 9110 HTTP-dates are always GMT; parsedate_to_datetime leaves "-0000" naive.
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
 
 
 def jittered(delay_s: float, rng: random.Random, jitter: float = 0.2) -> float:
-    """`delay_s` moved uniformly within ±`jitter` (spreads retries of many deliveries apart)."""
-    return delay_s * (1 + rng.uniform(-jitter, jitter))
+    """Spread a delay so that deliveries which failed together do not all retry at the same instant.
+
+    Args:
+        delay_s: the nominal delay in seconds.
+        rng: the random source (seeded in tests).
+        jitter: the largest relative change, 0.2 for ±20 %.
+
+    Returns:
+        A delay drawn uniformly from `[delay_s × (1 - jitter), delay_s × (1 + jitter)]`.
+    """
+    return delay_s * (1.0 + rng.uniform(-jitter, jitter))
 
 
 def describe(outcome: AttemptOutcome) -> str:
-    """Short text for an outcome: `HTTP 503`, `timeout`, `connection failed: …`."""
+    """Short human text for an outcome.
+
+    Args:
+        outcome: the attempt's outcome.
+
+    Returns:
+        e.g. `HTTP 503`, `HTTP 301 (redirect not followed)`, `timeout`, or `no answer` when the outcome
+        holds neither a status nor an error.
+    """
     if outcome.status is not None:
         if 300 <= outcome.status < 400:
             return f"HTTP {outcome.status} (redirect not followed)"
         return f"HTTP {outcome.status}"
     return outcome.error or "no answer"
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
 def decide(
@@ -78,113 +133,242 @@ def decide(
     rng: random.Random,
     retry_after_cap_s: float = 3600,
 ) -> Decision:
-    """What to do after attempt number `attempt` (1 = the first) got `outcome`.
+    """Decide what follows a delivery attempt.
 
-    2xx → delivered; 410 → disable the subscriber; 429/503 with Retry-After → retry then (capped);
-    anything else → retry after the schedule's next delay ±20 %; past the schedule or `max_age_s` → dead.
+    Rules, in order: any 2xx is delivered; 410 disables the subscriber; once `attempt` exceeds the
+    schedule the delivery is dead; 429 or 503 with a usable `Retry-After` retries exactly then (capped at
+    `retry_after_cap_s`, no jitter); anything else (other statuses including redirects, which are never
+    followed, and errors such as timeouts) retries after `schedule_s[attempt - 1]` ±20 %. A retry that
+    would fall after `created_at + max_age_s` is dead instead.
+
+    Args:
+        outcome: what this attempt got.
+        attempt: attempts made so far including this one (1 after the first).
+        now: the current time, timezone-aware UTC.
+        created_at: when the delivery was created (its age counts from here).
+        schedule_s: the delay before each retry, in seconds.
+        max_age_s: the longest a delivery may keep being retried, from `created_at`.
+        rng: the random source for jitter.
+        retry_after_cap_s: the longest `Retry-After` honoured.
+
+    Returns:
+        The decision; `next_attempt_at` is set only when the action is `retry`.
+
+    Raises:
+        ValueError: `attempt` is below 1 or `now` is naive.
     """
+    if attempt < 1:
+        raise ValueError(f"attempt counts from 1, got {attempt}")
+    if now.tzinfo is None:
+        raise ValueError("now must be a timezone-aware datetime")
     status = outcome.status
     if status is not None and 200 <= status < 300:
         return Decision("delivered", f"HTTP {status}")
     if status == 410:
         return Decision("disable", "410 Gone: subscriber disabled")
     what = describe(outcome)
-    delay: float | None = None
-    if status in (429, 503):
-        retry_after = parse_retry_after(outcome.retry_after, now)
-        if retry_after is not None:
-            delay = min(retry_after, retry_after_cap_s)
-    if delay is None:
-        if attempt > len(schedule_s):
-            return Decision("dead", f"{what} after {attempt} attempt{'s' if attempt != 1 else ''}")
-        delay = jittered(schedule_s[attempt - 1], rng)
-    elif attempt > len(schedule_s):
-        return Decision("dead", f"{what} after {attempt} attempts")
-    next_at = now + timedelta(seconds=delay)
-    if next_at > created_at + timedelta(seconds=max_age_s):
-        return Decision("dead", f"{what} after {attempt} attempt{'s' if attempt != 1 else ''} (max age reached)")
-    return Decision("retry", what, next_at)
+    if attempt > len(schedule_s):
+        return Decision("dead", f"{what} after {_attempts(attempt)}")
+    retry_after_s = parse_retry_after(outcome.retry_after, now) if status in _RETRY_AFTER_STATUSES else None
+    if retry_after_s is not None:
+        delay_s = min(retry_after_s, retry_after_cap_s)
+        reason = f"{what}, Retry-After {delay_s:g}s"
+    else:
+        delay_s = jittered(schedule_s[attempt - 1], rng)
+        reason = what
+    next_attempt_at = now + timedelta(seconds=delay_s)
+    if next_attempt_at > created_at + timedelta(seconds=max_age_s):
+        return Decision("dead", f"{what} after {_attempts(attempt)} (max age {max_age_s:g}s reached)")
+    return Decision("retry", reason, next_attempt_at)
 
 
 class CircuitBreaker:
-    """Stops attempts to a failing subscriber; after a cooldown, one probe decides (half-open)."""
+    """Per-subscriber circuit breaker: stop sending to a failing endpoint, then probe it with one request.
+
+    `closed` lets everything through. `failure_threshold` consecutive failures open it; while `open`,
+    nothing goes until the cooldown has passed, then it turns `half-open` and `allow` grants exactly one
+    probe. The probe's success closes the circuit; its failure opens it again with the cooldown doubled
+    (at most 10 × `cooldown_s`). A success resets the cooldown. Time is passed in; `state` reflects the
+    latest `now` the breaker was given.
+    """
 
     def __init__(self, failure_threshold: int = 5, cooldown_s: float = 30.0) -> None:
+        """Create a closed breaker.
+
+        Args:
+            failure_threshold: consecutive failures that open the circuit (at least 1).
+            cooldown_s: how long the circuit stays open the first time (positive).
+
+        Raises:
+            ValueError: a parameter is out of range.
+        """
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be at least 1")
+        if cooldown_s <= 0:
+            raise ValueError("cooldown_s must be positive")
         self.failure_threshold = failure_threshold
         self.base_cooldown_s = cooldown_s
-        self.cooldown_s = cooldown_s
-        self.consecutive_failures = 0
-        self.opened_at: datetime | None = None
-        self._state: Literal["closed", "open", "half-open"] = "closed"
-        self._probe_out = False
+        self.max_cooldown_s = 10 * cooldown_s
+        self._cooldown_s = cooldown_s
+        self._consecutive_failures = 0
+        self._opened_at: datetime | None = None
+        self._probe_granted_at: datetime | None = None
+        self._last_now: datetime | None = None
 
     @property
-    def state(self) -> Literal["closed", "open", "half-open"]:
-        return self._state
+    def cooldown_s(self) -> float:
+        """The current cooldown: `cooldown_s`, doubled after each failed probe, capped at 10×."""
+        return self._cooldown_s
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failures recorded since the last success."""
+        return self._consecutive_failures
+
+    @property
+    def opened_at(self) -> datetime | None:
+        """When the circuit last opened; None while closed."""
+        return self._opened_at
+
+    @property
+    def state(self) -> CircuitState:
+        """`closed`, `open`, or `half-open` (open and cooled down, as of the latest `now` given)."""
+        if self._opened_at is None:
+            return "closed"
+        if self._last_now is not None and self._cooled_down(self._last_now):
+            return "half-open"
+        return "open"
+
+    def _cooled_down(self, now: datetime) -> bool:
+        assert self._opened_at is not None
+        return (now - self._opened_at).total_seconds() >= self._cooldown_s
+
+    def _see(self, now: datetime) -> None:
+        if self._last_now is None or now > self._last_now:
+            self._last_now = now
 
     def allow(self, now: datetime) -> bool:
-        """Whether an attempt may start now (in half-open, exactly one probe until its result)."""
-        if self._state == "closed":
+        """Whether an attempt may start now.
+
+        Closed: always. Open: not until the cooldown has passed. Half-open: True exactly once (that caller
+        sends the probe), then False until the probe's result is recorded, or until `release_probe` is
+        called because nothing was sent. A probe whose result is still missing after another full cooldown
+        is presumed lost (e.g. its task was cancelled) and a new one is granted, so the breaker cannot
+        stay stuck half-open.
+
+        Args:
+            now: the current time.
+        """
+        self._see(now)
+        if self._opened_at is None:
             return True
-        if self._state == "open":
-            assert self.opened_at is not None
-            if (now - self.opened_at).total_seconds() < self.cooldown_s:
-                return False
-            self._state = "half-open"
-            self._probe_out = False
-        return not self._probe_out
+        if not self._cooled_down(now):
+            return False
+        if self._probe_granted_at is not None and (now - self._probe_granted_at).total_seconds() < self._cooldown_s:
+            return False
+        self._probe_granted_at = now
+        return True
+
+    def release_probe(self) -> None:
+        """Give back a half-open probe granted by `allow` that was not used (nothing was due to send)."""
+        self._probe_granted_at = None
 
     def probe_started(self) -> None:
-        """The half-open probe was sent (allow() may be asked without sending anything)."""
-        if self._state == "half-open":
-            self._probe_out = True
+        """Kept for callers that mark the probe explicitly; `allow` already reserves it, so this does nothing."""
 
     def record_success(self, now: datetime) -> None:
-        self._state = "closed"
-        self.consecutive_failures = 0
-        self.cooldown_s = self.base_cooldown_s
-        self.opened_at = None
-        self._probe_out = False
+        """An attempt succeeded: close the circuit and reset the failure count and cooldown.
+
+        Args:
+            now: when the result arrived.
+        """
+        self._see(now)
+        self._consecutive_failures = 0
+        self._cooldown_s = self.base_cooldown_s
+        self._opened_at = None
+        self._probe_granted_at = None
 
     def record_failure(self, now: datetime) -> None:
-        self.consecutive_failures += 1
-        if self._state == "half-open":
-            self.cooldown_s = min(self.cooldown_s * 2, self.base_cooldown_s * 10)
-            self._open(now)
-        elif self._state == "closed" and self.consecutive_failures >= self.failure_threshold:
+        """An attempt failed: count it; open at the threshold, re-open (cooldown doubled) on a failed probe.
+
+        Failures of attempts that were already in flight when the circuit opened only add to the count.
+
+        Args:
+            now: when the result arrived.
+        """
+        self._see(now)
+        self._consecutive_failures += 1
+        if self._opened_at is None:
+            if self._consecutive_failures >= self.failure_threshold:
+                self._open(now)
+        elif self._cooled_down(now):
+            self._cooldown_s = min(self._cooldown_s * 2, self.max_cooldown_s)
             self._open(now)
 
     def _open(self, now: datetime) -> None:
-        self._state = "open"
-        self.opened_at = now
-        self._probe_out = False
+        self._opened_at = now
+        self._probe_granted_at = None
 
 
 class TokenBucket:
-    """`rate_per_s` tokens a second, up to `burst` saved; time is a monotonic float passed in."""
+    """Rate limiter: `rate_per_s` tokens a second, at most `burst` saved up; starts full.
+
+    Time is a monotonic clock reading in seconds, passed in (`time.monotonic()` in production).
+    """
 
     def __init__(self, rate_per_s: float, burst: float | None = None) -> None:
+        """Create a full bucket.
+
+        Args:
+            rate_per_s: tokens added per second (positive).
+            burst: the most tokens held at once (at least 1); default `max(1, rate_per_s)`.
+
+        Raises:
+            ValueError: a parameter is out of range.
+        """
+        if not rate_per_s > 0:
+            raise ValueError("rate_per_s must be positive")
+        if burst is not None and not burst >= 1:
+            raise ValueError("burst must be at least 1")
         self.rate_per_s = rate_per_s
         self.burst = burst if burst is not None else max(1.0, rate_per_s)
         self.tokens = self.burst
-        self.updated: float | None = None
+        self._updated_at: float | None = None
 
-    def _refill(self, now: float) -> None:
-        if self.updated is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
-        self.updated = now
+    def _refill(self, now_monotonic: float) -> None:
+        if self._updated_at is not None and now_monotonic > self._updated_at:
+            self.tokens = min(self.burst, self.tokens + (now_monotonic - self._updated_at) * self.rate_per_s)
+        if self._updated_at is None or now_monotonic > self._updated_at:
+            self._updated_at = now_monotonic
 
-    def try_take(self, now: float) -> bool:
-        self._refill(now)
+    def try_take(self, now_monotonic: float) -> bool:
+        """Take one token if there is one.
+
+        Args:
+            now_monotonic: the current monotonic clock reading, seconds.
+
+        Returns:
+            True when a token was taken (the caller may proceed).
+        """
+        self._refill(now_monotonic)
         if self.tokens >= 1:
             self.tokens -= 1
             return True
         return False
 
     def refund(self, count: float) -> None:
-        """Give back tokens taken for work that did not happen."""
+        """Give back tokens taken for work that did not happen (never above `burst`).
+
+        Args:
+            count: how many tokens to return; negative counts are ignored.
+        """
         self.tokens = min(self.burst, self.tokens + max(0.0, count))
 
-    def delay_until_available(self, now: float) -> float:
-        self._refill(now)
+    def delay_until_available(self, now_monotonic: float) -> float:
+        """Seconds until `try_take` can succeed (0 when a token is there now); takes nothing.
+
+        Args:
+            now_monotonic: the current monotonic clock reading, seconds.
+        """
+        self._refill(now_monotonic)
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate_per_s

@@ -1,95 +1,150 @@
 """Standard Webhooks signatures: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
 
-Used to sign outgoing webhooks and to verify signed pushes from sources; receivers can use `verify` too.
+Signs outgoing webhooks (one signature per configured secret, for rotation) and verifies signed pushes
+from sources; receivers written in Python can use `verify` too (see `relay.verify`).
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 __all__ = ["SignatureError", "parse_secret", "sign", "signature_header", "verify"]
 
 _PREFIX = "whsec_"
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+_HEADER_NAMES = {
+    f"{prefix}-{name}": name for prefix in ("webhook", "svix") for name in ("id", "timestamp", "signature")
+}
 
 
 class SignatureError(ValueError):
-    """A signature that does not verify; the message never contains secret material."""
+    """A signed request that does not verify; the message never contains secret material."""
 
 
 def parse_secret(secret: str) -> bytes:
-    """The HMAC key of a `whsec_<base64>` secret.
+    """Decode a Standard Webhooks secret into its HMAC key.
+
+    Args:
+        secret: `whsec_` followed by the base64 key (padding optional, surrounding whitespace ignored).
+
+    Returns:
+        The raw key bytes.
 
     Raises:
-        ValueError: no `whsec_` prefix, bad base64, or an empty key (the secret is not echoed).
+        ValueError: no `whsec_` prefix, invalid base64, or an empty key. The message never repeats the
+            secret, so it is safe to log or show in a config error.
     """
-    if not isinstance(secret, str) or not secret.startswith(_PREFIX):
-        raise ValueError("a webhook secret must look like whsec_<base64>")
-    try:
-        key = base64.b64decode(secret[len(_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("a webhook secret must be whsec_ followed by valid base64") from None
-    if len(key) < 16:
-        raise ValueError("a webhook secret must hold at least 16 bytes of key")
+    text = secret.strip()
+    if not text.startswith(_PREFIX):
+        raise ValueError("a webhook secret must start with whsec_ followed by the base64 key")
+    encoded = text[len(_PREFIX) :]
+    if not _BASE64.fullmatch(encoded) or len(encoded.rstrip("=")) % 4 == 1:
+        raise ValueError("a webhook secret must be whsec_ followed by valid base64")
+    # Other Standard Webhooks tools accept unpadded keys; pad so the same secret works here.
+    key = binascii.a2b_base64(encoded.rstrip("=") + "=" * (-len(encoded.rstrip("=")) % 4))
+    if not key:
+        raise ValueError("a webhook secret must not have an empty key after whsec_")
     return key
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """One `v1,` signature."""
+    """Compute one Standard Webhooks signature.
+
+    Args:
+        key: the HMAC key (from `parse_secret`).
+        msg_id: the `webhook-id` header value.
+        timestamp: the `webhook-timestamp` header value, Unix seconds.
+        body: the exact body bytes sent.
+
+    Returns:
+        `v1,` followed by the base64 HMAC-SHA256 of `{msg_id}.{timestamp}.{body}`.
+    """
+    # The body is fed separately so a large body is never copied into a concatenated message.
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode(), hashlib.sha256)
     mac.update(body)
-    return "v1," + base64.b64encode(mac.digest()).decode()
+    return "v1," + binascii.b2a_base64(mac.digest(), newline=False).decode("ascii")
 
 
 def signature_header(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` header: one signature per key, space separated (secret rotation)."""
-    return " ".join(sign(key, msg_id, timestamp, body) for key in keys)
+    """Build the `webhook-signature` header value.
+
+    Args:
+        keys: every active key; during a rotation the receiver may know only one of them.
+        msg_id: the `webhook-id` header value.
+        timestamp: the `webhook-timestamp` header value, Unix seconds.
+        body: the exact body bytes sent.
+
+    Returns:
+        One `v1,` signature per key, in the order of `keys`, separated by single spaces.
+    """
+    return " ".join([sign(key, msg_id, timestamp, body) for key in keys])
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for prefix in ("webhook-", "svix-"):
-        value = headers.get(prefix + name)
-        if value is None and not hasattr(headers, "getall"):
-            # Plain dicts are case-sensitive: look the name up case-insensitively.
-            wanted = (prefix + name).lower()
-            value = next((v for k, v in headers.items() if k.lower() == wanted), None)
-        if value is not None:
-            return value
-    return None
+def _webhook_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    # One pass, case-insensitive, for any Mapping (plain dicts are case-sensitive); `webhook-` wins over `svix-`.
+    found: dict[str, str] = {}
+    svix: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        field = _HEADER_NAMES.get(lowered)
+        if field is not None:
+            target = found if lowered.startswith("webhook-") else svix
+            target.setdefault(field, value)
+    return {**svix, **found}
 
 
 def verify(
     keys: Sequence[bytes], headers: Mapping[str, str], body: bytes, *, now: datetime, tolerance_s: float = 300
 ) -> None:
-    """Check a Standard Webhooks signature; any key may match.
+    """Check an inbound Standard Webhooks signature.
+
+    Header names are matched case-insensitively; `svix-id`, `svix-timestamp` and `svix-signature` are
+    accepted in place of the `webhook-` names. Every candidate signature is compared in constant time
+    against every key's expected signature.
+
+    Args:
+        keys: the accepted HMAC keys; a signature by any one of them passes.
+        headers: the request headers.
+        body: the raw request body, exactly as received.
+        now: the current time, timezone-aware.
+        tolerance_s: how far the signed timestamp may lie from `now`, in either direction.
 
     Raises:
-        SignatureError: missing headers, timestamp outside the tolerance, or no matching signature.
+        SignatureError: a header is missing or malformed, the timestamp is outside the tolerance, or no
+            signature matches any key.
+        ValueError: `now` is naive (a programming error, not a bad request).
     """
-    msg_id = _header(headers, "id")
-    timestamp = _header(headers, "timestamp")
-    signatures = _header(headers, "signature")
+    if now.tzinfo is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    found = _webhook_headers(headers)
+    msg_id = found.get("id")
+    timestamp = found.get("timestamp")
+    signatures = found.get("signature")
     if not msg_id:
         raise SignatureError("missing webhook-id header")
     if not timestamp:
         raise SignatureError("missing webhook-timestamp header")
     if not signatures:
         raise SignatureError("missing webhook-signature header")
-    try:
-        ts = int(timestamp)
-    except ValueError:
-        raise SignatureError("webhook-timestamp is not a number") from None
+    if not _TIMESTAMP.fullmatch(timestamp.strip()):
+        raise SignatureError("webhook-timestamp is not Unix seconds")
+    ts = int(timestamp)
     if abs(now.timestamp() - ts) > tolerance_s:
         raise SignatureError("timestamp outside tolerance")
     candidates = [s.encode() for s in signatures.split() if s.startswith("v1,")]
+    if not candidates:
+        raise SignatureError("no v1 signature in webhook-signature header")
     matched = False
     for key in keys:
         expected = sign(key, msg_id, ts, body).encode()
         for candidate in candidates:
+            # No early exit: the time taken does not tell which candidate or key matched.
             matched |= hmac.compare_digest(expected, candidate)
     if not matched:
         raise SignatureError("no matching signature")

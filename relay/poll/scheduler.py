@@ -111,6 +111,7 @@ def _http_json_builder(
                 reconcile_every_s=r.reconcile_every_s,
                 cron=r.cron,
                 options={"url": r.url},
+                tenant_id=source.tenant_id,
             )
         )
     return HttpJsonFetcher(source, session), resources

@@ -124,7 +124,7 @@ class IonSimulator:
         *,
         tenant: str = DEFAULT_TENANT,
         client_id: str = f"{DEFAULT_TENANT}~erp-relay-sim",
-        client_secret: str = "sim-client-secret-0123456789",  # noqa: S107 - a simulator's fake secret
+        client_secret: str = "sim-client-secret-0123456789",
         saak: str = f"{DEFAULT_TENANT}#sim-service-account",
         sask: str = "sim-service-secret-0123456789",
         token_ttl_s: float = 7200,
