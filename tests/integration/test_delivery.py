@@ -206,6 +206,7 @@ async def test_always_failing_ends_dead_and_redrive_delivers(tmp_path: Path) -> 
         (row,) = orjson.loads(listed.stdout)
         assert row["eventId"] == "dead-1"
         assert "HTTP 500" in row["lastError"]
+
         async def dead_gauge() -> bool:
             async with stack.client.get("/metrics") as r:
                 return 'relay_dead_letters{subscriber="s"} 1.0' in await r.text()
