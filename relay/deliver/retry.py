@@ -7,6 +7,7 @@ asks, then acts on the answer.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -341,6 +342,11 @@ class TokenBucket:
         if self._updated_at is None or now_monotonic > self._updated_at:
             self._updated_at = now_monotonic
 
+    def _slack(self, now_monotonic: float) -> float:
+        # Float rounding can leave 0.99999999 tokens after waiting exactly the advised delay, and the next
+        # advice may be too small to move a large clock reading: a caller sleeping as told would spin.
+        return 1e-9 + 4 * self.rate_per_s * math.ulp(now_monotonic)
+
     def try_take(self, now_monotonic: float) -> bool:
         """Take one token if there is one.
 
@@ -351,8 +357,8 @@ class TokenBucket:
             True when a token was taken (the caller may proceed).
         """
         self._refill(now_monotonic)
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= 1 - self._slack(now_monotonic):
+            self.tokens = max(0.0, self.tokens - 1)
             return True
         return False
 
@@ -371,4 +377,4 @@ class TokenBucket:
             now_monotonic: the current monotonic clock reading, seconds.
         """
         self._refill(now_monotonic)
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate_per_s
+        return 0.0 if self.tokens >= 1 - self._slack(now_monotonic) else (1 - self.tokens) / self.rate_per_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -160,10 +161,10 @@ def test_verify_works_with_aiohttp_request_headers() -> None:
         (lambda h: h.update({"webhook-id": "evt-2"}), "no matching signature"),
     ],
 )
-def test_verify_refuses_missing_or_altered_headers(change: object, message: str) -> None:
+def test_verify_refuses_missing_or_altered_headers(change: Callable[[dict[str, str]], object], message: str) -> None:
     now = _now()
     headers = _signed(at=now)
-    change(headers)  # type: ignore[operator]
+    change(headers)
     with pytest.raises(SignatureError, match=message):
         verify([parse_secret(SECRET)], headers, BODY, now=now)
 
@@ -213,8 +214,8 @@ def test_verify_wants_an_aware_now() -> None:
 
 
 @given(
-    body=st.text(alphabet=st.characters(blacklist_categories=("Cs",))).map(str.encode),
-    msg_id=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Cc")), min_size=1, max_size=60),
+    body=st.text(alphabet=st.characters(codec="utf-8")).map(str.encode),
+    msg_id=st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=60),
     offset_s=st.integers(min_value=-250, max_value=250),
     use_other=st.booleans(),
 )
