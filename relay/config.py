@@ -112,6 +112,7 @@ class ServerConfig(_Model):
     listen: Annotated[str, AfterValidator(_check_listen)] = "127.0.0.1:8080"
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     drain_grace_s: Duration = Field(default=10.0, alias="drain_grace")
+    read_timeout_s: Duration = Field(default=30.0, gt=0, alias="read_timeout")
 
     @property
     def host(self) -> str:

@@ -172,7 +172,15 @@ class Relay:
         for service in self.services:
             await service.start()
         app = build_app(self.runtime, extra_routes=tuple(ROUTE_INSTALLERS))
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        # keepalive_timeout also bounds how long a new connection may take to send its first request's
+        # headers (aiohttp closes a connection still waiting for them), which stops slow-loris senders.
+        self.runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            keepalive_timeout=self.config.server.read_timeout_s,
+        )
         await self.runner.setup()
         server = self.config.server
         site = web.TCPSite(self.runner, server.host, server.port, backlog=1024, reuse_address=True)
@@ -233,6 +241,9 @@ async def run_serve(config_path: Path, *, on_started: Callable[[Relay], None] | 
     loop.add_signal_handler(signal.SIGTERM, relay.stop_requested.set)
     loop.add_signal_handler(signal.SIGINT, relay.stop_requested.set)
     loop.add_signal_handler(signal.SIGHUP, relay.reload_requested.set)
+    # With a file size limit (systemd LimitFSIZE=) the default SIGXFSZ would kill the relay mid-commit; ignored,
+    # the write fails with EFBIG, the commit rolls back and ingest answers 503 like on a full disk.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     await relay.start()
     systemd.notify("READY=1")
     if on_started is not None:

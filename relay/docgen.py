@@ -25,6 +25,9 @@ NOTES: dict[str, str] = {
     "ServerConfig.listen": "host:port of the HTTP server",
     "ServerConfig.max_body_bytes": "larger request bodies answer 413",
     "ServerConfig.drain_grace": "on SIGTERM, how long deliveries in flight may finish",
+    "ServerConfig.read_timeout": (
+        "a request's headers, and then its body, must arrive within this; slower clients get 408 or are closed"
+    ),
     "AdminConfig.tokens": "bearer tokens for `/v1/admin/…` (use `tokens_file`, one per line)",
     "LoggingConfig.format": "auto: JSON when stdout is not a terminal (journald), readable otherwise",
     "DeliveryConfig.lease": "how long a claimed delivery is reserved (at least the subscriber timeout + 2 s)",

@@ -94,3 +94,18 @@ async def stop_stack(stack: Stack) -> None:
     await stack.dispatcher.stop(2.0)
     await stack.client.close()
     await stack.store.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="run the fault suite long (`make soak`): more kill cycles, longer clocks, bigger backlogs",
+    )
+
+
+@pytest.fixture
+def soak(request: pytest.FixtureRequest) -> bool:
+    """True under `--soak`: fault tests scale their rounds and durations up."""
+    return bool(request.config.getoption("--soak"))

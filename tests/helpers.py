@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,22 +93,47 @@ def sample_event(channel: str = "order/synced", event_id: str = "evt-1", **data:
 class RelayProcess:
     """`relay serve` as a real subprocess on 127.0.0.1."""
 
-    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        pipe_log: bool = False,
+    ) -> None:
         self.config_path = config_path
         self.log_path = log_path
         cfg = yaml.safe_load(config_path.read_text())
         self.base_url = f"http://{cfg['server']['listen']}"
         self.env = {**os.environ, **(env or {})}
+        # pipe_log: the log goes through a pipe, so a file size limit put on the relay cannot hit it.
+        self.pipe_log = pipe_log
         self.proc: subprocess.Popen[bytes] | None = None
+        self._copier: threading.Thread | None = None
 
     def start(self) -> None:
         self._log = self.log_path.open("ab")
+        piped = self.pipe_log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "relay.cli", "serve", "-c", str(self.config_path)],
-            stdout=self._log,
+            stdout=subprocess.PIPE if piped else self._log,
             stderr=subprocess.STDOUT,
             env=self.env,
         )
+        if piped:
+            self._copier = threading.Thread(target=self._copy_log, args=(self.proc, self._log), daemon=True)
+            self._copier.start()
+
+    @staticmethod
+    def _copy_log(proc: subprocess.Popen[bytes], log: Any) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
         import aiohttp
@@ -144,6 +170,9 @@ class RelayProcess:
 
     def close(self) -> None:
         self.kill()
+        if self._copier is not None and self.proc is not None and self.proc.stdout is not None:
+            self._copier.join(timeout=10)
+            self.proc.stdout.close()
         with contextlib.suppress(Exception):
             self._log.close()
 
@@ -160,8 +189,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0
 
 
 @contextlib.contextmanager
-def relay_process(config_path: Path, tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[RelayProcess]:
-    proc = RelayProcess(config_path, tmp_path / "relay.log", env)
+def relay_process(
+    config_path: Path, tmp_path: Path, env: dict[str, str] | None = None, *, pipe_log: bool = False
+) -> Iterator[RelayProcess]:
+    proc = RelayProcess(config_path, tmp_path / "relay.log", env, pipe_log=pipe_log)
     proc.start()
     try:
         yield proc

@@ -206,7 +206,8 @@ class Dispatcher:
                 continue
             if not sub.breaker.allow(now):
                 continue
-            if sub.breaker.state == "half-open":
+            probing = sub.breaker.state == "half-open"
+            if probing:
                 free = 1
             if sub.bucket is not None:
                 granted = 0
@@ -214,6 +215,8 @@ class Dispatcher:
                     granted += 1
                 free = granted
             if free <= 0:
+                if probing:
+                    sub.breaker.release_probe()
                 continue
             lease_until = now + timedelta(seconds=max(lease_s, sub.config.timeout_s + 2.0))
             requests.append(ClaimRequest(name, free, sub.config.ordering == "per-key", lease_until))
@@ -243,15 +246,16 @@ class Dispatcher:
                     claimed = await self.store.claim_deliveries(self.owner, now, requests)
                 except StoreUnavailable as exc:
                     log.warning("claim failed", error=str(exc))
+                    self._release_unused_probes(requests, [])
                     await asyncio.sleep(1.0)
                     continue
             self._refund_tokens(requests, claimed)
+            self._release_unused_probes(requests, claimed)
             for delivery in claimed:
                 sub = self._subs.get(delivery.subscriber)
                 if sub is None:
                     continue
                 sub.in_flight += 1
-                sub.breaker.probe_started()
                 task = asyncio.create_task(self._attempt(sub, delivery))
                 self._attempts.add(task)
                 task.add_done_callback(self._attempts.discard)
@@ -259,6 +263,15 @@ class Dispatcher:
                 continue  # a full claim: more may be due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._idle_wait_s())
+
+    def _release_unused_probes(self, requests: Sequence[ClaimRequest], claimed: Sequence[ClaimedDelivery]) -> None:
+        # A half-open breaker grants one probe per `allow`; when nothing was due, give it back so the next
+        # delivery that becomes due can probe at once instead of waiting another cooldown.
+        with_claims = {c.subscriber for c in claimed}
+        for req in requests:
+            sub = self._subs.get(req.subscriber)
+            if sub is not None and req.subscriber not in with_claims and sub.breaker.state == "half-open":
+                sub.breaker.release_probe()
 
     def _refund_tokens(self, requests: Sequence[ClaimRequest], claimed: Sequence[ClaimedDelivery]) -> None:
         for req in requests:

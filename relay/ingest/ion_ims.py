@@ -7,6 +7,7 @@ Every BOD becomes one or more canonical events, committed with their deliveries 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from datetime import UTC, datetime
@@ -97,13 +98,22 @@ async def discovery(request: web.Request) -> web.Response:
     return json_response({"acceptedDocuments": accepted_documents(source)})
 
 
-async def _read_parts(request: web.Request, max_bytes: int) -> dict[str, bytes]:
+async def _read_parts(request: web.Request, max_bytes: int, timeout_s: float) -> dict[str, bytes]:
     if request.content_length is not None and request.content_length > max_bytes:
         raise _Refusal(413, "too_large", f"body is larger than {max_bytes} bytes")
     if not request.content_type.startswith("multipart/"):
         raise _Refusal(
             400, "malformed_multipart", "expected multipart/form-data with ParameterRequest and MessagePayload"
         )
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _collect_parts(request, max_bytes)
+    except TimeoutError:
+        # A trickling sender (slow loris) holds a connection and a buffer: answer and let it go.
+        raise _Refusal(408, "request_timeout", f"the body did not arrive within {timeout_s:g}s") from None
+
+
+async def _collect_parts(request: web.Request, max_bytes: int) -> dict[str, bytes]:
     parts: dict[str, bytes] = {}
     total = 0
     try:
@@ -165,7 +175,7 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
     if runtime.draining:
         return error(503, "draining", "the relay is shutting down; retry shortly")
     max_bytes = runtime.config.server.max_body_bytes
-    parts = await _read_parts(request, max_bytes)
+    parts = await _read_parts(request, max_bytes, runtime.config.server.read_timeout_s)
     if "ParameterRequest" not in parts or "MessagePayload" not in parts:
         raise _Refusal(400, "malformed_multipart", "the parts ParameterRequest and MessagePayload are both required")
     try:

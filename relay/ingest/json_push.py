@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 
@@ -28,14 +29,20 @@ def is_json_media_type(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_body(request: web.Request, max_bytes: int) -> bytes | web.Response:
-    """The request body, or a 413 answer when it is larger than `max_bytes`."""
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes | web.Response:
+    """The request body, or a 413 answer when it is larger than `max_bytes`, or a 408 after `timeout_s`."""
     if request.content_length is not None and request.content_length > max_bytes:
         return error(413, "too_large", f"body is larger than {max_bytes} bytes")
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         return error(413, "too_large", f"body is larger than {max_bytes} bytes")
+    except TimeoutError:
+        # A trickling sender (slow loris) holds a connection and a buffer: answer and close it.
+        response = error(408, "request_timeout", f"the body did not arrive within {timeout_s:g}s")
+        response.force_close()
+        return response
 
 
 def _count(source: str, channel: str | None, result: str) -> None:
@@ -75,7 +82,7 @@ async def _handle(
     if not is_json_media_type(request.headers.get("Content-Type", "")):
         _count(name, path_channel, "refused")
         return error(415, "unsupported_media_type", "send the event as application/json")
-    body = await read_body(request, max_bytes)
+    body = await read_body(request, max_bytes, runtime.config.server.read_timeout_s)
     if isinstance(body, web.Response):
         _count(name, path_channel, "refused")
         return body
