@@ -24,6 +24,7 @@ from yarl import URL
 
 from relay import metrics
 from relay.config import Config, SubscriberConfig
+from relay.deliver.clock import ClockWatch
 from relay.deliver.guard import GuardedResolver, url_refusal
 from relay.deliver.retry import AttemptOutcome, CircuitBreaker, TokenBucket, decide, describe
 from relay.deliver.signing import parse_secret, signature_header
@@ -76,6 +77,8 @@ class Dispatcher:
         self._completions: list[Completion] = []
         # The earliest retry this process scheduled: wake for it instead of waiting a whole poll interval.
         self._next_retry_at: datetime | None = None
+        self._clock = ClockWatch(_now(), time.monotonic())
+        self._unshifted_step_s = 0.0  # a clock step whose schedule shift could not be written yet
         self._apply_subscribers(runtime.config)
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -204,7 +207,7 @@ class Dispatcher:
             # cost one transaction per delivery under load. An idle subscriber is served at once.
             if free <= 0 or (sub.in_flight > 0 and free < max(1, sub.config.max_in_flight // 4)):
                 continue
-            if not sub.breaker.allow(now):
+            if not sub.breaker.allow(self._clock.steady(mono)):
                 continue
             probing = sub.breaker.state == "half-open"
             if probing:
@@ -239,6 +242,7 @@ class Dispatcher:
         while not self._stopping:
             self._wake.clear()
             now = _now()
+            await self._follow_clock_steps(now)
             requests = self._claim_requests(now)
             claimed: list[ClaimedDelivery] = []
             if requests:
@@ -263,6 +267,20 @@ class Dispatcher:
                 continue  # a full claim: more may be due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._idle_wait_s())
+
+    async def _follow_clock_steps(self, now: datetime) -> None:
+        step_s = self._clock.check(now, time.monotonic()) + self._unshifted_step_s
+        if not step_s:
+            return
+        try:
+            moved = await self.store.shift_schedule(ClockWatch.shift_since(now, step_s), step_s)
+        except StoreUnavailable as exc:
+            self._unshifted_step_s = step_s  # tried again on the next turn
+            log.warning("clock step not applied yet", step_s=round(step_s, 3), error=str(exc))
+            return
+        self._unshifted_step_s = 0.0
+        self._next_retry_at = None
+        log.warning("wall clock stepped; retry schedule moved with it", step_s=round(step_s, 3), deliveries=moved)
 
     def _release_unused_probes(self, requests: Sequence[ClaimRequest], claimed: Sequence[ClaimedDelivery]) -> None:
         # A half-open breaker grants one probe per `allow`; when nothing was due, give it back so the next
@@ -349,7 +367,7 @@ class Dispatcher:
                 rng=sub.rng,
                 retry_after_cap_s=self.runtime.config.delivery.retry_after_cap_s,
             )
-            self._record_circuit(sub, outcome, now)
+            self._record_circuit(sub, outcome, self._clock.steady(time.monotonic()))
             state = {"delivered": "delivered", "retry": "pending", "dead": "dead", "disable": "dead"}[decision.action]
             if decision.action == "disable":
                 sub.disabled = True

@@ -297,6 +297,12 @@ class Store(abc.ABC):
         """Give back every lease `owner` holds (clean stop)."""
 
     @abc.abstractmethod
+    async def shift_schedule(self, since: datetime, step_s: float) -> int:
+        """The wall clock stepped by `step_s` seconds: move every pending delivery's `next_attempt_at` and every
+        lease that lies after `since` (the old clock's now) by the same amount, so retries keep their delays.
+        Returns how many deliveries moved."""
+
+    @abc.abstractmethod
     async def set_subscriber_disabled(self, subscriber: str, disabled: bool, reason: str | None) -> None:
         """Disable (410 Gone) or re-enable a subscriber."""
 

@@ -567,6 +567,23 @@ class SqliteStore(Store):
 
         return await self.write(release)
 
+    async def shift_schedule(self, since: datetime, step_s: float) -> int:
+        since_ts = db_ts(since)
+        step = timedelta(seconds=step_s)
+
+        def moved(ts: str | None) -> str | None:
+            return db_ts(parse_ts(ts) + step) if ts is not None and ts > since_ts else ts
+
+        async def shift(conn: aiosqlite.Connection) -> int:
+            rows = await conn.execute_fetchall(Q["future_schedule"], {"since": since_ts})
+            updates = [
+                {"id": row[0], "next_attempt_at": moved(row[1]), "lease_expires_at": moved(row[2])} for row in rows
+            ]
+            await conn.executemany(Q["shift_schedule"], updates)
+            return len(updates)
+
+        return await self.write(shift)
+
     async def set_subscriber_disabled(self, subscriber: str, disabled: bool, reason: str | None) -> None:
         params = {"subscriber": subscriber, "disabled": int(disabled), "reason": reason, "now": db_ts(_now())}
 

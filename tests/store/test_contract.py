@@ -156,6 +156,34 @@ async def test_completion_by_a_lost_lease_changes_nothing(backend: Store) -> Non
     assert row.state == "pending"
 
 
+async def test_shift_schedule_moves_future_retries_and_leases(backend: Store) -> None:
+    await backend.ingest([NewEvent(event(i, key=None), [DeliveryPlan("s")]) for i in ("a", "b")])
+    now = datetime.now(UTC)
+    claimed = await backend.claim_deliveries("owner-1", now, [ClaimRequest("s", 2, False, now + timedelta(minutes=1))])
+    b = next(d for d in claimed if d.event_id == "b")
+    retry = Completion(
+        delivery_id=b.id,
+        subscriber="s",
+        owner="owner-1",
+        attempt=1,
+        started_at=now,
+        duration_ms=1,
+        status=500,
+        error="HTTP 500",
+        response_excerpt=None,
+        state="pending",
+        next_attempt_at=now + timedelta(minutes=30),
+    )
+    await backend.complete_deliveries([retry])
+    # a is leased for a minute, b waits 30 minutes: nothing to claim now.
+    assert await backend.claim_deliveries("owner-2", now, [ClaimRequest("s", 2, False, now)]) == []
+    assert await backend.shift_schedule(now + timedelta(hours=2), -3600) == 0
+    # The clock stepped back an hour: both times move with it, so both are due at the new clock's now.
+    assert await backend.shift_schedule(now, -3600) == 2
+    again = await backend.claim_deliveries("owner-2", now, [ClaimRequest("s", 2, False, now + timedelta(minutes=1))])
+    assert sorted(d.event_id for d in again) == ["a", "b"]
+
+
 async def test_redrive_and_replay(backend: Store) -> None:
     await backend.ingest([NewEvent(event("d", key=None), [DeliveryPlan("s")])])
     now = datetime.now(UTC)

@@ -262,3 +262,11 @@ DELETE FROM events WHERE seq IN (
     WHERE e.received_at < :cutoff
       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.state = 'pending')
     ORDER BY e.seq LIMIT :limit);
+
+-- name: future_schedule
+-- What a clock step moves: pending deliveries due after :since and leases that run past it.
+SELECT id, next_attempt_at, lease_expires_at FROM deliveries
+WHERE state = 'pending' AND (next_attempt_at > :since OR lease_expires_at > :since);
+
+-- name: shift_schedule
+UPDATE deliveries SET next_attempt_at = :next_attempt_at, lease_expires_at = :lease_expires_at WHERE id = :id;
