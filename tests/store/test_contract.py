@@ -50,7 +50,7 @@ def event(event_id: str, *, key: str | None = "SO-1", version: str = "1", receiv
 
 
 async def test_migrations_are_recorded(backend: Store) -> None:
-    assert await backend.schema_version() >= 2
+    assert await backend.schema_version() >= 3
 
 
 async def test_ingest_dedups_and_creates_deliveries_atomically(backend: Store) -> None:

@@ -104,7 +104,7 @@ WHERE id IN (
     WHERE d.state = 'pending' AND d.subscriber = :subscriber AND d.next_attempt_at <= :now
       AND (d.lease_expires_at IS NULL OR d.lease_expires_at < :now)
       AND (d.entity_key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM deliveries o
+            SELECT 1 FROM deliveries o INDEXED BY deliveries_key
             WHERE o.subscriber = d.subscriber AND o.entity_key = d.entity_key AND o.state = 'pending'
               AND o.id <> d.id
               AND (o.version_order < d.version_order
@@ -173,7 +173,7 @@ SELECT subscriber, state, count(*) FROM deliveries
 WHERE state IN ('pending', 'dead') GROUP BY subscriber, state;
 
 -- name: next_due_at
-SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending';
+SELECT min(next_attempt_at) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending';
 
 -- name: list_deliveries
 SELECT d.id, d.event_id, d.subscriber, d.state, d.attempts, d.created_at, d.next_attempt_at,
@@ -261,7 +261,7 @@ DELETE FROM events WHERE seq IN (
     SELECT e.seq FROM events e
     WHERE e.received_at < :cutoff
       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.state = 'pending')
-    ORDER BY e.seq LIMIT :limit);
+    ORDER BY e.received_at LIMIT :limit);  -- by received_at: a range of its index, not a scan of every event
 
 -- name: future_schedule
 -- What a clock step moves: pending deliveries due after :since and leases that run past it.
