@@ -1,11 +1,15 @@
 """Coverage-guided fuzzing (atheris) of the two parsers that face the network: JSON ingest and BOD XML.
 
-`make soak` runs each target for a fixed number of inputs; hypothesis covers the same ground briefly in
-`make test`. A target fails (and atheris prints the input) when anything other than the documented
+`make soak` runs each target for a fixed time (`-max_total_time`); hypothesis covers the same ground briefly
+in `make test`. A target fails (and atheris prints the input) when anything other than the documented
 refusals escapes: malformed JSON, a PayloadProblem, a BodError.
 
-    python fuzz/atheris_targets.py json -atheris_runs=200000
-    python fuzz/atheris_targets.py bod -atheris_runs=200000
+The JSON target takes half its inputs as raw bytes (what a broken sender posts) and builds the other half
+as events: a valid event whose fields the fuzzer replaces, deletes or retypes, so that mutations reach the
+schema validation and routing instead of stopping at the JSON parser.
+
+    python fuzz/atheris_targets.py json -max_total_time=60
+    python fuzz/atheris_targets.py bod -max_total_time=60
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import atheris
 
@@ -42,7 +47,54 @@ ROUTER = Router(
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
 
+DOCUMENT_TYPES = sorted({dt for spec in SPECS.channels.values() for dt in spec.document_types})
+_FIELDS = ["eventId", "documentType", "tenantId", "timestamp", "data", "entityKey", "version"]
+_DATA_FIELDS = ["orderNumber", "customerNumber", "orderDate", "totalAmount", "partNumber", "warehouse", "onHand"]
+
+
+def _fuzzed_value(fdp: atheris.FuzzedDataProvider, depth: int = 0) -> Any:
+    kind = fdp.ConsumeIntInRange(0, 8 if depth < 2 else 5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return fdp.ConsumeBool()
+    if kind == 2:
+        return fdp.ConsumeInt(8)
+    if kind == 3:
+        return fdp.ConsumeRegularFloat()
+    if kind == 4:
+        return fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 40))
+    if kind == 5:
+        return fdp.PickValueInList(DOCUMENT_TYPES)
+    if kind == 6:
+        return [_fuzzed_value(fdp, depth + 1) for _ in range(fdp.ConsumeIntInRange(0, 4))]
+    size = fdp.ConsumeIntInRange(0, 4)
+    return {fdp.PickValueInList(_DATA_FIELDS): _fuzzed_value(fdp, depth + 1) for _ in range(size)}
+
+
+def _fuzzed_event(data: bytes) -> bytes:
+    """A valid event with fuzzer-chosen fields replaced, retyped or deleted, as JSON."""
+    fdp = atheris.FuzzedDataProvider(data)
+    payload = orjson.loads(fdp.PickValueInList(JSON_SEEDS))
+    if isinstance(payload, dict):
+        payload["documentType"] = fdp.PickValueInList(DOCUMENT_TYPES)
+    for _ in range(fdp.ConsumeIntInRange(0, 6)):
+        if not isinstance(payload, dict):
+            break
+        target = payload
+        if fdp.ConsumeBool() and isinstance(payload.get("data"), dict):
+            target = payload["data"]
+        key = fdp.PickValueInList(_DATA_FIELDS if target is not payload else _FIELDS)
+        if fdp.ConsumeIntInRange(0, 3) == 0:
+            target.pop(key, None)
+        else:
+            target[key] = _fuzzed_value(fdp)
+    return orjson.dumps(payload)
+
+
 def json_target(data: bytes) -> None:
+    if data[:1] and data[0] & 1:
+        data = _fuzzed_event(data[1:])
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -93,6 +145,9 @@ def seeds(kind: str) -> list[bytes]:
         "data": {"partNumber": "P-100", "warehouse": "MAIN", "onHand": 12, "available": 10},
     }
     return [orjson.dumps(sample), orjson.dumps(inventory), b"[]", b'{"eventId": null}']
+
+
+JSON_SEEDS = seeds("json")
 
 
 def main() -> None:
