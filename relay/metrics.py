@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -54,3 +59,15 @@ DELIVERIES_PENDING = Gauge(
 )
 DEAD_LETTERS = Gauge("relay_dead_letters", "Dead deliveries, per subscriber.", ["subscriber"])
 CIRCUIT_OPEN = Gauge("relay_subscriber_circuit_open", "1 while a subscriber's circuit breaker is open.", ["subscriber"])
+
+
+def labelled(metric: _Metric, *values: str) -> _Metric:
+    """`metric.labels(*values)`, remembered: prometheus_client takes a lock and builds its key on every
+    `labels` call, and the hot paths label every event and every delivery. Labels are bounded (sources,
+    channels, subscribers, results), so the cache is too."""
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    result: _Metric = child
+    return result

@@ -27,13 +27,19 @@ class Runtime:
     # Set by the daemon once the delivery engine runs; the admin API reads it.
     dispatcher: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Every ingest request looks its source up by name: a dict, rebuilt when the config is swapped.
+    _sources: dict[str, SourceConfig] = field(default_factory=dict, init=False, repr=False)
+    _sources_of: Config | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(cls, config: Config, store: Store, specs: SpecRegistry) -> Runtime:
         return cls(config=config, store=store, specs=specs, ingestor=Ingestor(store, Router(config.subscribers)))
 
     def source(self, name: str) -> SourceConfig | None:
-        return self.config.source(name)
+        if self._sources_of is not self.config:
+            self._sources = {s.name: s for s in self.config.sources}
+            self._sources_of = self.config
+        return self._sources.get(name)
 
     def apply_config(self, config: Config, specs: SpecRegistry) -> None:
         """Take a new, already validated configuration (reload)."""

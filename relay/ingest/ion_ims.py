@@ -168,7 +168,7 @@ async def multipart_message(request: web.Request) -> web.Response:
         extra: dict[str, Any] = {"quarantineId": qid} if qid is not None else {}
         return error(refusal.status, refusal.code, str(refusal)[:1000], **extra)
     finally:
-        metrics.INGEST_DURATION.labels(source.name).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.INGEST_DURATION, source.name).observe(time.perf_counter() - started)
 
 
 async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource) -> web.Response:
@@ -237,7 +237,7 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
         log.warning("store unavailable", source=source.name, error=str(exc))
         return error(503, "store_unavailable", "the document was not stored; retry shortly")
     for outcome, candidate in zip(outcomes, candidates, strict=True):
-        metrics.EVENTS_RECEIVED.labels(source.name, candidate.channel, outcome.status).inc()
+        metrics.labelled(metrics.EVENTS_RECEIVED, source.name, candidate.channel, outcome.status).inc()
     accepted = [o for o in outcomes if o.status == "accepted"]
     body = {
         "status": "accepted" if accepted else "duplicate",

@@ -34,6 +34,9 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
     if request.content_length is not None and request.content_length > max_bytes:
         return error(413, "too_large", f"body is larger than {max_bytes} bytes")
     try:
+        if request.content.is_eof():
+            # The whole body arrived with the headers (the usual small event): no deadline to arm.
+            return await request.read()
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -46,7 +49,7 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
 
 
 def _count(source: str, channel: str | None, result: str) -> None:
-    metrics.EVENTS_RECEIVED.labels(source, channel or "-", result).inc()
+    metrics.labelled(metrics.EVENTS_RECEIVED, source, channel or "-", result).inc()
 
 
 async def handle_push(request: web.Request) -> web.Response:
@@ -60,7 +63,7 @@ async def handle_push(request: web.Request) -> web.Response:
     try:
         response = await _handle(request, runtime, source, path_channel)
     finally:
-        metrics.INGEST_DURATION.labels(source_name).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.INGEST_DURATION, source_name).observe(time.perf_counter() - started)
     return response
 
 

@@ -17,7 +17,7 @@ import orjson
 import structlog
 
 from relay import metrics
-from relay.events import Event, parse_ts
+from relay.events import Event, parse_ts, utc_text
 from relay.store._sql import migrations, queries
 from relay.store.base import (
     Checkpoint,
@@ -47,7 +47,7 @@ _EVENT_COLUMNS = 11
 
 def db_ts(value: datetime) -> str:
     """Fixed-width ISO 8601 UTC text: compares as an instant in SQL."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_text(value)
 
 
 def sqlite_path_from_url(url: str) -> Path:
