@@ -355,6 +355,7 @@ class Dispatcher:
     async def _attempt(self, sub: _SubscriberRuntime, d: ClaimedDelivery) -> None:
         config = sub.config
         attempt = d.attempts + 1
+        slot_held = True
         structlog.contextvars.bind_contextvars(event_id=d.event_id, subscriber=config.name, attempt=attempt)
         try:
             body, headers = self._request(config, d, attempt)
@@ -410,26 +411,35 @@ class Dispatcher:
             outcome_label = {"delivered": "delivered", "pending": "retry", "dead": "dead"}[state]
             if decision.action == "disable":
                 outcome_label = "disabled"
-            metrics.WEBHOOK_ATTEMPTS.labels(config.name, outcome_label).inc()
-            metrics.WEBHOOK_ATTEMPT_DURATION.labels(config.name).observe(duration_s)
+            metrics.labelled(metrics.WEBHOOK_ATTEMPTS, config.name, outcome_label).inc()
+            metrics.labelled(metrics.WEBHOOK_ATTEMPT_DURATION, config.name).observe(duration_s)
             if state == "delivered":
-                metrics.WEBHOOK_END_TO_END.labels(config.name).observe((now - d.received_at).total_seconds())
+                metrics.labelled(metrics.WEBHOOK_END_TO_END, config.name).observe((now - d.received_at).total_seconds())
             elif state == "dead":
                 log.warning("delivery dead", reason=decision.reason)
             else:
                 log.info(
                     "delivery will retry", outcome=describe(outcome), next_attempt_at=str(decision.next_attempt_at)
                 )
+            # The slot limits requests, not bookkeeping: free it before the completion's commit so the next
+            # claim overlaps with it. Until then the lease keeps this delivery from being claimed again and,
+            # still pending and leased, it holds back the later versions of its key (per-key ordering).
+            slot_held = False
+            self._release_slot(sub)
             await self._flush_completions()
         except StoreUnavailable as exc:
             log.warning("attempt not recorded", error=str(exc))
         finally:
-            sub.in_flight -= 1
+            if slot_held:
+                self._release_slot(sub)
             structlog.contextvars.unbind_contextvars("event_id", "subscriber", "attempt")
-            # A turn of the claim loop per finished attempt would cost more than the attempt's own bookkeeping
-            # at high rates: wake it when this subscriber would claim, or a retry may now be due sooner.
-            if _wants_claim(sub) or self._next_retry_at is not None:
-                self.wake()
+
+    def _release_slot(self, sub: _SubscriberRuntime) -> None:
+        sub.in_flight -= 1
+        # A turn of the claim loop per finished attempt would cost more than the attempt's own bookkeeping
+        # at high rates: wake it when this subscriber would claim, or a retry may now be due sooner.
+        if _wants_claim(sub) or self._next_retry_at is not None:
+            self.wake()
 
     def _record_circuit(self, sub: _SubscriberRuntime, outcome: AttemptOutcome, now: datetime) -> None:
         if outcome.status is not None and 200 <= outcome.status < 300:
