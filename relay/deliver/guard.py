@@ -10,6 +10,7 @@ connection (rebinding) cannot slip through.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import re
 import socket
@@ -108,6 +109,8 @@ def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | 
     return None
 
 
+# Checked before every attempt and pure in its arguments; subscribers are few, so the answers are kept.
+@functools.lru_cache(maxsize=1024)
 def url_refusal(url: str, *, allow_private_network: bool) -> str | None:
     """Say why a URL may not be a webhook target, without resolving any name.
 
