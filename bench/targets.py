@@ -40,7 +40,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def paired_ratio(
     results: dict[str, Any], num: tuple[str, str], den: tuple[str, str]
-) -> tuple[float | None, list[float]]:
+) -> tuple[float | None, list[tuple[float, float]]]:
     """Relay figure over baseline figure: the median of per-round ratios when both ran in the same rounds.
 
     Pairing each relay run with the baseline run next to it cancels slow drifts of the machine's speed
@@ -49,15 +49,20 @@ def paired_ratio(
     num_runs = _get(results, num[0], "runs")
     den_runs = _get(results, den[0], "runs")
     if isinstance(num_runs, list) and isinstance(den_runs, list) and len(num_runs) == len(den_runs) > 1:
-        pairs = [n / d for n, d in zip(num_runs, den_runs, strict=True) if n and d]
+        pairs = [(n, d) for n, d in zip(num_runs, den_runs, strict=True) if n and d]
         if pairs:
-            return sorted(pairs)[(len(pairs) - 1) // 2], pairs
+            return sorted(n / d for n, d in pairs)[(len(pairs) - 1) // 2], pairs
     return ratio(_get(results, *num), _get(results, *den)), []
 
 
-def _ratio_text(value: float, unit: str, base: float, base_unit: str, r: float, pairs: list[float]) -> str:
-    rounds = f" (per round: {', '.join(f'{p:.0%}' for p in pairs)})" if pairs else ""
-    return f"{value:,.0f} {unit} vs {base:,.0f} {base_unit}: {r:.0%}{rounds}"
+def _ratio_text(
+    value: float, unit: str, base: float, base_unit: str, r: float, pairs: list[tuple[float, float]]
+) -> str:
+    if not pairs:
+        return f"{value:,.0f} {unit} vs {base:,.0f} {base_unit}: {r:.0%}"
+    # Each relay round over the baseline round next to it; the verdict takes the median of those ratios.
+    rounds = "; ".join(f"{n:,.0f} / {d:,.0f} = {n / d:.0%}" for n, d in pairs)
+    return f"{r:.0%}, the median of the paired rounds ({unit} / {base_unit}: {rounds})"
 
 
 def verdicts(results: dict[str, Any]) -> list[Verdict]:
