@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from bench.common import ORDER_KEYS, event_body
-from relay.events import Event
+from relay.events import Event, utc_text
 from relay.store import DeliveryPlan, NewEvent, create_store
 
 
@@ -91,7 +91,7 @@ async def preload(spec: PreloadSpec) -> dict[str, Any]:
         "deliveries": accepted * len(spec.subscribers),
         "seconds": round(seconds, 2),
         "events_per_s": round(accepted / seconds, 1) if seconds else 0.0,
-        "received_from": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "received_from": utc_text(start),
         "db_mib": round(sum(p.stat().st_size for p in Path(spec.db).parent.glob(Path(spec.db).name + "*")) / 2**20, 1),
     }
 

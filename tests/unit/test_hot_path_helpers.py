@@ -40,13 +40,16 @@ def test_version_order_sorts_integers_by_value_and_timestamps_by_instant() -> No
 
 
 def test_labelled_returns_one_child_per_label_set_that_counts() -> None:
-    counter = Counter("relay_test_labelled_total", "test", ["source", "result"], registry=CollectorRegistry())
+    registry = CollectorRegistry()
+    counter = Counter("relay_test_labelled_total", "test", ["source", "result"], registry=registry)
     first = metrics.labelled(counter, "hub", "accepted")
     assert metrics.labelled(counter, "hub", "accepted") is first
     assert metrics.labelled(counter, "hub", "duplicate") is not first
     first.inc()
     metrics.labelled(counter, "hub", "accepted").inc()
-    assert counter.labels("hub", "accepted")._value.get() == 2  # what /metrics would show
+    # What a scrape of /metrics reports for each label set.
+    assert registry.get_sample_value("relay_test_labelled_total", {"source": "hub", "result": "accepted"}) == 2
+    assert registry.get_sample_value("relay_test_labelled_total", {"source": "hub", "result": "duplicate"}) == 0
 
 
 def _config(*sources: str) -> Any:
