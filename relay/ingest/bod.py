@@ -59,6 +59,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Literal, cast, get_args
@@ -66,6 +67,8 @@ from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 
 from defusedxml import DefusedXmlException  # type: ignore[import-untyped, unused-ignore]
 from defusedxml.ElementTree import XMLParser as DefusedXMLParser  # type: ignore[import-untyped, unused-ignore]
+
+from relay.events import TimestampOutOfRange, parse_ts
 
 __all__ = [
     "DEFAULT_MAPPINGS",
@@ -315,7 +318,8 @@ def parse_bod(xml: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, max_bytes: int 
             created = _parse_datetime(created_text)
         except ValueError:
             raise BodError(
-                f"{verb}.{noun}: ApplicationArea/CreationDateTime {_quote(created_text)} is not an ISO 8601 date-time"
+                f"{verb}.{noun}: ApplicationArea/CreationDateTime {_quote(created_text)} "
+                + _date_time_problem(created_text)
             ) from None
     action_code: str | None = None
     if verb_block is not None:
@@ -472,22 +476,25 @@ _DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:$|T)")
 
 
 def _parse_datetime(text: str) -> datetime:
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        # OAGIS date-times without an offset are taken as UTC, the ION convention.
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    # OAGIS date-times without an offset are taken as UTC, the ION convention (parse_ts does the same). An
+    # instant outside the years 0001-9999 in UTC is a ValueError (TimestampOutOfRange), never an OverflowError.
+    return parse_ts(text)
+
+
+def _date_time_problem(text: str) -> str:
+    try:
+        _parse_datetime(text)
+    except TimestampOutOfRange:
+        return "is outside the years 0001-9999 in UTC"
+    except ValueError:
+        pass
+    return "is not an ISO 8601 date-time"
 
 
 def _format_utc(value: datetime) -> str:
     value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond // 1000:03d}"
-    return text + "Z"
+    # isoformat keeps four-digit years (strftime writes year 5 as "5").
+    return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")[:-6] + "Z"
 
 
 def _convert(raw: str, kind: FieldType, where: str) -> Any:
@@ -497,10 +504,15 @@ def _convert(raw: str, kind: FieldType, where: str) -> Any:
         if len(raw) <= _MAX_NUMBER_CHARS and _NUMBER_RE.match(raw):
             if _INTEGER_RE.match(raw) and "." not in raw:
                 whole = int(raw)
-                # Beyond 64 bits a JSON encoder (orjson) refuses an int; a float still says the amount.
-                return whole if abs(whole) < _INT64_LIMIT else float(whole)
+                if abs(whole) < _INT64_LIMIT:
+                    return whole
+                # orjson cannot write it as an integer, and a float would deliver another amount.
+                raise BodError(f"{where}: {_quote(raw)} is beyond 64 bits and cannot be kept exactly")
             number = float(raw)
             if math.isfinite(number):
+                # The JSON number written is the shortest text of the double: it must still be this amount.
+                if Decimal(repr(number)) != Decimal(raw):
+                    raise BodError(f"{where}: {_quote(raw)} has more digits than a JSON number keeps exactly")
                 return number
         raise BodError(f"{where}: {_quote(raw)} is not a number")
     if kind == "integer":
@@ -521,7 +533,7 @@ def _convert(raw: str, kind: FieldType, where: str) -> Any:
     try:
         return _format_utc(_parse_datetime(raw))
     except ValueError:
-        raise BodError(f"{where}: {_quote(raw)} is not an ISO 8601 date-time") from None
+        raise BodError(f"{where}: {_quote(raw)} {_date_time_problem(raw)}") from None
 
 
 # --- mappings --------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from aiohttp import web
 from relay import metrics
 from relay.auth.inbound import authenticate
 from relay.config import IonImsSource
+from relay.events import version_problem
 from relay.http.responses import error, json_response
 from relay.ingest.bod import (
     BodError,
@@ -30,7 +31,7 @@ from relay.ingest.bod import (
     parse_bod,
     parse_mapping_overrides,
 )
-from relay.ingest.pipeline import Candidate
+from relay.ingest.pipeline import Candidate, check_candidate
 from relay.runtime import RUNTIME, Runtime
 from relay.store import StoreUnavailable
 
@@ -195,16 +196,16 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
         payload = _inflate(payload, max_bytes)
     elif encoding != "NONE":
         raise _Refusal(400, "malformed_parameters", f"unknown encoding {encoding!r} (NONE or DEFLATE)")
+    variation_id = _variation_id(params.get("variationId"), payload)
     try:
         bod = parse_bod(payload)
         tenant = request.headers.get("X-TenantId") or source.tenant_id
-        variation = params.get("variationId")
         mapped = map_bod(
             bod,
             tenant_id=tenant,
             source_logical_id=params.get("fromLogicalId") if isinstance(params.get("fromLogicalId"), str) else None,
             mappings=_mappings(source),
-            variation_id=str(variation) if variation not in (None, "") else None,
+            variation_id=variation_id,
         )
     except UnmappedDocument as exc:
         raise _Refusal(412, "document_not_accepted", str(exc)) from None
@@ -217,16 +218,19 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
         if not runtime.specs.has_channel(item.channel):
             problems.append(f"{item.channel}: no such channel in the loaded specs")
         problems.extend(f"{item.channel} {i.path}: {i.message}" for i in issues)
-        candidates.append(
-            Candidate(
-                item.channel,
-                item.payload,
-                original=payload,
-                original_type=XML,
-                version=item.version,
-                entity_key=item.entity_key,
-            )
+        candidate = Candidate(
+            item.channel,
+            item.payload,
+            original=payload,
+            original_type=XML,
+            version=item.version,
+            entity_key=item.entity_key,
         )
+        # What the store derives (ids, versions, instants) is checked here, so a bad value fails this document alone.
+        problems.extend(
+            f"{item.channel} {i.path}: {i.message}" for i in check_candidate(candidate, version_path="variationID")
+        )
+        candidates.append(candidate)
     if problems:
         raise _Refusal(422, "invalid_payload", "; ".join(problems), body=payload)
     if not candidates:
@@ -245,6 +249,21 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
         "events": [{"eventId": o.event_id, "status": o.status, "deliveries": o.deliveries} for o in outcomes],
     }
     return json_response(body, 202 if accepted else 200)
+
+
+def _variation_id(value: Any, payload: bytes) -> str | None:
+    """The IMS `variationId` as text (a string or an integer), or None when absent; a 422 when unusable."""
+    if value is None or value == "":
+        return None
+    # bool is an int to Python, and a float is what an integer beyond 64 bits became when the JSON was read.
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _Refusal(
+            422, "invalid_payload", "ParameterRequest.variationId must be a string or an integer", body=payload
+        )
+    text = str(value)
+    if problem := version_problem(text):
+        raise _Refusal(422, "invalid_payload", f"ParameterRequest.variationId {problem}", body=payload)
+    return text
 
 
 async def _quarantine(runtime: Runtime, source: str, body: bytes, reason: str, request: web.Request) -> int | None:

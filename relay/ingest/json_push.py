@@ -103,7 +103,7 @@ async def _handle(
         return error(400, "malformed_body", f"the body is not valid JSON: {exc}", quarantineId=qid)
     if isinstance(
         qid_or_problem := check_payload(
-            runtime.specs, payload, path_channel=path_channel, allowed_channels=source.channels
+            runtime.specs, payload, path_channel=path_channel, allowed_channels=source.channels, raw=body
         ),
         PayloadProblem,
     ):

@@ -6,17 +6,29 @@ is the thin edge that calls the store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from relay.config import SubscriberConfig
 from relay.deliver.matching import ChannelMatcher, PayloadFilter
-from relay.events import Event, entity_key_for, parse_ts, version_for
-from relay.spec import SpecRegistry, ValidationIssue
+from relay.events import (
+    KEY_FIELDS,
+    VERSION_FIELDS,
+    Event,
+    entity_key_for,
+    event_id_problem,
+    parse_ts,
+    version_for,
+    version_problem,
+)
+from relay.spec import SpecRegistry, ValidationIssue, _json_path
 from relay.store import DeliveryPlan, IngestOutcome, NewEvent, QuarantineEntry, Store
 
 __all__ = [
@@ -25,10 +37,20 @@ __all__ = [
     "PayloadProblem",
     "Router",
     "build_event",
+    "check_candidate",
     "check_payload",
+    "inexact_numbers",
 ]
 
-MAX_EVENT_ID_LENGTH = 256
+MAX_ENTITY_KEY_LENGTH = 1024
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# orjson keeps integers in this range exact and turns any other into a float.
+_EXACT_INT_MIN, _EXACT_INT_MAX = -(2**63), 2**64 - 1
+# Cheap pre-filter: a literal that a double might not hold exactly has 16+ digits or an exponent. The body is
+# mapped to "0" for digits and dots, "e" for exponents, " " for the rest, then searched (faster than a regex);
+# strings that match (long digit ids) only cost the exact re-parse, a body without a match holds no such number.
+_DIGIT_MAP = bytes(ord("0") if b in b"0123456789." else ord("e") if b in b"eE" else ord(" ") for b in range(256))
+_LONG_RUN = b"0" * 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +84,14 @@ def check_payload(
     *,
     path_channel: str | None = None,
     allowed_channels: Sequence[str] | None = None,
+    raw: bytes | None = None,
 ) -> str | PayloadProblem:
     """Find the payload's channel and validate it; return the channel or the problem.
 
     The channel comes from the path when given (the documentType must then agree), else from
-    `documentType`. Unknown channels are 404; every schema failure is 422 with JSON paths.
+    `documentType`. Unknown channels are 404; every schema failure, every derived value that
+    `check_candidate` refuses and, when `raw` (the body the payload was read from) is given, every number
+    that would not be kept exactly (`inexact_numbers`) is 422 with JSON paths.
     """
     if path_channel is not None and not specs.has_channel(path_channel):
         return PayloadProblem(404, "unknown_channel", [ValidationIssue("$", f"no channel {path_channel!r}")])
@@ -98,15 +123,119 @@ def check_payload(
         return PayloadProblem(
             404, "unknown_channel", [ValidationIssue("$", f"channel {channel!r} is not accepted from this source")]
         )
-    issues = specs.validate(channel, payload)
-    event_id = payload.get("eventId")
-    if not isinstance(event_id, str) or not event_id.strip():
-        issues = [*issues, ValidationIssue("$.eventId", "eventId is required: it is the deduplication key")]
-    elif len(event_id) > MAX_EVENT_ID_LENGTH:
-        issues = [*issues, ValidationIssue("$.eventId", f"eventId is longer than {MAX_EVENT_ID_LENGTH} characters")]
+    issues = [*specs.validate(channel, payload), *_derived_issues(channel, payload)]
+    if raw is not None:
+        issues.extend(inexact_numbers(raw))
     if issues:
-        return PayloadProblem(422, "invalid_payload", issues, channel)
+        return PayloadProblem(422, "invalid_payload", list(dict.fromkeys(issues)), channel)
     return channel
+
+
+def check_candidate(candidate: Candidate, *, version_path: str = "version") -> list[ValidationIssue]:
+    """Check what the store derives from a candidate, so that a bad value is refused before it joins a batch.
+
+    The event id (1-256 printable ASCII characters, the `webhook-id` header), the envelope `timestamp` and the
+    version fields of `data` (instants within the years 0001-9999 in UTC, no control characters), the
+    candidate's own version (named `version_path` in the issue) and the entity key (at most 1024 characters,
+    no control characters).
+
+    Returns:
+        The issues, with JSON paths; empty when every derived value is sound.
+    """
+    return _derived_issues(
+        candidate.channel, candidate.payload, candidate.version, candidate.entity_key, version_path=version_path
+    )
+
+
+_STAMPED_FIELDS = tuple((f, f"$.data.{f}") for f in VERSION_FIELDS)
+
+
+def _derived_issues(
+    channel: str,
+    payload: Mapping[str, Any],
+    version: str | None = None,
+    entity_key: str | None = None,
+    *,
+    version_path: str = "version",
+) -> list[ValidationIssue]:
+    issues: list[ValidationIssue] = []
+    if problem := event_id_problem(payload.get("eventId")):
+        issues.append(ValidationIssue("$.eventId", problem))
+    timestamp = payload.get("timestamp")
+    if isinstance(timestamp, str) and (problem := version_problem(timestamp)):
+        issues.append(ValidationIssue("$.timestamp", f"timestamp {problem}"))
+    data = payload.get("data")
+    if isinstance(data, dict):  # payloads are parsed JSON; an ABC check costs more than the rest here
+        for name, path in _STAMPED_FIELDS:
+            value = data.get(name)
+            if isinstance(value, str) and (problem := version_problem(value)):
+                issues.append(ValidationIssue(path, f"{name} {problem}"))
+    if version is not None and (problem := version_problem(version)):
+        issues.append(ValidationIssue(version_path, f"{version_path} {problem}"))
+    key = entity_key or entity_key_for(channel, payload)
+    if key is not None and (len(key) > MAX_ENTITY_KEY_LENGTH or _CONTROL_RE.search(key)):
+        fields = KEY_FIELDS.get(channel.partition("/")[0], ())
+        where = " + ".join(f"$.data.{f}" for f in fields) or "$.data"
+        issues.append(
+            ValidationIssue(
+                where, f"the entity key must be at most {MAX_ENTITY_KEY_LENGTH} characters without control characters"
+            )
+        )
+    return issues
+
+
+class _Inexact:
+    """A number literal that would not survive the round trip through orjson (kept as its text)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _exact_int(text: str) -> Any:
+    try:
+        value = int(text)
+    except ValueError:  # more digits than Python converts (4300): certainly not exact
+        return _Inexact(text)
+    return value if _EXACT_INT_MIN <= value <= _EXACT_INT_MAX else _Inexact(text)
+
+
+def _exact_float(text: str) -> Any:
+    value = float(text)
+    # orjson writes the shortest text that reads back as the same double, as repr does.
+    return value if Decimal(repr(value)) == Decimal(text) else _Inexact(text)
+
+
+def _inexact_paths(node: Any, parts: list[str | int]) -> Iterator[tuple[str, str]]:
+    if isinstance(node, _Inexact):
+        yield _json_path(parts), node.text
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _inexact_paths(value, [*parts, key])
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _inexact_paths(value, [*parts, index])
+
+
+def inexact_numbers(body: bytes) -> list[ValidationIssue]:
+    """Numbers in a JSON body that would be stored and delivered with another value than the one sent.
+
+    orjson reads integers outside -2^63..2^64-1 and decimals with more digits than a double holds as the
+    nearest double (10^30 would be delivered as `1e+30`). A business value is never changed: such numbers
+    are refused, each with its JSON path. `body` must already be valid JSON.
+    """
+    mapped = body.translate(_DIGIT_MAP)
+    if _LONG_RUN not in mapped and b"0e" not in mapped:
+        return []
+    try:
+        tree = json.loads(body, parse_int=_exact_int, parse_float=_exact_float)
+    except (ValueError, RecursionError):
+        return [ValidationIssue("$", "the numbers of this body cannot be checked for exactness")]
+    return [
+        ValidationIssue(path, f"{text[:40]} cannot be kept exactly: send it as a string or with at most 15 digits")
+        for path, text in _inexact_paths(tree, [])
+    ]
 
 
 def build_event(

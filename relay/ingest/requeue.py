@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 
 from relay.config import Config, IonImsSource, JsonPushSource
-from relay.ingest.pipeline import Candidate, Ingestor, PayloadProblem, Router, check_payload
+from relay.ingest.pipeline import Candidate, Ingestor, PayloadProblem, Router, check_candidate, check_payload
 from relay.spec import SpecRegistry
 from relay.store import IngestOutcome, Store
 
@@ -47,8 +47,6 @@ async def requeue(store: Store, specs: SpecRegistry, config: Config, quarantine_
         except BodError as exc:
             return RequeueResult(False, [str(exc)])
         problems = [f"{m.channel} {i.path}: {i.message}" for m in mapped for i in specs.validate(m.channel, m.payload)]
-        if problems:
-            return RequeueResult(False, problems)
         candidates = [
             Candidate(
                 m.channel,
@@ -60,13 +58,20 @@ async def requeue(store: Store, specs: SpecRegistry, config: Config, quarantine_
             )
             for m in mapped
         ]
+        problems += [
+            f"{c.channel} {i.path}: {i.message}"
+            for c in candidates
+            for i in check_candidate(c, version_path="variationID")
+        ]
+        if problems:
+            return RequeueResult(False, problems)
     else:
         try:
             payload = orjson.loads(row.body)
         except orjson.JSONDecodeError as exc:
             return RequeueResult(False, [f"not valid JSON: {exc}"])
         allowed = source.channels if isinstance(source, JsonPushSource) else None
-        checked = check_payload(specs, payload, path_channel=row.channel, allowed_channels=allowed)
+        checked = check_payload(specs, payload, path_channel=row.channel, allowed_channels=allowed, raw=row.body)
         if isinstance(checked, PayloadProblem):
             return RequeueResult(False, [f"{d.path}: {d.message}" for d in checked.details])
         candidates = [Candidate(checked, payload)]

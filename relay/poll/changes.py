@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
@@ -55,18 +57,33 @@ def _coerce(value: Any, kind: FieldType) -> Any:
         if kind == "str":
             return value if isinstance(value, str) else str(value)
         if kind == "number":
-            number = float(value)
-            return int(number) if number.is_integer() and not isinstance(value, float) else number
+            return _exact_number(value)
         if kind == "integer":
-            return int(float(value))
+            whole = int(Decimal(str(value)))  # truncates as before, without a detour through a double
+            return whole if -(2**63) <= whole < 2**63 else None
         if kind == "bool":
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "2")
         if kind == "date":
             text = str(value)
             return text[:10] if len(text) >= 10 and text[4] == "-" else None
         return parse_ts(str(value)).strftime("%Y-%m-%dT%H:%M:%SZ")  # date-time
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ArithmeticError):
+        # One unreadable value (an instant outside 0001-9999, an infinite number) leaves that field out; it
+        # never stops the rest of the page.
         return None
+
+
+def _exact_number(value: Any) -> int | float | None:
+    """The number as a JSON number with the same value, or None when a JSON number cannot keep it exactly."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    exact = Decimal(str(value))
+    if exact == exact.to_integral_value() and not isinstance(value, float):
+        whole = int(exact)
+        return whole if -(2**63) <= whole < 2**64 else None
+    number = float(exact)
+    # A value a double cannot hold (more than ~15 digits, infinite) would be delivered as another amount.
+    return number if math.isfinite(number) and Decimal(repr(number)) == exact else None
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,6 +69,33 @@ class _WriteOp:
     completions: Sequence[Completion] = ()
     fn: Callable[[aiosqlite.Connection], Awaitable[Any]] | None = None
     size: int = field(default=1)
+
+
+# Ids and keys are bound one per parameter, never inside a JSON text: SQLite 3.40's json_each cuts a string at an
+# escaped NUL, so such a value would never match. Lists are padded (with NULL, which matches nothing) to a power of
+# two so that a handful of statements serve every batch size from the statement cache.
+_IN_LIST_MAX = 512
+
+
+@functools.cache
+def _in_list_sql(name: str, size: int) -> str:
+    return Q[name].replace(":ids", ", ".join(f":id_{i}" for i in range(size)))
+
+
+def _in_list_params(values: Sequence[Any], **fixed: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Chunks of at most `_IN_LIST_MAX` values as `id_<n>` parameters (plus `fixed`), padded: (size, params)."""
+    for start in range(0, len(values), _IN_LIST_MAX):
+        chunk = values[start : start + _IN_LIST_MAX]
+        size = 1 << (len(chunk) - 1).bit_length()
+        params = {f"id_{i}": chunk[i] if i < len(chunk) else None for i in range(size)}
+        yield size, {**fixed, **params}
+
+
+async def _existing_event_ids(conn: aiosqlite.Connection, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for size, params in _in_list_params(ids):
+        found.update(row[0] for row in await conn.execute_fetchall(_in_list_sql("existing_event_ids", size), params))
+    return found
 
 
 def _row_to_event(row: Sequence[Any]) -> Event:
@@ -232,7 +260,15 @@ class SqliteStore(Store):
             await conn.execute("BEGIN IMMEDIATE")
             ingest_ops = [op for op in batch if op.kind == "ingest"]
             if ingest_ops:
-                outcomes, created_deliveries = await self._apply_ingest(conn, ingest_ops)
+                try:
+                    outcomes, created_deliveries = await self._apply_ingest(conn, ingest_ops)
+                except Exception as exc:
+                    # Nothing but this ingest ran yet: start over with a savepoint per request, so the one
+                    # that broke the batch fails alone. The happy path pays no savepoint round trips.
+                    log.warning("ingest batch failed; retrying each request alone", error=str(exc), batch=len(batch))
+                    await conn.execute("ROLLBACK")
+                    await conn.execute("BEGIN IMMEDIATE")
+                    outcomes, created_deliveries = await self._apply_ingest_isolated(conn, ingest_ops, errors)
                 results.update(outcomes)
             completion_ops = [op for op in batch if op.kind == "complete"]
             if completion_ops:
@@ -270,13 +306,32 @@ class SqliteStore(Store):
         if created_deliveries:
             self._notify()
 
+    async def _apply_ingest_isolated(
+        self, conn: aiosqlite.Connection, ops: list[_WriteOp], errors: dict[_WriteOp, BaseException]
+    ) -> tuple[dict[_WriteOp, list[IngestOutcome]], int]:
+        """`_apply_ingest` one request at a time, each in a savepoint: a failing request is rolled back alone."""
+        outcomes: dict[_WriteOp, list[IngestOutcome]] = {}
+        created = 0
+        for op in ops:
+            await conn.execute("SAVEPOINT ingest_op")
+            try:
+                op_outcomes, op_created = await self._apply_ingest(conn, [op])
+            except Exception as exc:
+                await conn.execute("ROLLBACK TO ingest_op")
+                ids = [item.event.event_id for item in op.items][:5]
+                log.error("event not stored", error=str(exc), event_ids=ids)
+                errors[op] = StoreUnavailable(f"the event was not stored: {exc}")
+            else:
+                outcomes.update(op_outcomes)
+                created += op_created
+            await conn.execute("RELEASE ingest_op")
+        return outcomes, created
+
     async def _apply_ingest(
         self, conn: aiosqlite.Connection, ops: list[_WriteOp]
     ) -> tuple[dict[_WriteOp, list[IngestOutcome]], int]:
         ids = [item.event.event_id for op in ops for item in op.items]
-        seen = {
-            row[0] for row in await conn.execute_fetchall(Q["existing_event_ids"], {"ids": orjson.dumps(ids).decode()})
-        }
+        seen = await _existing_event_ids(conn, ids)
         event_rows: list[dict[str, Any]] = []
         delivery_rows: list[dict[str, Any]] = []
         supersede_rows: list[dict[str, Any]] = []
@@ -754,8 +809,10 @@ class SqliteStore(Store):
     async def record_hashes(self, source: str, resource: str, keys: Sequence[str]) -> dict[str, str]:
         if not keys:
             return {}
-        params = {"source": source, "resource": resource, "keys": orjson.dumps(list(keys)).decode()}
-        return {r[0]: r[1] for r in await self._read(Q["record_hashes_for"], params)}
+        found: dict[str, str] = {}
+        for size, params in _in_list_params(list(keys), source=source, resource=resource):
+            found.update((r[0], r[1]) for r in await self._read(_in_list_sql("record_hashes_for", size), params))
+        return found
 
     async def known_record_keys(self, source: str, resource: str) -> set[str]:
         rows = await self._read(Q["all_record_keys"], {"source": source, "resource": resource})

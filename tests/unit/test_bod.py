@@ -470,7 +470,7 @@ def test_a_bad_number_names_the_field_and_path() -> None:
 
 
 @pytest.mark.parametrize(
-    ("amount", "expected"), [("1e3", 1000.0), ("-0.5", -0.5), ("99999999999999999999999", 1e23), ("7", 7)]
+    ("amount", "expected"), [("1e3", 1000.0), ("-0.5", -0.5), ("2.4500", 2.45), ("9223372036854775807", 2**63 - 1)]
 )
 def test_numbers_stay_json_numbers(amount: str, expected: float) -> None:
     noun = SALES_ORDER.format(variation=5).replace("1234.50", amount)
@@ -484,6 +484,30 @@ def test_unrepresentable_numbers_are_refused(amount: str) -> None:
     noun = SALES_ORDER.format(variation=5).replace("1234.50", amount)
     with pytest.raises(BodError, match=r"'totalAmount'.*is not a number"):
         map_one(bod("SyncSalesOrder", noun))
+
+
+@pytest.mark.parametrize(
+    ("amount", "reason"),
+    [
+        ("99999999999999999999999", "is beyond 64 bits"),
+        ("1000000000000000000000000000000", "is beyond 64 bits"),
+        ("123456789012345678.25", "has more digits than a JSON number keeps"),
+        ("1e-400", "has more digits than a JSON number keeps"),
+    ],
+)
+def test_numbers_that_would_change_are_refused(amount: str, reason: str) -> None:
+    noun = SALES_ORDER.format(variation=5).replace("1234.50", amount)
+    with pytest.raises(BodError, match=rf"'totalAmount'.*{reason}"):
+        map_one(bod("SyncSalesOrder", noun))
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_date_times_outside_the_years_1_to_9999_are_refused(stamp: str) -> None:
+    noun = CUSTOMER.format(variation=3).replace("2026-11-20T10:41:00+01:00", stamp)
+    with pytest.raises(BodError, match=r"'lastModified'.*outside the years 0001-9999 in UTC"):
+        map_one(bod("SyncCustomerPartyMaster", noun))
+    with pytest.raises(BodError, match=r"CreationDateTime.*outside the years 0001-9999 in UTC"):
+        parse_bod(bod("SyncCustomerPartyMaster", CUSTOMER.format(variation=3), created=stamp))
 
 
 def test_a_bad_date_names_the_field() -> None:

@@ -41,6 +41,28 @@ def test_mapping_reads_paths_and_coerces_types() -> None:
     assert MAPPING.data({"BPCNUM": "7", "UPDDATTIM": "garbage"}) == {"customerNumber": "7"}
 
 
+@pytest.mark.parametrize(
+    ("raw", "kind", "expected"),
+    [
+        ("12345678901234567890", "number", 12345678901234567890),
+        ("123456789012345678901234567890", "number", None),
+        ("123456789012345678.25", "number", None),
+        ("1e400", "number", None),
+        ("1e400", "integer", None),
+        ("12.7", "integer", 12),
+        ("1500", "number", 1500),
+        (12.0, "number", 12.0),
+        ("0001-01-01T00:30:00+01:00", "date-time", None),
+        ("9999-12-31T23:30:00-01:00", "date-time", None),
+    ],
+)
+def test_a_value_that_cannot_be_kept_exactly_is_left_out_not_raised(raw: object, kind: str, expected: object) -> None:
+    mapping = RecordMapping(fields={"customerNumber": FieldRule("ID"), "v": FieldRule("V", kind)})
+    data = mapping.data({"ID": "C1", "V": raw})
+    assert data.get("v") == expected
+    assert type(data.get("v")) is type(expected)
+
+
 def test_mapping_overrides_from_config() -> None:
     mapping = RecordMapping.parse(
         {"fields": {"customerName": "NAME2", "creditLimit": {"path": "X", "type": "integer"}}}, defaults=MAPPING

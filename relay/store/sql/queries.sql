@@ -1,8 +1,9 @@
 -- Named queries; `relay/store/` is the only code that runs SQL. Parameters are named (:name).
 
 -- name: existing_event_ids
--- The ids among a batch (a JSON array) that are already stored.
-SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(:ids));
+-- The ids among a batch that are already stored. `:ids` is replaced by one parameter per id: ids are bound one by one,
+-- never as a JSON array (json_each in SQLite 3.40 cuts a string at an escaped NUL, and the id would not match).
+SELECT event_id FROM events WHERE event_id IN (:ids);
 
 -- name: insert_event
 INSERT INTO events (event_id, channel, source, tenant_id, entity_key, version, version_order,
@@ -241,8 +242,9 @@ SET high_water = excluded.high_water, last_key = excluded.last_key, state = excl
     updated_at = excluded.updated_at;
 
 -- name: record_hashes_for
+-- `:ids` is replaced by one parameter per record key (bound one by one, as for existing_event_ids).
 SELECT record_key, hash FROM record_hashes
-WHERE source = :source AND resource = :resource AND record_key IN (SELECT value FROM json_each(:keys));
+WHERE source = :source AND resource = :resource AND record_key IN (:ids);
 
 -- name: upsert_record_hash
 INSERT INTO record_hashes (source, resource, record_key, hash, seen_at)
