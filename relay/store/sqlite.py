@@ -20,6 +20,7 @@ from relay import metrics
 from relay.events import Event, parse_ts, utc_text
 from relay.store._sql import migrations, queries
 from relay.store.base import (
+    DEFAULT_QUARANTINE_MAX_BYTES,
     Checkpoint,
     ClaimedDelivery,
     ClaimRequest,
@@ -43,6 +44,8 @@ T = TypeVar("T")
 Q = queries("sqlite")
 
 _EVENT_COLUMNS = 11
+# Budget drops are logged at most this often (a flood of refused input must not flood the log too).
+_DROP_LOG_INTERVAL_S = 60.0
 
 
 def db_ts(value: datetime) -> str:
@@ -111,17 +114,21 @@ class SqliteStore(Store):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         batch_max: int = 512,
         busy_timeout_s: float = 5.0,
+        quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES,
     ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
         self.batch_max = batch_max
         self.busy_timeout_s = busy_timeout_s
+        self.quarantine_max_bytes = quarantine_max_bytes
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_WriteOp | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._commit_listeners: list[Callable[[], None]] = []
+        self._drops_unlogged = 0
+        self._drop_logged_at = float("-inf")
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -140,9 +147,11 @@ class SqliteStore(Store):
             self._writer = await self._connect()
             await self._migrate(self._writer)
             self._reader = await self._connect()
+            usage = await self._writer.execute_fetchall(Q["quarantine_bytes"])
         except sqlite3.Error as exc:
             await self._close_connections()
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        metrics.QUARANTINE_BYTES.set(int(next(iter(usage))[0]))
         self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
@@ -406,21 +415,58 @@ class SqliteStore(Store):
         return result
 
     async def quarantine(self, entry: QuarantineEntry) -> int:
+        details = orjson.dumps(entry.details).decode()
         params = {
             "received_at": db_ts(entry.received_at),
             "source": entry.source,
             "channel": entry.channel,
             "reason": entry.reason,
-            "details": orjson.dumps(entry.details).decode(),
+            "details": details,
             "content_type": entry.content_type,
+            "size": len(entry.body) + len(entry.reason.encode()) + len(details.encode()),
             "body": entry.body,
         }
+        max_bytes = self.quarantine_max_bytes
 
-        async def insert(conn: aiosqlite.Connection) -> int:
+        async def insert(conn: aiosqlite.Connection) -> tuple[int, int, int]:
             rows = await conn.execute_fetchall(Q["insert_quarantine"], params)
-            return int(next(iter(rows))[0])
+            quarantine_id = int(next(iter(rows))[0])
+            # In the insert's transaction: the database never holds more than the budget, even between prunes.
+            dropped, usage = await _drop_over_budget(conn, max_bytes, keep_id=quarantine_id)
+            return quarantine_id, dropped, usage
 
-        return await self.write(insert)
+        quarantine_id, dropped, usage = await self.write(insert)
+        metrics.QUARANTINE_BYTES.set(usage)
+        if dropped:
+            metrics.QUARANTINE_DROPPED.labels("budget").inc(dropped)
+            self._log_budget_drops(dropped, max_bytes)
+        return quarantine_id
+
+    def _log_budget_drops(self, dropped: int, max_bytes: int) -> None:
+        self._drops_unlogged += dropped
+        now = time.monotonic()
+        if now - self._drop_logged_at >= _DROP_LOG_INTERVAL_S:
+            log.warning(
+                "quarantine over its budget: oldest entries dropped",
+                dropped=self._drops_unlogged,
+                max_bytes=max_bytes,
+            )
+            self._drops_unlogged = 0
+            self._drop_logged_at = now
+
+    async def prune_quarantine(self, cutoff: datetime, *, limit: int = 1000) -> int:
+        params = {"cutoff": db_ts(cutoff), "limit": limit}
+
+        async def delete(conn: aiosqlite.Connection) -> tuple[int, int]:
+            cursor = await conn.execute(Q["prune_quarantine"], params)
+            rows = await conn.execute_fetchall(Q["quarantine_bytes"])
+            return int(cursor.rowcount), int(next(iter(rows))[0])
+
+        deleted, usage = await self.write(delete)
+        metrics.QUARANTINE_BYTES.set(usage)
+        if deleted:
+            metrics.QUARANTINE_DROPPED.labels("retention").inc(deleted)
+        return deleted
 
     async def delete_quarantine(self, quarantine_id: int) -> bool:
         async def delete(conn: aiosqlite.Connection) -> bool:
@@ -804,3 +850,29 @@ class SqliteStore(Store):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def _drop_over_budget(conn: aiosqlite.Connection, max_bytes: int, *, keep_id: int) -> tuple[int, int]:
+    """Delete the oldest quarantine entries (never `keep_id`) until the total is within `max_bytes`.
+
+    Returns (entries deleted, bytes held afterwards).
+    """
+    usage = int(next(iter(await conn.execute_fetchall(Q["quarantine_bytes"])))[0])
+    excess = usage - max_bytes
+    freed = 0
+    last_id = 0
+    while freed < excess:
+        rows = list(
+            await conn.execute_fetchall(Q["quarantine_oldest"], {"after_id": last_id, "keep_id": keep_id, "limit": 256})
+        )
+        if not rows:
+            break  # only the newest entry is left: it is kept even when it alone exceeds the budget
+        for row_id, size in rows:
+            freed += int(size)
+            last_id = int(row_id)
+            if freed >= excess:
+                break
+    if not last_id:
+        return 0, usage
+    cursor = await conn.execute(Q["drop_quarantine_through"], {"last_id": last_id})
+    return int(cursor.rowcount), usage - freed
