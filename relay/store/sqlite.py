@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -141,8 +142,10 @@ class SqliteStore(Store):
         return conn
 
     async def open(self) -> None:
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _create_private(self.path)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create {self.path}: {exc.strerror or exc}") from exc
         try:
             self._writer = await self._connect()
             await self._migrate(self._writer)
@@ -876,3 +879,26 @@ async def _drop_over_budget(conn: aiosqlite.Connection, max_bytes: int, *, keep_
         return 0, usage
     cursor = await conn.execute(Q["drop_quarantine_through"], {"last_id": last_id})
     return int(cursor.rowcount), usage - freed
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file (and any missing directory) readable by the relay's user only.
+
+    SQLite creates a new database 0644 and its -wal and -shm files with the database's mode, so creating the
+    database 0600 first makes all three private. An existing file keeps the mode its owner gave it.
+    """
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+            os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+        finally:
+            os.close(fd)
