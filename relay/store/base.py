@@ -249,7 +249,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def ping(self) -> None:
-        """Raise StoreUnavailable unless the store answers a trivial query."""
+        """Raise StoreUnavailable unless a write would be committed and kept now (what `/readyz` reports)."""
 
     @abc.abstractmethod
     async def schema_version(self) -> int:

@@ -45,6 +45,8 @@ T = TypeVar("T")
 Q = queries("sqlite")
 
 _EVENT_COLUMNS = 11
+# Beside the database SQLite keeps its write-ahead log and shared-memory index; all three must stay ours.
+_COMPANION_SUFFIXES = ("", "-wal", "-shm")
 # Budget drops are logged at most this often (a flood of refused input must not flood the log too).
 _DROP_LOG_INTERVAL_S = 60.0
 
@@ -128,6 +130,11 @@ class SqliteStore(Store):
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._commit_listeners: list[Callable[[], None]] = []
+        # (st_dev, st_ino) of the database and its companions as opened: a different answer later means the
+        # files were removed or replaced, and a commit into them would be lost.
+        self._file_ids: dict[Path, tuple[int, int]] = {}
+        self._lost: str | None = None
+        self._last_write_failed = False
         self._drops_unlogged = 0
         self._drop_logged_at = float("-inf")
 
@@ -155,7 +162,38 @@ class SqliteStore(Store):
             await self._close_connections()
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         metrics.QUARANTINE_BYTES.set(int(next(iter(usage))[0]))
+        # WAL mode and the migration's commit have created the log and the index by now.
+        for suffix in _COMPANION_SUFFIXES:
+            companion = self.path.with_name(self.path.name + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(companion)
+                self._file_ids[companion] = (st.st_dev, st.st_ino)
         self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+
+    def _check_files(self) -> None:
+        """Raise StoreUnavailable once the database or a companion file is gone or is another file.
+
+        Costs one stat() per file (about a microsecond each), so it runs on every group commit.
+        """
+        if self._lost is None:
+            for path, opened_id in self._file_ids.items():
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    problem = "was removed"
+                except OSError as exc:
+                    raise StoreUnavailable(f"cannot check {path}: {exc.strerror or exc}") from exc
+                else:
+                    if (st.st_dev, st.st_ino) == opened_id:
+                        continue
+                    problem = "was replaced by another file"
+                self._lost = f"{path} {problem} while open; nothing more is acknowledged until the relay restarts"
+                log.error(
+                    "store file removed or replaced: refusing writes until restart", path=str(path), problem=problem
+                )
+                break
+        if self._lost is not None:
+            raise StoreUnavailable(self._lost)
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         await conn.execute(Q["create_migrations_table"])
@@ -239,6 +277,12 @@ class SqliteStore(Store):
         results: dict[_WriteOp, Any] = {}
         errors: dict[_WriteOp, BaseException] = {}
         created_deliveries = 0
+        if self._lost is not None:
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(StoreUnavailable(self._lost))
+            return
+        changes_before = conn.total_changes
         started = time.perf_counter()
         try:
             await conn.execute("BEGIN IMMEDIATE")
@@ -261,7 +305,10 @@ class SqliteStore(Store):
                     errors[op] = exc
                 await conn.execute("RELEASE op")
             await conn.execute("COMMIT")
+            # Checked after the commit: a batch committed into a removed file is lost, so it is not acknowledged.
+            self._check_files()
         except Exception as exc:
+            self._last_write_failed = True
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
             log.error("commit failed", error=str(exc), batch=len(batch))
@@ -270,6 +317,8 @@ class SqliteStore(Store):
                 if not op.future.done():
                     op.future.set_exception(failure)
             return
+        if conn.total_changes != changes_before:
+            self._last_write_failed = False  # only a commit that wrote something shows that writes succeed
         metrics.STORE_COMMIT_BATCH_SIZE.observe(sum(op.size for op in batch))
         metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         for op in batch:
@@ -489,6 +538,19 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"read failed: {exc}") from exc
 
     async def ping(self) -> None:
+        self._check_files()
+        for path in self._file_ids:
+            # access() honours read-only mounts and immutable files even for root, unlike the mode bits.
+            if not os.access(path, os.W_OK):
+                raise StoreUnavailable(f"{path} is not writable")
+
+        async def probe(conn: aiosqlite.Connection) -> None:
+            # Through the writer: it is alive and gets the write lock. After a failed commit, only a real write
+            # shows that writes succeed again (a full disk lets an empty transaction commit).
+            if self._last_write_failed:
+                await conn.execute(Q["touch_store_probe"], {"now": db_ts(_now())})
+
+        await self.write(probe)
         await self._read(Q["ping"])
 
     async def schema_version(self) -> int:

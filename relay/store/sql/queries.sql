@@ -31,6 +31,10 @@ DELETE FROM quarantine WHERE id <= :last_id;
 DELETE FROM quarantine WHERE id IN (
     SELECT id FROM quarantine WHERE received_at < :cutoff ORDER BY received_at LIMIT :limit);
 
+-- name: touch_store_probe
+INSERT INTO store_probe (id, checked_at) VALUES (1, :now)
+ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at;
+
 -- name: list_events
 SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
        payload, original, original_type
