@@ -27,9 +27,11 @@ from pydantic import (
 __all__ = [
     "Config",
     "ConfigError",
+    "QuarantineConfig",
     "SubscriberConfig",
     "load_config",
     "parse_duration",
+    "parse_size",
 ]
 
 
@@ -65,6 +67,29 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+_UNIT_BYTES = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, None: 1}
+
+
+def parse_size(value: Any) -> int:
+    """Parse `512KiB`, `64MiB`, `1GiB`, `100B` or a number of bytes into bytes.
+
+    Raises:
+        ValueError: for anything else, including negative numbers.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
+    raise ValueError(f"expected a size like 512KiB, 64MiB, 1GiB or a number of bytes, got {value!r}")
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
 
 
 def _check_listen(value: str) -> str:
@@ -106,6 +131,13 @@ class StoreConfig(_Model):
         if not self.url.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise ValueError("store.url must start with sqlite:// or postgresql://")
         return self
+
+
+class QuarantineConfig(_Model):
+    """Refused input kept for inspection (`relay quarantine list`), within a size budget and an age."""
+
+    max_bytes: ByteSize = Field(default=64 * 1024**2, ge=0)
+    retention_s: Duration = Field(default=7 * 86400.0, alias="retention")
 
 
 class ServerConfig(_Model):
@@ -375,6 +407,7 @@ class SubscriberConfig(_Model):
 
 class Config(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig)
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -50,6 +50,7 @@ def open_configured_store(config: Config) -> Store:
         synchronous=config.store.synchronous,
         batch_max=config.store.batch_max,
         busy_timeout_s=config.store.busy_timeout_s,
+        quarantine_max_bytes=config.quarantine.max_bytes,
     )
 
 
@@ -103,7 +104,8 @@ def source_problems(config: Config, specs: SpecRegistry) -> list[str]:
 
 
 class Retention:
-    """Deletes events older than `store.retention` once nothing is left to deliver, a batch at a time."""
+    """Deletes events older than `store.retention` once nothing is left to deliver, and quarantined inputs
+    older than `quarantine.retention`, a batch at a time."""
 
     def __init__(self, runtime: Runtime, interval_s: float = 300.0) -> None:
         self.runtime = runtime
@@ -119,10 +121,15 @@ class Retention:
         from relay.store import StoreUnavailable
 
         while True:
-            cutoff = datetime.now(UTC) - timedelta(seconds=self.runtime.config.store.retention_s)
+            config = self.runtime.config
+            now = datetime.now(UTC)
+            cutoff = now - timedelta(seconds=config.store.retention_s)
+            quarantine_cutoff = now - timedelta(seconds=config.quarantine.retention_s)
             try:
                 while (deleted := await self.runtime.store.prune(cutoff)) > 0:
                     log.info("retention pruned events", count=deleted)
+                while (deleted := await self.runtime.store.prune_quarantine(quarantine_cutoff)) > 0:
+                    log.info("retention pruned quarantine", count=deleted)
             except StoreUnavailable as exc:
                 log.warning("retention pass failed", error=str(exc))
             await asyncio.sleep(self.interval_s)
@@ -135,6 +142,7 @@ class Retention:
 
     def reconfigure(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        runtime.store.quarantine_max_bytes = runtime.config.quarantine.max_bytes
 
 
 class Relay:

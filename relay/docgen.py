@@ -22,6 +22,10 @@ NOTES: dict[str, str] = {
     "StoreConfig.synchronous": "FULL: an acknowledged event survives power loss; NORMAL: may lose the last commits",
     "StoreConfig.batch_max": "most writes gathered into one transaction (group commit)",
     "StoreConfig.busy_timeout": "how long a write waits for another process's lock before answering 503",
+    "QuarantineConfig.max_bytes": (
+        "bytes all quarantined inputs may hold (`64MiB`, `512KiB`, `1GiB` or a number); past it the oldest are deleted"
+    ),
+    "QuarantineConfig.retention": "quarantined inputs older than this are deleted",
     "ServerConfig.listen": "host:port of the HTTP server",
     "ServerConfig.max_body_bytes": "larger request bodies answer 413",
     "ServerConfig.drain_grace": "on SIGTERM, how long deliveries in flight may finish",
@@ -105,6 +109,7 @@ def _models() -> list[type[BaseModel]]:
     return [
         c.Config,
         c.StoreConfig,
+        c.QuarantineConfig,
         c.ServerConfig,
         c.AdminConfig,
         c.LoggingConfig,

@@ -37,6 +37,12 @@ QUARANTINED = Counter(
     "Inputs kept in quarantine, by source.",
     ["source"],
 )
+QUARANTINE_DROPPED = Counter(
+    "relay_quarantine_dropped_total",
+    "Quarantined inputs deleted, by reason (budget: past quarantine.max_bytes; retention: older than its age).",
+    ["reason"],
+)
+QUARANTINE_BYTES = Gauge("relay_quarantine_bytes", "Bytes held by quarantined inputs (bodies, reasons, details).")
 WEBHOOK_ATTEMPTS = Counter(
     "relay_webhook_attempts_total",
     "Delivery attempts by subscriber and outcome (delivered, retry, dead, disabled).",

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import base_config, write_config
 
 from relay.config import Config, config_from_mapping
+from relay.daemon import open_configured_store
 from relay.http.app import build_app
 from relay.runtime import Runtime
 from relay.spec import load_specs
@@ -56,7 +57,7 @@ async def make_app(tmp_path: Path, data: dict[str, Any]) -> tuple[App, TestServe
     config: Config = config_from_mapping(data, base_dir=tmp_path)
     write_config(tmp_path, data)
     specs = load_specs(config.spec_paths)
-    store = create_store(config.store.url)
+    store = open_configured_store(config)  # as `relay serve` builds it, so store settings in `data` apply
     await store.open()
     runtime = Runtime.build(config, store, specs)
     server = TestServer(build_app(runtime), host="127.0.0.1")

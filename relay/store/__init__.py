@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from relay.store.base import (
+    DEFAULT_QUARANTINE_MAX_BYTES,
     Checkpoint,
     ClaimedDelivery,
     ClaimRequest,
@@ -46,6 +47,7 @@ def create_store(
     synchronous: Literal["FULL", "NORMAL"] = "FULL",
     batch_max: int = 512,
     busy_timeout_s: float = 5.0,
+    quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES,
 ) -> Store:
     """Return an unopened store for `sqlite:///path` (call `await store.open()`).
 
@@ -60,6 +62,7 @@ def create_store(
             synchronous=synchronous,
             batch_max=batch_max,
             busy_timeout_s=busy_timeout_s,
+            quarantine_max_bytes=quarantine_max_bytes,
         )
     if url.startswith(("postgresql://", "postgres://")):
         raise ValueError("the PostgreSQL backend is not available in this version; use sqlite://")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from relay.events import Event
 
 __all__ = [
+    "DEFAULT_QUARANTINE_MAX_BYTES",
     "Checkpoint",
     "ClaimRequest",
     "ClaimedDelivery",
@@ -29,6 +30,9 @@ __all__ = [
     "StoreUnavailable",
     "SubscriberState",
 ]
+
+
+DEFAULT_QUARANTINE_MAX_BYTES = 64 * 1024 * 1024
 
 
 class StoreUnavailable(Exception):
@@ -232,6 +236,9 @@ class Store(abc.ABC):
     their deliveries are committed, and raises StoreUnavailable when they are not.
     """
 
+    #: Most bytes quarantined inputs may hold together (`quarantine.max_bytes`); the oldest go first past it.
+    quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -242,7 +249,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def ping(self) -> None:
-        """Raise StoreUnavailable unless the store answers a trivial query."""
+        """Raise StoreUnavailable unless a write would be committed and kept now (what `/readyz` reports)."""
 
     @abc.abstractmethod
     async def schema_version(self) -> int:
@@ -254,7 +261,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def quarantine(self, entry: QuarantineEntry) -> int:
-        """Keep refused input for inspection; returns the quarantine id."""
+        """Keep refused input for inspection; returns the quarantine id.
+
+        In the same transaction, the oldest entries are deleted until all of them hold at most
+        `quarantine_max_bytes` (the new entry itself is always kept).
+        """
 
     @abc.abstractmethod
     async def list_events(self, flt: EventFilter) -> list[Event]:
@@ -279,6 +290,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_quarantine(self, quarantine_id: int) -> bool:
         """Forget a quarantined input (after a successful retry)."""
+
+    @abc.abstractmethod
+    async def prune_quarantine(self, cutoff: datetime, *, limit: int = 1000) -> int:
+        """Delete up to `limit` quarantined inputs received before `cutoff`, oldest first; returns how many."""
 
     # -------------------------------------------------------------------------------- deliveries
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -21,6 +22,7 @@ from relay import metrics
 from relay.events import Event, parse_ts, utc_text
 from relay.store._sql import migrations, queries
 from relay.store.base import (
+    DEFAULT_QUARANTINE_MAX_BYTES,
     Checkpoint,
     ClaimedDelivery,
     ClaimRequest,
@@ -44,6 +46,10 @@ T = TypeVar("T")
 Q = queries("sqlite")
 
 _EVENT_COLUMNS = 11
+# Beside the database SQLite keeps its write-ahead log and shared-memory index; all three must stay ours.
+_COMPANION_SUFFIXES = ("", "-wal", "-shm")
+# Budget drops are logged at most this often (a flood of refused input must not flood the log too).
+_DROP_LOG_INTERVAL_S = 60.0
 
 
 def db_ts(value: datetime) -> str:
@@ -139,17 +145,26 @@ class SqliteStore(Store):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         batch_max: int = 512,
         busy_timeout_s: float = 5.0,
+        quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES,
     ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
         self.batch_max = batch_max
         self.busy_timeout_s = busy_timeout_s
+        self.quarantine_max_bytes = quarantine_max_bytes
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_WriteOp | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._commit_listeners: list[Callable[[], None]] = []
+        # (st_dev, st_ino) of the database and its companions as opened: a different answer later means the
+        # files were removed or replaced, and a commit into them would be lost.
+        self._file_ids: dict[Path, tuple[int, int]] = {}
+        self._lost: str | None = None
+        self._last_write_failed = False
+        self._drops_unlogged = 0
+        self._drop_logged_at = float("-inf")
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -162,16 +177,51 @@ class SqliteStore(Store):
         return conn
 
     async def open(self) -> None:
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _create_private(self.path)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create {self.path}: {exc.strerror or exc}") from exc
         try:
             self._writer = await self._connect()
             await self._migrate(self._writer)
             self._reader = await self._connect()
+            usage = await self._writer.execute_fetchall(Q["quarantine_bytes"])
         except sqlite3.Error as exc:
             await self._close_connections()
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        metrics.QUARANTINE_BYTES.set(int(next(iter(usage))[0]))
+        # WAL mode and the migration's commit have created the log and the index by now.
+        for suffix in _COMPANION_SUFFIXES:
+            companion = self.path.with_name(self.path.name + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(companion)
+                self._file_ids[companion] = (st.st_dev, st.st_ino)
         self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+
+    def _check_files(self) -> None:
+        """Raise StoreUnavailable once the database or a companion file is gone or is another file.
+
+        Costs one stat() per file (about a microsecond each), so it runs on every group commit.
+        """
+        if self._lost is None:
+            for path, opened_id in self._file_ids.items():
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    problem = "was removed"
+                except OSError as exc:
+                    raise StoreUnavailable(f"cannot check {path}: {exc.strerror or exc}") from exc
+                else:
+                    if (st.st_dev, st.st_ino) == opened_id:
+                        continue
+                    problem = "was replaced by another file"
+                self._lost = f"{path} {problem} while open; nothing more is acknowledged until the relay restarts"
+                log.error(
+                    "store file removed or replaced: refusing writes until restart", path=str(path), problem=problem
+                )
+                break
+        if self._lost is not None:
+            raise StoreUnavailable(self._lost)
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         await conn.execute(Q["create_migrations_table"])
@@ -255,6 +305,12 @@ class SqliteStore(Store):
         results: dict[_WriteOp, Any] = {}
         errors: dict[_WriteOp, BaseException] = {}
         created_deliveries = 0
+        if self._lost is not None:
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(StoreUnavailable(self._lost))
+            return
+        changes_before = conn.total_changes
         started = time.perf_counter()
         try:
             await conn.execute("BEGIN IMMEDIATE")
@@ -285,7 +341,10 @@ class SqliteStore(Store):
                     errors[op] = exc
                 await conn.execute("RELEASE op")
             await conn.execute("COMMIT")
+            # Checked after the commit: a batch committed into a removed file is lost, so it is not acknowledged.
+            self._check_files()
         except Exception as exc:
+            self._last_write_failed = True
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
             log.error("commit failed", error=str(exc), batch=len(batch))
@@ -294,6 +353,8 @@ class SqliteStore(Store):
                 if not op.future.done():
                     op.future.set_exception(failure)
             return
+        if conn.total_changes != changes_before:
+            self._last_write_failed = False  # only a commit that wrote something shows that writes succeed
         metrics.STORE_COMMIT_BATCH_SIZE.observe(sum(op.size for op in batch))
         metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
         for op in batch:
@@ -461,21 +522,58 @@ class SqliteStore(Store):
         return result
 
     async def quarantine(self, entry: QuarantineEntry) -> int:
+        details = orjson.dumps(entry.details).decode()
         params = {
             "received_at": db_ts(entry.received_at),
             "source": entry.source,
             "channel": entry.channel,
             "reason": entry.reason,
-            "details": orjson.dumps(entry.details).decode(),
+            "details": details,
             "content_type": entry.content_type,
+            "size": len(entry.body) + len(entry.reason.encode()) + len(details.encode()),
             "body": entry.body,
         }
+        max_bytes = self.quarantine_max_bytes
 
-        async def insert(conn: aiosqlite.Connection) -> int:
+        async def insert(conn: aiosqlite.Connection) -> tuple[int, int, int]:
             rows = await conn.execute_fetchall(Q["insert_quarantine"], params)
-            return int(next(iter(rows))[0])
+            quarantine_id = int(next(iter(rows))[0])
+            # In the insert's transaction: the database never holds more than the budget, even between prunes.
+            dropped, usage = await _drop_over_budget(conn, max_bytes, keep_id=quarantine_id)
+            return quarantine_id, dropped, usage
 
-        return await self.write(insert)
+        quarantine_id, dropped, usage = await self.write(insert)
+        metrics.QUARANTINE_BYTES.set(usage)
+        if dropped:
+            metrics.QUARANTINE_DROPPED.labels("budget").inc(dropped)
+            self._log_budget_drops(dropped, max_bytes)
+        return quarantine_id
+
+    def _log_budget_drops(self, dropped: int, max_bytes: int) -> None:
+        self._drops_unlogged += dropped
+        now = time.monotonic()
+        if now - self._drop_logged_at >= _DROP_LOG_INTERVAL_S:
+            log.warning(
+                "quarantine over its budget: oldest entries dropped",
+                dropped=self._drops_unlogged,
+                max_bytes=max_bytes,
+            )
+            self._drops_unlogged = 0
+            self._drop_logged_at = now
+
+    async def prune_quarantine(self, cutoff: datetime, *, limit: int = 1000) -> int:
+        params = {"cutoff": db_ts(cutoff), "limit": limit}
+
+        async def delete(conn: aiosqlite.Connection) -> tuple[int, int]:
+            cursor = await conn.execute(Q["prune_quarantine"], params)
+            rows = await conn.execute_fetchall(Q["quarantine_bytes"])
+            return int(cursor.rowcount), int(next(iter(rows))[0])
+
+        deleted, usage = await self.write(delete)
+        metrics.QUARANTINE_BYTES.set(usage)
+        if deleted:
+            metrics.QUARANTINE_DROPPED.labels("retention").inc(deleted)
+        return deleted
 
     async def delete_quarantine(self, quarantine_id: int) -> bool:
         async def delete(conn: aiosqlite.Connection) -> bool:
@@ -495,6 +593,19 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"read failed: {exc}") from exc
 
     async def ping(self) -> None:
+        self._check_files()
+        for path in self._file_ids:
+            # access() honours read-only mounts and immutable files even for root, unlike the mode bits.
+            if not os.access(path, os.W_OK):
+                raise StoreUnavailable(f"{path} is not writable")
+
+        async def probe(conn: aiosqlite.Connection) -> None:
+            # Through the writer: it is alive and gets the write lock. After a failed commit, only a real write
+            # shows that writes succeed again (a full disk lets an empty transaction commit).
+            if self._last_write_failed:
+                await conn.execute(Q["touch_store_probe"], {"now": db_ts(_now())})
+
+        await self.write(probe)
         await self._read(Q["ping"])
 
     async def schema_version(self) -> int:
@@ -861,3 +972,52 @@ class SqliteStore(Store):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def _drop_over_budget(conn: aiosqlite.Connection, max_bytes: int, *, keep_id: int) -> tuple[int, int]:
+    """Delete the oldest quarantine entries (never `keep_id`) until the total is within `max_bytes`.
+
+    Returns (entries deleted, bytes held afterwards).
+    """
+    usage = int(next(iter(await conn.execute_fetchall(Q["quarantine_bytes"])))[0])
+    excess = usage - max_bytes
+    freed = 0
+    last_id = 0
+    while freed < excess:
+        rows = list(
+            await conn.execute_fetchall(Q["quarantine_oldest"], {"after_id": last_id, "keep_id": keep_id, "limit": 256})
+        )
+        if not rows:
+            break  # only the newest entry is left: it is kept even when it alone exceeds the budget
+        for row_id, size in rows:
+            freed += int(size)
+            last_id = int(row_id)
+            if freed >= excess:
+                break
+    if not last_id:
+        return 0, usage
+    cursor = await conn.execute(Q["drop_quarantine_through"], {"last_id": last_id})
+    return int(cursor.rowcount), usage - freed
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file (and any missing directory) readable by the relay's user only.
+
+    SQLite creates a new database 0644 and its -wal and -shm files with the database's mode, so creating the
+    database 0600 first makes all three private. An existing file keeps the mode its owner gave it.
+    """
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+            os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+        finally:
+            os.close(fd)

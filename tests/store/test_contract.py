@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from relay.events import Event
 from relay.store import (
@@ -236,3 +237,49 @@ async def test_quarantine_and_prune(backend: Store) -> None:
     await backend.ingest([NewEvent(event("new", received=NOW))])
     assert await backend.prune(NOW - timedelta(days=30)) == 1
     assert {e.event_id for e in await backend.list_events(EventFilter())} == {"kept", "new"}
+
+
+def _dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("relay_quarantine_dropped_total", {"reason": reason}) or 0.0
+
+
+async def test_quarantine_stays_within_its_budget_dropping_the_oldest(backend: Store) -> None:
+    backend.quarantine_max_bytes = 64 * 1024
+    dropped_before = _dropped("budget")
+    body = b"x" * 10_000
+    ids = [await backend.quarantine(QuarantineEntry("hub", f"bad {i}", body, NOW)) for i in range(20)]
+    rows = await backend.list_quarantine(limit=100)
+    kept = [r.id for r in rows]
+    assert sum(r.size for r in rows) <= 64 * 1024
+    assert kept == sorted(ids[-len(kept) :], reverse=True), "the newest are kept, the oldest dropped"
+    assert len(kept) == 6  # 6 × (10,000 body + reason + details) fit in 64 KiB, 7 do not
+    assert _dropped("budget") - dropped_before == 20 - len(kept)
+    assert REGISTRY.get_sample_value("relay_quarantine_bytes") == sum(
+        10_000 + len(f"bad {i}") + len("[]") for i in range(14, 20)
+    )
+
+
+async def test_an_entry_larger_than_the_budget_is_kept_alone(backend: Store) -> None:
+    backend.quarantine_max_bytes = 1024
+    await backend.quarantine(QuarantineEntry("hub", "small", b"{", NOW))
+    big = await backend.quarantine(QuarantineEntry("hub", "big", b"y" * 4096, NOW))
+    assert [r.id for r in await backend.list_quarantine()] == [big]
+    row = await backend.get_quarantine(big)
+    assert row is not None
+    assert row.body == b"y" * 4096
+
+
+async def test_prune_quarantine_deletes_entries_older_than_the_cutoff(backend: Store) -> None:
+    dropped_before = _dropped("retention")
+    old = [await backend.quarantine(QuarantineEntry("hub", "old", b"{", NOW - timedelta(days=10))) for _ in range(3)]
+    new = await backend.quarantine(QuarantineEntry("hub", "new", b"{", NOW))
+    assert await backend.prune_quarantine(NOW - timedelta(days=7), limit=2) == 2
+    assert await backend.prune_quarantine(NOW - timedelta(days=7), limit=2) == 1
+    assert await backend.prune_quarantine(NOW - timedelta(days=7)) == 0
+    assert [r.id for r in await backend.list_quarantine()] == [new]
+    assert [await backend.get_quarantine(q) for q in old] == [None, None, None]
+    assert _dropped("retention") - dropped_before == 3
+    # What was pruned no longer counts against the budget.
+    backend.quarantine_max_bytes = 2 * (1 + len("new") + len("[]"))
+    second = await backend.quarantine(QuarantineEntry("hub", "new", b"{", NOW))
+    assert [r.id for r in await backend.list_quarantine()] == [second, new]

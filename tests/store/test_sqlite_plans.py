@@ -20,6 +20,8 @@ HOT_QUERIES = {
     "next_due_at": ("SCAN deliveries", "deliveries_state"),
     "prune_events": ("SCAN e",),
     "future_schedule": ("SCAN deliveries",),
+    "quarantine_oldest": ("SCAN quarantine", "TEMP B-TREE"),
+    "prune_quarantine": ("SCAN quarantine", "TEMP B-TREE"),
 }
 
 

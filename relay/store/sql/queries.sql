@@ -12,9 +12,29 @@ VALUES (:event_id, :channel, :source, :tenant_id, :entity_key, :version, :versio
         :occurred_at, :received_at, :payload, :original, :original_type);
 
 -- name: insert_quarantine
-INSERT INTO quarantine (received_at, source, channel, reason, details, content_type, body)
-VALUES (:received_at, :source, :channel, :reason, :details, :content_type, :body)
+INSERT INTO quarantine (received_at, source, channel, reason, details, content_type, size, body)
+VALUES (:received_at, :source, :channel, :reason, :details, :content_type, :size, :body)
 RETURNING id;
+
+-- name: quarantine_bytes
+-- The running total the triggers of migration 0004 keep.
+SELECT bytes FROM quarantine_usage WHERE id = 1;
+
+-- name: quarantine_oldest
+-- Budget: the oldest entries after :after_id, never :keep_id (the one just stored) or newer.
+SELECT id, size FROM quarantine WHERE id > :after_id AND id < :keep_id ORDER BY id LIMIT :limit;
+
+-- name: drop_quarantine_through
+DELETE FROM quarantine WHERE id <= :last_id;
+
+-- name: prune_quarantine
+-- Retention: quarantined inputs received before the cutoff, oldest first.
+DELETE FROM quarantine WHERE id IN (
+    SELECT id FROM quarantine WHERE received_at < :cutoff ORDER BY received_at LIMIT :limit);
+
+-- name: touch_store_probe
+INSERT INTO store_probe (id, checked_at) VALUES (1, :now)
+ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at;
 
 -- name: list_events
 SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
