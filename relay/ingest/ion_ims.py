@@ -21,6 +21,7 @@ from aiohttp import web
 from relay import metrics
 from relay.auth.inbound import authenticate
 from relay.config import IonImsSource
+from relay.http.headers import MalformedHeader, header_text
 from relay.http.responses import error, json_response
 from relay.ingest.bod import (
     BodError,
@@ -196,8 +197,12 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
     elif encoding != "NONE":
         raise _Refusal(400, "malformed_parameters", f"unknown encoding {encoding!r} (NONE or DEFLATE)")
     try:
+        tenant_header = header_text(request.headers, "X-TenantId")
+    except MalformedHeader as exc:
+        raise _Refusal(400, "malformed_header", str(exc)) from None
+    try:
         bod = parse_bod(payload)
-        tenant = request.headers.get("X-TenantId") or source.tenant_id
+        tenant = tenant_header or source.tenant_id
         variation = params.get("variationId")
         mapped = map_bod(
             bod,
