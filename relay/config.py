@@ -112,6 +112,31 @@ def _check_whsec(value: str) -> str:
 WebhookSecret = Annotated[str, AfterValidator(_check_whsec)]
 
 
+def _check_secret(value: str) -> str:
+    # `${TOKEN:-}` with the variable unset gives "": an empty secret must stop the load, not accept a blank one.
+    # str.strip() here is Unicode-aware on purpose: U+00A0, U+2003 and \x1c alone are blank too.
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
+def _check_header_credential(value: str) -> str:
+    _check_secret(value)
+    # A request's header value loses its surrounding spaces and tabs and cannot carry control characters,
+    # so a token with either could never be presented.
+    if value != value.strip(" \t"):
+        raise ValueError("must not start or end with a space or tab")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value if ch != "\t"):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+# Secrets the relay compares or sends; the messages name the key, never the value.
+Secret = Annotated[str, AfterValidator(_check_secret)]
+# Tokens and keys a client sends as a header value and the relay compares byte for byte.
+HeaderCredential = Annotated[str, AfterValidator(_check_header_credential)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -156,7 +181,7 @@ class ServerConfig(_Model):
 
 
 class AdminConfig(_Model):
-    tokens: list[str] = Field(default_factory=list)
+    tokens: list[HeaderCredential] = Field(default_factory=list)
 
 
 class LoggingConfig(_Model):
@@ -178,14 +203,14 @@ class DeliveryConfig(_Model):
 
 class BasicAuth(_Model):
     type: Literal["basic"]
-    username: str
-    password: str
+    username: Secret
+    password: Secret
 
 
 class BearerAuth(_Model):
     type: Literal["bearer"]
-    tokens: list[str] = Field(default_factory=list)
-    token: str | None = None
+    tokens: list[HeaderCredential] = Field(default_factory=list)
+    token: HeaderCredential | None = None
 
     @model_validator(mode="after")
     def _some_token(self) -> BearerAuth:
@@ -201,7 +226,7 @@ class BearerAuth(_Model):
 class ApiKeyAuth(_Model):
     type: Literal["api-key"]
     header: str = "X-API-Key"
-    keys: list[str] = Field(min_length=1)
+    keys: list[HeaderCredential] = Field(min_length=1)
 
 
 class StandardWebhooksAuth(_Model):
@@ -234,13 +259,13 @@ class OAuth2ClientCredentials(_Model):
     type: Literal["oauth2-client-credentials"]
     token_url: str
     client_id: str
-    client_secret: str
+    client_secret: Secret
     scope: str | None = None
 
 
 class OutboundBearer(_Model):
     type: Literal["bearer"]
-    token: str
+    token: Secret
 
 
 class ConnectedAppAuth(_Model):
@@ -248,7 +273,7 @@ class ConnectedAppAuth(_Model):
 
     type: Literal["connected-app"]
     client_id: str
-    client_secret: str
+    client_secret: Secret
     user: str
     audience: str = ""
     token_ttl_s: Duration = Field(default=300.0, alias="token_ttl")

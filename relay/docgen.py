@@ -32,7 +32,10 @@ NOTES: dict[str, str] = {
     "ServerConfig.read_timeout": (
         "a request's headers, and then its body, must arrive within this; slower clients get 408 or are closed"
     ),
-    "AdminConfig.tokens": "bearer tokens for `/v1/admin/…` (use `tokens_file`, one per line)",
+    "AdminConfig.tokens": (
+        "bearer tokens for `/v1/admin/…` (use `tokens_file`, one per line; blank lines are skipped); none: every"
+        " admin request answers 401"
+    ),
     "LoggingConfig.format": "auto: JSON when stdout is not a terminal (journald), readable otherwise",
     "DeliveryConfig.lease": "how long a claimed delivery is reserved (at least the subscriber timeout + 2 s)",
     "DeliveryConfig.poll_interval": "how often deliveries written by other processes (CLI replay) are looked for",
@@ -154,6 +157,9 @@ def render() -> str:
         "  `RELAY_SUBSCRIBERS__0__MAX_IN_FLIGHT=4`); the value is read as YAML.",
         "- Durations: `500ms`, `5s`, `30m`, `2h`, `3d`, or a number of seconds.",
         "- Unknown keys are errors; `relay check-config` prints one line per problem.",
+        "- Secrets, tokens, API keys and basic user names and passwords must not be empty or only whitespace",
+        "  (an unset `${VAR:-}` is refused at load, naming the key); tokens and keys that clients send in a",
+        "  header must also not start or end with a space or tab nor contain control characters.",
         "",
     ]
     for model in _models():

@@ -132,12 +132,20 @@ def verify(
         raise SignatureError("missing webhook-timestamp header")
     if not signatures:
         raise SignatureError("missing webhook-signature header")
-    if not _TIMESTAMP.fullmatch(timestamp.strip()):
+    # Only ASCII space and tab are optional whitespace in a header; str.strip() would also take U+00A0 and more.
+    timestamp = timestamp.strip(" \t")
+    if not _TIMESTAMP.fullmatch(timestamp):
         raise SignatureError("webhook-timestamp is not Unix seconds")
     ts = int(timestamp)
     if abs(now.timestamp() - ts) > tolerance_s:
         raise SignatureError("timestamp outside tolerance")
-    candidates = [s.encode() for s in signatures.split() if s.startswith("v1,")]
+    try:
+        # Undecodable bytes arrive as lone surrogates (aiohttp's surrogateescape); the signed id is UTF-8 text.
+        msg_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SignatureError("webhook-id is not UTF-8 text") from None
+    # Signatures are separated by single spaces; a valid one is base64, so anything not ASCII cannot match.
+    candidates = [s.encode("ascii") for s in signatures.split(" ") if s.startswith("v1,") and s.isascii()]
     if not candidates:
         raise SignatureError("no v1 signature in webhook-signature header")
     matched = False

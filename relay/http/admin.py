@@ -6,13 +6,15 @@ answers 401 to everyone.
 
 from __future__ import annotations
 
-import hmac
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
+from relay.auth.inbound import check_bearer
 from relay.deliver.replay import replay
 from relay.events import format_ts, parse_ts
 from relay.http.responses import error, json_response
@@ -24,13 +26,8 @@ __all__ = ["add_routes", "delivery_json", "subscriber_json"]
 
 
 def _authorized(request: web.Request, runtime: Runtime) -> bool:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
-    found = False
-    for candidate in runtime.config.admin.tokens:
-        found |= hmac.compare_digest(token.strip().encode(), candidate.encode())
-    return found
+    # The same check as a bearer source's: exact bytes, constant time, ASCII whitespace only.
+    return check_bearer(request.headers, runtime.config.admin.tokens) is None
 
 
 @web.middleware
@@ -45,21 +42,75 @@ class _BadQueryError(ValueError):
     pass
 
 
-def _when(request: web.Request, name: str) -> datetime | None:
-    value = request.query.get(name)
-    if not value:
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() also takes "²" and other scripts' digits
+_MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER; a larger number cannot name a row and does not fit a parameter
+_MAX_LIMIT = 100_000
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 time as an aware UTC datetime; "" or None is no bound."""
+    if value is None or value == "":
         return None
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 time as a string")
     try:
         return parse_ts(value)
-    except ValueError:
-        raise _BadQueryError(f"{name}: expected an ISO 8601 time") from None
+    except (ValueError, OverflowError):
+        # OverflowError: a valid time whose UTC equivalent falls outside years 1-9999 (0001-01-01T00:00+01:00).
+        raise ValueError("expected an ISO 8601 time between years 1 and 9999") from None
+
+
+def _when(request: web.Request, name: str) -> datetime | None:
+    try:
+        return _instant(request.query.get(name))
+    except ValueError as exc:
+        raise _BadQueryError(f"{name}: {exc}") from None
 
 
 def _limit(request: web.Request, default: int = 100) -> int:
     value = request.query.get("limit", str(default))
-    if not value.isdigit() or not 1 <= int(value) <= 100_000:
-        raise _BadQueryError("limit: expected a number from 1 to 100000")
+    if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= _MAX_LIMIT:
+        raise _BadQueryError(f"limit: expected a number from 1 to {_MAX_LIMIT}")
     return int(value)
+
+
+def _row_id(text: str) -> int | None:
+    """A row id from the path, or None when the text cannot name a row (then the answer is 404)."""
+    if not _DIGITS.fullmatch(text) or int(text) > _MAX_ROW_ID:
+        return None
+    return int(text)
+
+
+Instant = Annotated[datetime | None, PlainValidator(_instant)]
+
+
+class _Body(BaseModel):
+    # strict: a number where a string belongs is an error, not converted; forbid: a misspelt filter would
+    # otherwise be ignored and widen a redrive or replay to everything.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RedriveRequest(_Body):
+    """`POST /v1/admin/dlq/redrive`: which dead deliveries to send again (no field: all of them)."""
+
+    event_id: str | None = Field(default=None, alias="eventId")
+    subscriber: str | None = None
+    channel: str | None = None
+    key: str | None = None
+    since: Instant = None
+    until: Instant = None
+
+
+class ReplayRequest(_Body):
+    """`POST /v1/admin/replay`: which stored events to deliver again, and to whom."""
+
+    event_id: str | None = Field(default=None, alias="eventId")
+    subscriber: str | None = None
+    channel: str | None = None
+    key: str | None = None
+    since: Instant = None
+    until: Instant = None
+    dry_run: bool = Field(default=False, alias="dryRun")
 
 
 def delivery_json(d: DeliveryRow) -> dict[str, Any]:
@@ -108,17 +159,30 @@ def _delivery_filter(request: web.Request, state: str | None = None) -> Delivery
     )
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+_B = TypeVar("_B", bound=_Body)
+
+
+async def _json_body(request: web.Request, model: type[_B]) -> _B:
     raw = await request.read()
     if not raw.strip():
-        return {}
+        return model()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise _BadQueryError("body: not valid JSON") from None
     if not isinstance(body, dict):
         raise _BadQueryError("body: expected a JSON object")
-    return body
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _BadQueryError("; ".join(_problem(err) for err in exc.errors(include_url=False))) from None
+
+
+def _problem(err: Any) -> str:
+    where = ".".join(str(part) for part in err["loc"]) or "body"
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown field"
+    return f"{where}: " + str(err["msg"]).removeprefix("Value error, ")
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -156,11 +220,11 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 async def show_delivery(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    delivery_id = request.match_info["delivery_id"]
-    if not delivery_id.isdigit():
+    delivery_id = _row_id(request.match_info["delivery_id"])
+    if delivery_id is None:
         return error(404, "not_found", "no such delivery")
-    attempts = await runtime.store.list_attempts(int(delivery_id))
-    return json_response({"id": int(delivery_id), "attempts": attempts})
+    attempts = await runtime.store.list_attempts(delivery_id)
+    return json_response({"id": delivery_id, "attempts": attempts})
 
 
 async def list_dlq(request: web.Request) -> web.Response:
@@ -169,14 +233,14 @@ async def list_dlq(request: web.Request) -> web.Response:
 
 
 async def redrive(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await _json_body(request, RedriveRequest)
     flt = DeliveryFilter(
-        event_id=body.get("eventId"),
-        subscriber=body.get("subscriber"),
-        channel=body.get("channel"),
-        entity_key=body.get("key"),
-        since=parse_ts(body["since"]) if body.get("since") else None,
-        until=parse_ts(body["until"]) if body.get("until") else None,
+        event_id=body.event_id,
+        subscriber=body.subscriber,
+        channel=body.channel,
+        entity_key=body.key,
+        since=body.since,
+        until=body.until,
     )
     count = await request.app[RUNTIME].store.redrive(flt)
     return json_response({"redriven": count})
@@ -184,23 +248,18 @@ async def redrive(request: web.Request) -> web.Response:
 
 async def post_replay(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    body = await _json_body(request)
-    subscriber = body.get("subscriber")
+    body = await _json_body(request, ReplayRequest)
+    subscriber = body.subscriber
     if subscriber is not None and runtime.config.subscriber(subscriber) is None:
         return error(404, "unknown_subscriber", f"no subscriber named {subscriber!r}")
-    flt = EventFilter(
-        channel=body.get("channel"),
-        entity_key=body.get("key"),
-        since=parse_ts(body["since"]) if body.get("since") else None,
-        until=parse_ts(body["until"]) if body.get("until") else None,
-    )
+    flt = EventFilter(channel=body.channel, entity_key=body.key, since=body.since, until=body.until)
     result = await replay(
         runtime.store,
         runtime.ingestor.router,
         flt,
-        event_id=body.get("eventId"),
+        event_id=body.event_id,
         subscriber=subscriber,
-        dry_run=bool(body.get("dryRun", False)),
+        dry_run=body.dry_run,
     )
     return json_response(
         {"events": result.events_matched, "deliveries": result.deliveries, "dryRun": result.dry_run},
@@ -227,8 +286,8 @@ async def list_quarantine(request: web.Request) -> web.Response:
 
 
 async def show_quarantine(request: web.Request) -> web.Response:
-    qid = request.match_info["quarantine_id"]
-    row = await request.app[RUNTIME].store.get_quarantine(int(qid)) if qid.isdigit() else None
+    qid = _row_id(request.match_info["quarantine_id"])
+    row = await request.app[RUNTIME].store.get_quarantine(qid) if qid is not None else None
     if row is None:
         return error(404, "not_found", "no such quarantine entry")
     return json_response(

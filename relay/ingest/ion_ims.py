@@ -22,6 +22,7 @@ from relay import metrics
 from relay.auth.inbound import authenticate
 from relay.config import IonImsSource
 from relay.events import version_problem
+from relay.http.headers import MalformedHeader, header_text
 from relay.http.responses import error, json_response
 from relay.ingest.bod import (
     BodError,
@@ -198,8 +199,12 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
         raise _Refusal(400, "malformed_parameters", f"unknown encoding {encoding!r} (NONE or DEFLATE)")
     variation_id = _variation_id(params.get("variationId"), payload)
     try:
+        tenant_header = header_text(request.headers, "X-TenantId")
+    except MalformedHeader as exc:
+        raise _Refusal(400, "malformed_header", str(exc)) from None
+    try:
         bod = parse_bod(payload)
-        tenant = request.headers.get("X-TenantId") or source.tenant_id
+        tenant = tenant_header or source.tenant_id
         mapped = map_bod(
             bod,
             tenant_id=tenant,

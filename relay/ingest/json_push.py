@@ -13,6 +13,7 @@ from aiohttp import web
 from relay import metrics
 from relay.auth.inbound import authenticate, needs_body
 from relay.config import JsonPushSource
+from relay.http.headers import header_for_record
 from relay.http.responses import error, json_response
 from relay.ingest.pipeline import Candidate, PayloadProblem, check_payload
 from relay.runtime import RUNTIME, Runtime
@@ -147,7 +148,7 @@ async def _quarantine(
             received_at=datetime.now(UTC),
             channel=channel if channel and runtime.specs.has_channel(channel) else None,
             details=list(details),
-            content_type=request.headers.get("Content-Type"),
+            content_type=header_for_record(request.headers, "Content-Type"),
         )
     except StoreUnavailable as exc:
         # The client still gets its 4xx with the reason; only the copy for inspection is missing.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,105 @@ def test_example_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(repo / "deploy" / "example-credentials"))
     config, _ = load_all(repo / "config.example.yaml")
     assert {s.kind for s in config.sources} >= {"ion-ims", "json-push", "x3", "sxe"}
+
+
+# Values a `${VAR:-}` or a stray character leaves behind: empty, ASCII blanks, and Unicode ones that
+# str.split()/strip() treat as whitespace (U+00A0, U+2003, the \x1c file separator).
+BLANK_SECRETS = ["", "   ", "\t", "\u00a0", "\u2003", "\x1c"]
+
+
+def _auth_source(auth: dict[str, Any], kind: str = "json-push") -> dict[str, Any]:
+    return {"sources": [{"name": "hub", "kind": kind, "auth": auth}]}
+
+
+@pytest.mark.parametrize("blank", BLANK_SECRETS)
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        (lambda v: {"admin": {"tokens": ["adm-1", v]}}, "admin.tokens[1]"),
+        (lambda v: _auth_source({"type": "bearer", "tokens": [v]}), "sources[hub].auth.tokens[0]"),
+        (lambda v: _auth_source({"type": "bearer", "token": v}), "sources[hub].auth.token"),
+        (lambda v: _auth_source({"type": "api-key", "keys": ["k-1", v]}), "sources[hub].auth.keys[1]"),
+        (
+            lambda v: _auth_source({"type": "basic", "username": "ion", "password": v}, "ion-ims"),
+            "sources[hub].auth.password",
+        ),
+        (
+            lambda v: _auth_source({"type": "basic", "username": v, "password": "pw"}, "ion-ims"),
+            "sources[hub].auth.username",
+        ),
+        (lambda v: _auth_source({"type": "standard-webhooks", "secret": v}), "sources[hub].auth.secret"),
+        (lambda v: _auth_source({"type": "standard-webhooks", "secrets": [v]}), "sources[hub].auth.secrets[0]"),
+    ],
+)
+def test_blank_credentials_are_refused_naming_the_key(data: Callable[[str], Any], where: str, blank: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(data(blank), env={})
+    assert [p for p in info.value.problems if p.startswith(f"{where}: ")], info.value.problems
+
+
+def test_an_unset_admin_token_variable_is_refused_not_accepted_as_empty() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"admin": {"tokens": ["${ADMIN_TOKEN:-}"]}}, env={})
+    assert info.value.problems == ["admin.tokens[0]: must not be empty or only whitespace"]
+
+
+@pytest.mark.parametrize(
+    "outbound",
+    [
+        {"type": "bearer", "token": ""},
+        {
+            "type": "oauth2-client-credentials",
+            "token_url": "https://x3.example.com/t",
+            "client_id": "c",
+            "client_secret": "",
+        },
+        {"type": "connected-app", "client_id": "c", "client_secret": " ", "user": "u"},
+        {"type": "basic", "username": "admin", "password": "\u00a0"},
+    ],
+)
+def test_blank_outbound_secrets_are_refused(outbound: dict[str, Any]) -> None:
+    source = {
+        "name": "x3",
+        "kind": "x3",
+        "base_url": "https://x3.example.com",
+        "folder": "F",
+        "auth": outbound,
+        "resources": [{"class": "BPCUSTOMER", "channel": "customer/synced"}],
+    }
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"sources": [source]}, env={})
+    assert any(p.startswith("sources[x3].auth.") and "empty or only whitespace" in p for p in info.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (" tok-1", "must not start or end with a space or tab"),
+        ("tok-1\t", "must not start or end with a space or tab"),
+        ("tok\n1", "must not contain control characters"),
+        ("tok\x001", "must not contain control characters"),
+    ],
+)
+def test_header_tokens_that_no_request_can_carry_are_refused(token: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"admin": {"tokens": [token]}}, env={})
+    assert info.value.problems == [f"admin.tokens[0]: {message}"]
+
+
+def test_credential_problems_never_show_the_value() -> None:
+    secret_looking = " hunter2-secret"
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(_auth_source({"type": "bearer", "tokens": [secret_looking]}), env={})
+    assert "hunter2" not in "\n".join(info.value.problems)
+
+
+def test_blank_lines_of_a_tokens_file_are_not_tokens(tmp_path: Path) -> None:
+    # A tokens file of blank lines gives no admin token (the admin API answers 401 to everyone), never "".
+    (tmp_path / "admin-tokens").write_text("\n   \n\u00a0\n")
+    config = config_from_mapping({"admin": {"tokens_file": "admin-tokens"}}, base_dir=tmp_path, env={})
+    assert config.admin.tokens == []
+    (tmp_path / "hub-tokens").write_text("\n\u2003\n")
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(_auth_source({"type": "bearer", "tokens_file": "hub-tokens"}), base_dir=tmp_path, env={})
+    assert any(p.startswith("sources[hub].auth") and "tokens" in p for p in info.value.problems)
