@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,8 +14,11 @@ from typing import Any, TypeVar
 import click
 import orjson
 from rich.console import Console
+from rich.highlighter import JSONHighlighter
 from rich.table import Table
+from rich.text import Text
 
+from relay._display import mask_url, mask_urls_in, terminal_safe
 from relay.config import Config, ConfigError
 from relay.events import Event, format_ts, parse_ts
 from relay.store import EventFilter, Store
@@ -35,6 +38,25 @@ CONFIG_OPTION = click.option(
 )
 
 
+def _echo(line: str, *, err: bool = False) -> None:
+    """`click.echo` a line that carries outside text: control characters shown as escapes, URL secrets masked."""
+    click.echo(terminal_safe(mask_urls_in(line)), err=err)
+
+
+def _cell(value: object) -> Text:
+    """A value from outside as rich text: never read as markup or emoji codes, control characters escaped."""
+    return Text(terminal_safe("" if value is None else value))
+
+
+def _print_field(key: str, value: object) -> None:
+    console.print(Text.assemble((key, "bold"), ": ", _cell(value)))
+
+
+def _print_block(text: str) -> None:
+    """A multi-line body (a payload, an original BOD) exactly as received, escapes made visible."""
+    console.print(Text(terminal_safe(text, multiline=True)))
+
+
 def _load(config_path: Path) -> Config:
     from relay.daemon import load_all
 
@@ -42,7 +64,7 @@ def _load(config_path: Path) -> Config:
         config, _ = load_all(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
+            _echo(f"error: {problem}", err=True)
         raise SystemExit(1) from None
     return config
 
@@ -107,23 +129,37 @@ def main() -> None:
 @main.command()
 @CONFIG_OPTION
 def serve(config_path: Path) -> None:
-    """Run the relay daemon until SIGTERM."""
-    from relay.daemon import load_all, run_serve
+    """Run the relay daemon until SIGTERM.
+
+    A start-up failure is one line on stderr naming the problem, and exit code 1.
+    """
+    import importlib
+    import importlib.util
+
+    from relay.daemon import StartupError, run_serve, startup_problems
     from relay.logs import configure_logging
 
-    try:
-        config, _ = load_all(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        raise SystemExit(1) from None
+    config = _load(config_path)
+    # Checked before anything is opened: nothing to release, and the answer comes at once.
+    problems = startup_problems(config)
+    for problem in problems:
+        _echo(f"error: {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
     configure_logging(config.logging.level, config.logging.format)
+    # find_spec, not `try: import`: a caught ImportError would be chained into every later traceback.
+    run: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    if importlib.util.find_spec("uvloop") is not None:  # pragma: no cover - optional extra
+        run = importlib.import_module("uvloop").run
     try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        code = asyncio.run(run_serve(config_path))
-    else:  # pragma: no cover - optional extra
-        code = uvloop.run(run_serve(config_path))
+        code = run(run_serve(config_path))
+    except StartupError as exc:
+        _echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    except ConfigError as exc:  # the file changed since it was read above
+        for problem in exc.problems:
+            _echo(f"error: {problem}", err=True)
+        raise SystemExit(1) from None
     raise SystemExit(code)
 
 
@@ -131,26 +167,54 @@ def serve(config_path: Path) -> None:
 @CONFIG_OPTION
 @click.option("--probe", is_flag=True, help="Also fetch one sample per polled resource (a permissions checklist).")
 def check_config(config_path: Path, probe: bool) -> None:
-    """Validate the configuration: one line per problem (exit 1), or a summary (exit 0)."""
-    from relay.daemon import load_all
+    """Validate the configuration: one line per problem (exit 1), or a summary (exit 0).
+
+    Besides the file itself: secret files readable, the store URL supported and its directory writable,
+    the listen address free (a relay already running there is noted, not a problem).
+    """
+    from relay.daemon import load_all, startup_problems
 
     try:
         config, specs = load_all(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
-            click.echo(f"{config_path}: {problem}")
+            _echo(f"{config_path}: {problem}")
         raise SystemExit(1) from None
+    problems = startup_problems(config)
+    listen_note = ""
+    if any(p.startswith("server.listen:") for p in problems) and _relay_answers(config.server.host, config.server.port):
+        # check-config is run before a reload too: the running relay holding the address is expected.
+        problems = [p for p in problems if not p.startswith("server.listen:")]
+        listen_note = " (in use by a running relay)"
+    for problem in problems:
+        _echo(f"{config_path}: {problem}")
+    if problems:
+        raise SystemExit(1)
     if probe:
         failed = asyncio.run(_probe(config, specs))
         if failed:
             raise SystemExit(1)
     kinds = ", ".join(f"{s.name} ({s.kind})" for s in config.sources) or "none"
     click.echo(f"{config_path}: ok")
-    click.echo(f"  store: {config.store.url.split('@')[-1]}")
-    click.echo(f"  listen: {config.server.listen}")
+    _echo(f"  store: {mask_url(config.store.url)}")
+    click.echo(f"  listen: {config.server.listen}{listen_note}")
     click.echo(f"  channels: {len(specs.channels)} from {len(config.spec_paths)} AsyncAPI document(s)")
     click.echo(f"  sources: {kinds}")
     click.echo(f"  subscribers: {', '.join(s.name for s in config.subscribers) or 'none'}")
+
+
+def _relay_answers(host: str, port: int) -> bool:
+    """True when a relay answers `GET /livez` on host:port (within a second)."""
+    import urllib.request
+
+    # A wildcard listen address is reached through loopback.
+    target = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
+    url = f"http://[{target}]:{port}/livez" if ":" in target else f"http://{target}:{port}/livez"
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 - the URL is http:// built above
+            return bool(orjson.loads(resp.read()).get("status") == "ok")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 async def _probe(config: Config, specs: Any) -> int:
@@ -168,7 +232,7 @@ async def _probe(config: Config, specs: Any) -> int:
             try:
                 built = build_source(source, session, specs)
             except (ValueError, OSError) as exc:
-                click.echo(f"{source.name}: cannot start: {exc}")
+                _echo(f"{source.name}: cannot start: {exc}")
                 failed += 1
                 continue
             if built is None:
@@ -180,7 +244,7 @@ async def _probe(config: Config, specs: Any) -> int:
                 except PollError as exc:
                     failed += 1
                     what = "permission denied" if exc.permission else "failed"
-                    click.echo(f"{source.name} {resource.name}: {what}: {exc}")
+                    _echo(f"{source.name} {resource.name}: {what}: {exc}")
                 else:
                     click.echo(f"{source.name} {resource.name}: ok ({len(page.records)} records in the first page)")
             await fetcher.close()
@@ -234,7 +298,7 @@ def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | No
                         {"resource": resource.name, "channel": resource.channel, **p} for p in report.emitted
                     )
             except PollError as exc:
-                click.echo(f"poll failed: {exc}", err=True)
+                _echo(f"poll failed: {exc}", err=True)
                 raise SystemExit(1) from None
             finally:
                 await fetcher.close()
@@ -248,7 +312,7 @@ def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | No
     for p in emitted:
         data = p.get("data", {})
         keys = ", ".join(f"{k}={v}" for k, v in list(data.items())[:2])
-        table.add_row(p["resource"], p["channel"], p["eventId"], keys, str(p.get("timestamp", "")))
+        table.add_row(*map(_cell, (p["resource"], p["channel"], p["eventId"], keys, p.get("timestamp", ""))))
     console.print(table)
     console.print(f"dry run: {len(emitted)} event(s) would be emitted; nothing was stored")
 
@@ -296,7 +360,7 @@ def events_list(
         return
     table = Table("event id", "channel", "source", "key", "version", "received")
     for e in found:
-        table.add_row(e.event_id, e.channel, e.source, e.entity_key or "", e.version or "", format_ts(e.received_at))
+        table.add_row(*map(_cell, (e.event_id, e.channel, e.source, e.entity_key, e.version, format_ts(e.received_at))))
     console.print(table)
     console.print(f"{len(found)} event(s)")
 
@@ -319,11 +383,12 @@ def events_show(config_path: Path, event_id: str, as_json: bool) -> None:
     for key, value in data.items():
         if key in ("payload", "original"):
             continue
-        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
-    console.print_json(orjson.dumps(data["payload"]).decode())
+        _print_field(key, value)
+    payload = Text(terminal_safe(orjson.dumps(data["payload"], option=orjson.OPT_INDENT_2).decode(), multiline=True))
+    console.print(JSONHighlighter()(payload))
     if "original" in data:
-        console.print(f"[bold]original ({data['originalType']})[/bold]:")
-        console.print(data["original"], highlight=False, markup=False)
+        console.print(Text.assemble((f"original ({terminal_safe(data['originalType'])})", "bold"), ":"))
+        _print_block(data["original"])
 
 
 # ------------------------------------------------------------------------------------------- quarantine
@@ -361,7 +426,7 @@ def quarantine_list(config_path: Path, source: str | None, limit: int, as_json: 
         return
     table = Table("id", "received", "source", "channel", "reason", "bytes")
     for r in rows:
-        table.add_row(str(r.id), r.received_at, r.source, r.channel or "", r.reason[:80], str(r.size))
+        table.add_row(*map(_cell, (r.id, r.received_at, r.source, r.channel, r.reason[:80], r.size)))
     console.print(table)
 
 
@@ -391,10 +456,10 @@ def quarantine_show(config_path: Path, quarantine_id: int, as_json: bool) -> Non
         _print_json(data)
         return
     for key in ("id", "receivedAt", "source", "channel", "contentType", "reason"):
-        console.print(f"[bold]{key}[/bold]: {data[key]}", highlight=False, markup=False)
+        _print_field(key, data[key])
     for d in row.details:
-        console.print(f"  {d.get('path')}: {d.get('message')}", highlight=False, markup=False)
-    console.print(body, highlight=False, markup=False)
+        console.print(Text.assemble("  ", _cell(d.get("path")), ": ", _cell(d.get("message"))))
+    _print_block(body)
 
 
 @quarantine.command("retry")
@@ -420,10 +485,10 @@ def quarantine_retry(config_path: Path, quarantine_id: int) -> None:
     if not result.ok:
         click.echo(f"still refused ({len(result.problems)} problem(s)):")
         for problem in result.problems:
-            click.echo(f"  {problem}")
+            _echo(f"  {problem}")
         raise SystemExit(1)
     for outcome in result.outcomes:
-        click.echo(f"{outcome.event_id}: {outcome.status} ({outcome.deliveries} deliveries)")
+        _echo(f"{outcome.event_id}: {outcome.status} ({outcome.deliveries} deliveries)")
     click.echo(f"quarantine entry {quarantine_id} stored and removed")
 
 
@@ -468,13 +533,18 @@ def _print_deliveries(rows: list[dict[str, Any]], as_json: bool) -> None:
     table = Table("id", "event id", "subscriber", "state", "attempts", "replay", "last error")
     for d in rows:
         table.add_row(
-            str(d["id"]),
-            d["eventId"],
-            d["subscriber"],
-            d["state"],
-            str(d["attempts"]),
-            "yes" if d["replay"] else "",
-            (d["lastError"] or "")[:60],
+            *map(
+                _cell,
+                (
+                    d["id"],
+                    d["eventId"],
+                    d["subscriber"],
+                    d["state"],
+                    d["attempts"],
+                    "yes" if d["replay"] else "",
+                    (d["lastError"] or "")[:60],
+                ),
+            )
         )
     console.print(table)
     console.print(f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
@@ -620,13 +690,18 @@ def subscribers_list(config_path: Path, as_json: bool) -> None:
     table = Table("name", "url", "pending", "dead", "circuit", "last success", "disabled")
     for r in rows:
         table.add_row(
-            r["name"],
-            r["url"],
-            str(r["pending"]),
-            str(r["dead"]),
-            r["circuit"],
-            r["lastSuccessAt"] or "",
-            (r["disabledReason"] or "yes") if r["disabled"] else "",
+            *map(
+                _cell,
+                (
+                    r["name"],
+                    mask_url(r["url"]),
+                    r["pending"],
+                    r["dead"],
+                    r["circuit"],
+                    r["lastSuccessAt"],
+                    (r["disabledReason"] or "yes") if r["disabled"] else "",
+                ),
+            )
         )
     console.print(table)
 
@@ -660,7 +735,7 @@ def ionapi_inspect(path: Path, fetch_token: bool, as_json: bool) -> None:
     try:
         creds = load_ionapi(path)
     except IonApiError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
     info: dict[str, Any] = {
         **creds.masked(),
@@ -681,13 +756,13 @@ def ionapi_inspect(path: Path, fetch_token: bool, as_json: bool) -> None:
         try:
             info["tokenExpiresAt"] = asyncio.run(try_token())
         except (IonApiAuthError, OSError) as exc:
-            click.echo(f"error: token request failed: {exc}", err=True)
+            _echo(f"error: token request failed: {exc}", err=True)
             raise SystemExit(1) from None
     if as_json:
         _print_json(info)
         return
     for key, value in info.items():
-        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+        _print_field(key, value)
 
 
 @main.group()

@@ -515,10 +515,6 @@ def _secret_path(name: str, base_dir: Path, env: Mapping[str, str]) -> Path:
     return path
 
 
-def _read_secret_file(name: str, base_dir: Path, env: Mapping[str, str]) -> str:
-    return _secret_path(name, base_dir, env).read_text(encoding="utf-8")
-
-
 def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
     if isinstance(node, list):
         return [_resolve_files(v, base_dir, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
@@ -538,10 +534,14 @@ def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str,
             if not isinstance(value, str):
                 problems.append(f"{key_path}: expected a file path")
                 continue
+            secret_path = _secret_path(value, base_dir, env)
             try:
-                text = _read_secret_file(value, base_dir, env)
+                text = secret_path.read_text(encoding="utf-8")
             except OSError as exc:
-                problems.append(f"{key_path}: cannot read secret file: {exc.strerror or exc}")
+                problems.append(f"{key_path}: cannot read secret file {secret_path}: {exc.strerror or exc}")
+                continue
+            except UnicodeDecodeError:
+                problems.append(f"{key_path}: secret file {secret_path} is not UTF-8 text")
                 continue
             if stem in _SECRET_LIST_KEYS:
                 out[stem] = [line.strip() for line in text.splitlines() if line.strip()]

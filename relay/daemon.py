@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -17,15 +20,20 @@ import structlog
 from aiohttp import web
 
 from relay import systemd
+from relay._display import mask_url
 from relay.config import Config, ConfigError, load_config
 from relay.http.app import RouteInstaller, build_app
 from relay.runtime import Runtime
 from relay.spec import SpecError, SpecRegistry, load_specs
-from relay.store import Store, create_store
+from relay.store import Store, StoreUnavailable, create_store
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Relay", "Service", "open_configured_store", "run_serve"]
+__all__ = ["Relay", "Service", "StartupError", "open_configured_store", "run_serve", "startup_problems"]
+
+
+class StartupError(Exception):
+    """`relay serve` could not start; the message is one line naming the problem (exit code 1)."""
 
 
 class Service(Protocol):
@@ -103,6 +111,77 @@ def source_problems(config: Config, specs: SpecRegistry) -> list[str]:
     return problems
 
 
+def startup_problems(config: Config) -> list[str]:
+    """What would stop `relay serve` before it starts: the store URL and directory, the listen address.
+
+    Checked by `check-config` and by `serve` before it opens anything; one line per problem.
+    """
+    problems = store_problems(config.store.url)
+    listen = listen_problem(config.server.host, config.server.port)
+    if listen is not None:
+        problems.append(f"server.listen: {listen}")
+    return problems
+
+
+def store_problems(url: str) -> list[str]:
+    """A supported store URL whose database file can be created or written; one line per problem."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return ["store.url: postgresql:// is not supported by this version; use sqlite:///path/to/relay.db"]
+    from relay.store.sqlite import sqlite_path_from_url
+
+    try:
+        path = sqlite_path_from_url(url)
+    except ValueError as exc:
+        return [f"store.url: {exc}"]
+    if path.exists():
+        if not path.is_file():
+            return [f"store: {path} is not a file"]
+        if not os.access(path, os.R_OK | os.W_OK):
+            return [f"store: {path} is not readable and writable by this user"]
+    directory = path.parent
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"store: cannot create directory {directory}: {existing} is not a directory"]
+    # SQLite creates its -wal and -shm files next to the database, so the directory must be writable too.
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "directory" if existing == directory else f"directory {directory}: {existing}"
+        return [f"store: cannot write in {what} (permission denied)"]
+    return []
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on now (in use, not an address of this machine), or None.
+
+    Binds a socket the way the server does and closes it at once.
+    """
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r}: {exc.strerror}"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio's create_server
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                return _listen_error(host, port, exc)
+    return None
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        reason = "address already in use (is another relay running?)"
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"cannot listen on {where}: {reason}"
+
+
 class Retention:
     """Deletes events older than `store.retention` once nothing is left to deliver, and quarantined inputs
     older than `quarantine.retention`, a batch at a time."""
@@ -161,8 +240,31 @@ class Relay:
         self.bound_port: int | None = None
 
     async def start(self) -> None:
-        self.store = open_configured_store(self.config)
-        await self.store.open()
+        """Open the store, start the workers, listen.
+
+        Raises:
+            StartupError: one line naming the problem; whatever had started is released first.
+        """
+        try:
+            await self._start()
+        except BaseException as exc:
+            await self._release(grace_s=0.0)
+            if isinstance(exc, StartupError) or not isinstance(exc, Exception):
+                raise
+            log.debug("start-up failed", exc_info=True)
+            raise StartupError(f"cannot start: {type(exc).__name__}: {exc}") from None
+
+    async def _start(self) -> None:
+        try:
+            self.store = open_configured_store(self.config)
+        except ValueError as exc:
+            raise StartupError(f"store.url: {exc}") from None
+        try:
+            await self.store.open()
+        except StoreUnavailable as exc:
+            raise StartupError(f"store: {exc}") from None
+        except OSError as exc:
+            raise StartupError(f"store: {exc.filename or self.config.store.url}: {exc.strerror or exc}") from None
         self.runtime = Runtime.build(self.config, self.store, self.specs)
         from relay.deliver.dispatcher import Dispatcher
         from relay.poll import load_builders
@@ -171,14 +273,15 @@ class Relay:
         load_builders()
         dispatcher = Dispatcher(self.runtime)
         self.runtime.dispatcher = dispatcher
-        self.services = [
+        services: list[Service] = [
             dispatcher,
             PollScheduler(self.runtime),
             Retention(self.runtime),
             *(factory(self.runtime) for factory in SERVICE_FACTORIES),
         ]
-        for service in self.services:
+        for service in services:
             await service.start()
+            self.services.append(service)  # only started services are stopped
         app = build_app(self.runtime, extra_routes=tuple(ROUTE_INSTALLERS))
         # keepalive_timeout also bounds how long a new connection may take to send its first request's
         # headers (aiohttp closes a connection still waiting for them), which stops slow-loris senders.
@@ -192,10 +295,13 @@ class Relay:
         await self.runner.setup()
         server = self.config.server
         site = web.TCPSite(self.runner, server.host, server.port, backlog=1024, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"server.listen: {_listen_error(server.host, server.port, exc)}") from None
         sockets = getattr(site._server, "sockets", None) or []
         self.bound_port = sockets[0].getsockname()[1] if sockets else server.port
-        log.info("relay listening", host=server.host, port=self.bound_port, store=_redact(self.config.store.url))
+        log.info("relay listening", host=server.host, port=self.bound_port, store=mask_url(self.config.store.url))
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the running one if the new one is invalid."""
@@ -218,21 +324,21 @@ class Relay:
         if self.runtime is not None:
             self.runtime.draining = True
         log.info("draining", grace_s=grace)
-        for service in reversed(self.services):
-            with contextlib.suppress(Exception):
-                await service.stop(grace)
-        if self.runner is not None:
-            await self.runner.cleanup()
-        if self.store is not None:
-            await self.store.close()
+        await self._release(grace)
         log.info("stopped")
 
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest
+    async def _release(self, grace_s: float) -> None:
+        """Stop the started workers, the HTTP site and the store (each only if it was started)."""
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                await service.stop(grace_s)
+        self.services = []
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
 
 
 async def _watchdog(interval_s: float) -> None:

@@ -4,16 +4,49 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
+
+from relay._display import mask_urls_in, terminal_safe
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
+
+
+def _scrub(value: Any, clean: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, list | tuple):
+        return [_scrub(v, clean) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub(v, clean) for k, v in value.items()}
+    return value
+
+
+def mask_secrets(logger: Any, name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Processor: mask passwords and secret query values of every URL in the event (tracebacks included)."""
+    return {key: _scrub(value, mask_urls_in) for key, value in event_dict.items()}
+
+
+_MULTI_LINE_KEYS = frozenset({"exception", "stack"})
+
+
+def _multi_line_safe(text: str) -> str:
+    return terminal_safe(text, multiline=True)
+
+
+def visible_controls(logger: Any, name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Processor for console output: escape sequences from senders are shown, not executed by the terminal."""
+    return {
+        key: _scrub(value, _multi_line_safe if key in _MULTI_LINE_KEYS else terminal_safe)
+        for key, value in event_dict.items()
+    }
 
 
 def configure_logging(
@@ -37,11 +70,18 @@ def configure_logging(
         if json_output
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    # Tracebacks become text first so that secrets in them are masked like in any other value; JSON escapes
+    # control characters itself, the console renderer writes strings as they are.
+    scrubbers: list[Any] = [
+        structlog.processors.format_exc_info,
+        mask_secrets,
+        *([] if json_output else [visible_controls]),
+    ]
     structlog.configure(
         processors=[
             *shared,
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info if json_output else structlog.processors.ExceptionPrettyPrinter(),
+            *scrubbers,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -54,6 +94,7 @@ def configure_logging(
         structlog.stdlib.ProcessorFormatter(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *scrubbers,
                 renderer,
             ],
             foreign_pre_chain=shared,
