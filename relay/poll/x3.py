@@ -315,7 +315,7 @@ def facet_problems(
             "X3 answers 500 for where/orderBy on them; add them to a custom representation or set "
             "`updated_field`/`key` to properties of the facet"
         )
-    unmapped = [p for p in dict.fromkeys(path.split(".")[0] for path in mapped) if p not in sample]
+    unmapped = [p for p in dict.fromkeys(path.split(".")[0] for path in mapped) if p not in sample and p not in missing]
     if unmapped:
         problems.append(
             f"mapped fields {', '.join(unmapped)} are not in the $query facet of representation {representation} "
