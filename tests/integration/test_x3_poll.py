@@ -187,7 +187,7 @@ async def test_graphql_by_api_node_with_connected_app(store: Store, x3: tuple[X3
         assert (await poller.reconcile()).accepted == 4
 
         wrong = _poller(store, base_url, session, api="graphql", auth=_connected_app(base_url, audience="xtrem"))
-        with pytest.raises(PollError, match="401.*aud does not match") as info:
+        with pytest.raises(PollError, match=r"401.*aud does not match") as info:
             await wrong.poll_once()
         assert info.value.permission
 
@@ -201,7 +201,7 @@ async def test_graphql_unknown_property_is_an_error_not_an_empty_page(
     resource = {"class": "BPSUPPLIER", "channel": "vendor/synced", "mapping": {"fields": {"phone": "telephone"}}}
     async with aiohttp.ClientSession() as session:
         fetcher, spec, _ = _built(base_url, session, resource, api="graphql", auth=_connected_app(base_url))
-        with pytest.raises(PollError, match='GraphQL error on x3MasterData.supplier: Cannot query field "telephone"'):
+        with pytest.raises(PollError, match=r'GraphQL error on x3MasterData\.supplier: Cannot query field "telephone"'):
             await fetcher.changes(spec, since=None, cursor=None)
 
 
