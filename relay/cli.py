@@ -827,8 +827,11 @@ def simulate_x3(host: str, port: int, changes_per_s: float, seed: int) -> None:
 
     sim = X3Simulator(seed=seed)
     sim.seed_records("BPCUSTOMER", 200)
-    sim.seed_records("ITMMASTER", 100)
+    sim.seed_records("ITMMVT", 100)
     sim.seed_records("SORDER", 100)
+    sim.seed_records("BPSUPPLIER", 20)
+    sim.seed_records("PORDER", 50)
+    sim.seed_records("PRECEIPT", 30)
 
     def ready(url: str) -> None:
         click.echo(f"X3 simulator on {url} (folder {sim.folder}, basic auth {sim.user}:{sim.password})")
@@ -836,7 +839,7 @@ def simulate_x3(host: str, port: int, changes_per_s: float, seed: int) -> None:
         async def churn() -> None:
             while changes_per_s > 0:
                 await asyncio.sleep(1 / changes_per_s)
-                sim.change(sim.rng.choice(["BPCUSTOMER", "ITMMASTER", "SORDER"]), 1)
+                sim.change(sim.rng.choice(["BPCUSTOMER", "ITMMVT", "SORDER", "PORDER", "PRECEIPT"]), 1)
 
         asyncio.get_running_loop().create_task(churn())
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import start_stack, stop_stack
-from helpers import base_config, until
+from helpers import arun_cli, base_config, until, write_config
 from subscriber import Subscriber, subscriber_config
 
 from relay.config import config_from_mapping
@@ -152,6 +152,23 @@ async def test_probe_names_fields_outside_the_query_facet(store: Store, x3: tupl
             await fetcher.changes(spec, since="2026-11-20T07:00:00Z", cursor=None)
         sim.set_query_facet("BPCUSTOMER", {"BPCNUM", "BPCNAM", "CUR", "CRY", "UPDDATTIM"})
         assert await fetcher.probe(spec) == []
+
+
+async def test_check_config_probe_names_the_missing_field(tmp_path: Path, x3: tuple[X3Simulator, str]) -> None:
+    sim, base_url = x3
+    sim.seed_records("ITMMVT", 4)
+    sim.set_query_facet("ITMMVT", {"ITMREF", "STOFCY", "PHYSTO", "ALLSTO"})
+    resources = [{"class": "ITMMVT", "channel": "inventory/synced"}]
+    path = write_config(tmp_path, base_config(tmp_path, sources=[_source(base_url, resources)]))
+    result = await arun_cli("check-config", "--probe", "-c", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "aldgate-x3 ITMMVT: UPDDATTIM not in the $query facet of representation ITMMVT (class ITMMVT)" in (
+        result.stdout
+    )
+    sim.set_query_facet("ITMMVT", {"ITMREF", "STOFCY", "PHYSTO", "ALLSTO", "UPDDATTIM"})
+    result = await arun_cli("check-config", "--probe", "-c", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "aldgate-x3 ITMMVT: ok (4 records in the first page)" in result.stdout
 
 
 async def test_oauth_token_expiry(store: Store, x3: tuple[X3Simulator, str]) -> None:
