@@ -326,8 +326,9 @@ class X3Resource(_PollBase):
     class_: str = Field(alias="class")
     representation: str | None = None
     key: str | None = None
-    updated_field: str = "UPDDATTIM"
+    updated_field: str | None = None  # None: UPDDATTIM (REST) or _updateStamp (GraphQL)
     page_size: int = Field(default=100, ge=1, le=10000)
+    node: str | None = None  # GraphQL: `package.node`, e.g. x3Purchasing.purchaseOrder; None: the class's default
 
 
 class X3Source(_SourceBase):
@@ -339,6 +340,26 @@ class X3Source(_SourceBase):
     auth: OutboundAuth
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     resources: list[X3Resource] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _connected_app_audience(cls, raw: Any) -> Any:
+        # X3 compares the JWT `aud` with the URL registered on the connected application (the GraphQL
+        # endpoint): without an explicit audience, send that URL rather than a token X3 refuses.
+        if not isinstance(raw, Mapping):
+            return raw
+        auth, base_url = raw.get("auth"), raw.get("base_url")
+        wants_audience = isinstance(auth, Mapping) and auth.get("type") == "connected-app" and not auth.get("audience")
+        if wants_audience and isinstance(auth, Mapping) and isinstance(base_url, str):
+            return {**raw, "auth": {**auth, "audience": base_url.rstrip("/") + "/xtrem/api"}}
+        return raw
+
+    @model_validator(mode="after")
+    def _graphql_nodes(self) -> X3Source:
+        for resource in self.resources:
+            if resource.node is not None and resource.node.count(".") != 1:
+                raise ValueError(f"resource {resource.class_}: node must read `package.node`, got {resource.node!r}")
+        return self
 
 
 class SxeFeed(_PollBase):

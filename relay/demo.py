@@ -2,9 +2,10 @@
 
 Halloran Electrical Supply (Infor SX.e with ION) pushes sales orders, customers and invoices through IMS
 and publishes inventory by warehouse through SX.e change feeds; Aldgate Packaging (Sage X3) has its
-customers and items polled. A storefront takes inventory and orders; a credit-management app takes
-customers and invoices, fails now and then, and refuses one account until the demo "fixes" it and
-redrives the dead letter. Everything runs in this process on 127.0.0.1; nothing leaves the machine.
+customers, stock per site, purchase orders and goods receipts polled. A storefront takes inventory, orders,
+purchase orders and receipts; a credit-management app takes customers and invoices, fails now and then,
+and refuses one account until the demo "fixes" it and redrives the dead letter. Everything runs in this
+process on 127.0.0.1; nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def demo_config(
              "auth": sim.demo_auth(),
              "resources": [
                  {"class": "BPCUSTOMER", "channel": "customer/synced", "every": "2s", "page_size": 50},
-                 {"class": "ITMMASTER", "channel": "inventory/synced", "every": "3s", "page_size": 50},
+                 {"class": "ITMMVT", "channel": "inventory/synced", "every": "3s", "page_size": 50},
+                 {"class": "PORDER", "channel": "purchaseorder/synced", "every": "3s", "page_size": 50},
+                 {"class": "PRECEIPT", "channel": "receipt/synced", "every": "3s", "page_size": 50},
              ]}
         )  # fmt: skip
     return {
@@ -80,7 +83,8 @@ def demo_config(
         "sources": sources,
         "subscribers": [
             {"name": "storefront", "url": storefront_url, "secrets": [STOREFRONT_SECRET],
-             "channels": ["inventory/*", "order/*"], "ordering": "per-key", "allow_private_network": True,
+             "channels": ["inventory/*", "order/*", "purchaseorder/*", "receipt/*"], "ordering": "per-key",
+             "allow_private_network": True,
              "timeout": "5s", "retry": {"schedule": ["1s", "2s", "5s"], "max_age": "1h"}},
             {"name": "credit-app", "url": credit_url, "secrets": [CREDIT_SECRET],
              "channels": ["customer/*", "invoice/*"], "allow_private_network": True, "timeout": "5s",
@@ -168,7 +172,8 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
         console.print(f"[bold]erp-relay demo[/bold] — relay on http://127.0.0.1:{port}, store {state_dir}/relay.db")
         console.print("  Halloran Electrical Supply (Infor ION + SX.e) pushes orders, customers, invoices (IMS);")
         console.print("  its inventory by warehouse is polled from SX.e; Aldgate Packaging (Sage X3) is polled.")
-        console.print("  storefront ← inventory, orders · credit-app ← customers, invoices (fails now and then)\n")
+        console.print("  storefront ← inventory, orders, purchase orders, receipts")
+        console.print("  credit-app ← customers, invoices (fails now and then)\n")
         factory = BodFactory(seed=4)
         ims_url = f"http://127.0.0.1:{port}/ion/halloran-ion"
         started = time.monotonic()
@@ -187,7 +192,8 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
                     if tick % 5 == 0:
                         sxe.change(ITEM_BALANCE, 2)
                         x3[0].change("BPCUSTOMER", 1)
-                        x3[0].change("ITMMASTER", 2)
+                        x3[0].change("ITMMVT", 2)
+                        x3[0].change("PORDER", 1)
                     if phase == "running" and relay.store is not None:
                         dead = await relay.store.list_deliveries(DeliveryFilter(state="dead", subscriber="credit-app"))
                         if dead:

@@ -58,7 +58,16 @@ NOTES: dict[str, str] = {
     "IonImsSource.accepted_documents": "BOD names accepted (others answer 412); default: every mapped one",
     "IonImsSource.mappings": "per-document overrides of the BOD → event mapping",
     "JsonPushSource.channels": "channels accepted from this source; default: all",
-    "X3Resource.updated_field": "datetime field polled with `where=… ge @…@`",
+    "X3Resource.updated_field": (
+        "datetime field polled with `where=… ge @…@` (REST, default UPDDATTIM) or a `_gte` filter "
+        "(GraphQL, default `_updateStamp`); must be in the representation's `$query` facet"
+    ),
+    "ConnectedAppAuth.audience": (
+        "JWT `aud`: X3 compares it with the connected application's URL; x3 sources default it to "
+        "`{base_url}/xtrem/api`"
+    ),
+    "X3Resource.node": "GraphQL API node `package.node` (e.g. `x3Purchasing.purchaseOrder`); default by class",
+    "X3Resource.key": "key fields joined by `~` (orderBy and `key=gt.` paging); default by class",
     "StandardWebhooksAuth.tolerance": "accepted clock difference of `webhook-timestamp`",
 }
 

@@ -1,18 +1,32 @@
-"""Sage X3 simulator (Aldgate Packaging): api1 REST `$query` feeds and a GraphQL endpoint.
+"""Sage X3 simulator (Aldgate Packaging), built from Sage's documented shapes (tests/fixtures/x3/README.md).
 
-Records change and disappear over time (`change`, `delete`); `where` filters on datetime fields like
-X3 (`UPDDATTIM ge @2026-11-20T10:45:19Z@`; an unknown property answers 500); pages follow
-`$links.$next.$url`; failures on demand (`fail_next`). Basic auth or a bearer token from `/auth/token`.
+api1 REST (`/api1/x3/erp/{folder}/{CLASS}?representation={REPR}.$query`): `$resources`, `$itemsPerPage`,
+`$links.$next.$url`; `count` (default 20, optionally capped by the server: `max_count`), `key=gt.…`,
+`where=FIELD ge @…@`, `orderBy=F asc`; a property outside the representation's `$query` facet in
+`where`/`orderBy` answers 500 (`set_query_facet`), and `$query` records carry only the facet's properties.
+
+GraphQL (`POST /xtrem/api`, header `x-xtrem-endpoint`): `{ package { node { query(first, after, filter,
+orderBy) { edges { node { … } } pageInfo { endCursor hasNextPage } } } } }` for `x3MasterData.customer`,
+`x3MasterData.supplier`, `x3Purchasing.purchaseOrder`, `x3Purchasing.purchaseReceipt`, answering only the
+selected properties (an unknown one is a GraphQL error). Connected applications
+(`add_connected_app`): an HS256 JWT whose `iss`, `sub`, `aud` and `exp` are checked; anything else is 401.
+
+Records change and disappear over time (`change`, `delete`); failures on demand (`fail_next`). Basic auth
+or a bearer token from `/auth/token` are accepted too.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import hmac
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,16 +35,113 @@ from aiohttp import web
 
 from relay._net import bound_port
 
-__all__ = ["X3Simulator", "running_x3_simulator"]
+__all__ = ["GRAPHQL_NODES", "X3Simulator", "running_x3_simulator"]
 
 _WHERE = re.compile(r"^\s*(\w+)\s+(ge|gt|le|lt|eq)\s+@([^@]+)@\s*$")
+_GQL_FILTER = re.compile(r"^\s*\{\s*(\w+)\s*:\s*\{\s*_gte\s*:\s*'([^']*)'\s*\}\s*\}\s*$")
+_GQL_ROOT = re.compile(r"\{\s*(\w+)\s*\{\s*(\w+)\s*\{\s*query\s*\(([^)]*)\)\s*\{", re.S)
 _SITES = ("ALD01", "ALD02")
 _ITEMS = ("BOX-S-KRAFT", "BOX-M-KRAFT", "BOX-L-DW", "TAPE-48-CLR", "PALLET-EUR", "WRAP-STRETCH-23", "MAILER-A4")
-_KEYS = {"BPCUSTOMER": ("BPCNUM",), "ITMMASTER": ("ITMREF", "STOFCY"), "SORDER": ("SOHNUM",)}
+_KEYS = {
+    "BPCUSTOMER": ("BPCNUM",),
+    "ITMMVT": ("ITMREF", "STOFCY"),
+    "SORDER": ("SOHNUM",),
+    "PORDER": ("POHNUM",),
+    "PRECEIPT": ("PTHNUM",),
+    "BPSUPPLIER": ("BPSNUM",),
+}
+
+
+def _customer_node(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {"_id": r["BPCNUM"], "code": {"code": r["BPCNUM"]}, "companyName1": r["BPCNAM"], "isActive": True,
+            "_updateStamp": r["UPDDATTIM"]}  # fmt: skip
+
+
+def _supplier_node(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {"_id": r["BPSNUM"], "code": {"code": r["BPSNUM"]}, "companyName1": r["BPSNAM"],
+            "shortCompanyName": r["BPSNAM"][:10], "isActive": True, "_updateStamp": r["UPDDATTIM"]}  # fmt: skip
+
+
+def _purchase_order_node(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {"_id": r["POHNUM"], "id": r["POHNUM"], "purchaseSite": {"code": r["POHFCY"]},
+            "orderFromSupplier": {"code": {"code": r["BPSNUM"]}}, "orderDate": r["ORDDAT"],
+            "receiptStatus": r["RCPFLG"], "isClosed": "no", "_updateStamp": r["UPDDATTIM"]}  # fmt: skip
+
+
+def _purchase_receipt_node(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {"_id": r["PTHNUM"], "id": r["PTHNUM"], "receiptSite": {"code": r["PRHFCY"]},
+            "supplier": {"code": {"code": r["BPSNUM"]}}, "receiptDate": r["RCPDAT"],
+            "_updateStamp": r["UPDDATTIM"]}  # fmt: skip
+
+
+# GraphQL node → (table behind it, record → node as Sage's examples show it).
+GRAPHQL_NODES: dict[str, tuple[str, Any]] = {
+    "x3MasterData.customer": ("BPCUSTOMER", _customer_node),
+    "x3MasterData.supplier": ("BPSUPPLIER", _supplier_node),
+    "x3Purchasing.purchaseOrder": ("PORDER", _purchase_order_node),
+    "x3Purchasing.purchaseReceipt": ("PRECEIPT", _purchase_receipt_node),
+}
+
+
+@dataclass(frozen=True)
+class ConnectedApp:
+    """A connected application as registered in X3: client id, secret, allowed user, API URL (the `aud`)."""
+
+    client_id: str
+    secret: str
+    user: str
+    url: str
+
+
+def _b64url_decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _selection(text: str) -> dict[str, Any]:
+    """Parse a selection set body (`a b { c }`) into a tree."""
+    tokens = re.findall(r"[{}]|[A-Za-z_][A-Za-z0-9_]*", text)
+    root: dict[str, Any] = {}
+    stack = [root]
+    last: str | None = None
+    for token in tokens:
+        if token == "{":
+            if last is None:
+                raise ValueError("selection: `{` without a field")
+            stack[-1][last] = {}
+            stack.append(stack[-1][last])
+            last = None
+        elif token == "}":
+            stack.pop()
+            last = None
+        else:
+            stack[-1][token] = None
+            last = token
+    return root
+
+
+def _project(value: Any, tree: Mapping[str, Any], type_name: str) -> Any:
+    out = {}
+    for name, sub in tree.items():
+        if not isinstance(value, Mapping) or name not in value:
+            raise KeyError(f'Cannot query field "{name}" on type "{type_name}".')
+        out[name] = _project(value[name], sub, name) if sub else value[name]
+    return out
+
+
+def _node_selection(query: str, start: int) -> str:
+    """The body of `node { … }` after position `start` (brace-matched)."""
+    at = query.index("node", start)
+    at = query.index("{", at)
+    depth = 0
+    for i in range(at, len(query)):
+        depth += {"{": 1, "}": -1}.get(query[i], 0)
+        if depth == 0:
+            return query[at + 1 : i]
+    raise ValueError("unbalanced braces")
 
 
 class X3Simulator:
-    """In-memory X3 folder `ALDGATE` with BPCUSTOMER, ITMMASTER (stock per site) and SORDER."""
+    """In-memory X3 folder `ALDGATE`: customers, suppliers, product-site stock, sales and purchase documents."""
 
     def __init__(self, seed: int = 1, folder: str = "ALDGATE", user: str = "admin", password: str = "aldgate") -> None:
         self.rng = random.Random(seed)
@@ -41,6 +152,10 @@ class X3Simulator:
         self.records: dict[str, dict[str, dict[str, Any]]] = {cls: {} for cls in _KEYS}
         self.requests = 0
         self.pages_served = 0
+        self.max_count: int | None = None  # the server's cap on `count`
+        self.links = True  # False: answers without `$links` (key paging only)
+        self.query_facets: dict[str, set[str]] = {}  # class → properties of its `$query` facet (absent: all)
+        self.connected_apps: list[ConnectedApp] = []
         self._failures: list[tuple[int, str | None, int]] = []
         self._tokens: set[str] = set()
         self.app = web.Application()
@@ -56,46 +171,32 @@ class X3Simulator:
 
     def _record(self, cls: str, n: int) -> dict[str, Any]:
         rng = self.rng
+        day = self.now.strftime("%Y-%m-%d")
         if cls == "BPCUSTOMER":
-            return {
-                "BPCNUM": f"C{n:05d}",
-                "BPCNAM": f"{rng.choice(['Thames', 'Mercia', 'Wessex'])} Foods {n}",
-                "BPCSTA": "Active",
-                "CUR": "GBP",
-                "CRY": "GB",
-                "ADDLIG1": f"{n} Commercial Rd",
-                "CTY": "London",
-                "POSCOD": "E1 1AA",
-                "WEB": f"buyer{n}@example.co.uk",
-                "TEL": "020 7946 0000",
-            }
-        if cls == "ITMMASTER":
+            name = f"{rng.choice(['Thames', 'Mercia', 'Wessex'])} Foods {n}"
+            return {"BPCNUM": f"C{n:05d}", "BPCNAM": name, "CUR": "GBP", "CRY": "GB"}
+        if cls == "BPSUPPLIER":
+            name = f"{rng.choice(['Kent', 'Severn', 'Humber'])} Board Mills {n}"
+            return {"BPSNUM": f"S{n:04d}", "BPSNAM": name, "CUR": "GBP", "CRY": "GB"}
+        if cls == "ITMMVT":
             physical = rng.randint(0, 5000)
-            allocated = rng.randint(0, min(physical, 400))
-            return {
-                "ITMREF": f"{_ITEMS[n // 2 % len(_ITEMS)]}-{n // 2:04d}",
-                "STOFCY": _SITES[n % 2],
-                "ITMDES1": "Packaging item",
-                "PHYSTO": physical,
-                "ALLSTO": allocated,
-                "AVAILSTO": physical - allocated,
-                "STU": "UN",
-            }
-        return {
-            "SOHNUM": f"SO{n:06d}",
-            "BPCORD": f"C{n % 50:05d}",
-            "ORDDAT": self.now.strftime("%Y-%m-%d"),
-            "ORDSTA": "Open",
-            "ORDINVATI": round(rng.uniform(50, 9000), 2),
-            "CUR": "GBP",
-            "NBLIG": rng.randint(1, 12),
-        }
+            return {"ITMREF": f"{_ITEMS[n // 2 % len(_ITEMS)]}-{n // 2:04d}", "STOFCY": _SITES[n % 2],
+                    "PHYSTO": physical, "ALLSTO": rng.randint(0, min(physical, 400))}  # fmt: skip
+        if cls == "PORDER":
+            return {"POHNUM": f"PO{n:06d}", "BPSNUM": f"S{n % 12:04d}", "POHFCY": _SITES[n % 2], "ORDDAT": day,
+                    "CUR": "GBP", "RCPFLG": "notReceived"}  # fmt: skip
+        if cls == "PRECEIPT":
+            return {"PTHNUM": f"RC{n:06d}", "BPSNUM": f"S{n % 12:04d}", "PRHFCY": _SITES[n % 2], "RCPDAT": day}
+        return {"SOHNUM": f"SO{n:06d}", "BPCORD": f"C{n % 50:05d}", "ORDDAT": day, "ORDSTA": "Open",
+                "ORDINVATI": round(rng.uniform(50, 9000), 2), "CUR": "GBP", "NBLIG": rng.randint(1, 12)}  # fmt: skip
 
     @staticmethod
-    def key(cls: str, record: dict[str, Any]) -> str:
+    def key(cls: str, record: Mapping[str, Any]) -> str:
+        """The api1 key of a record (`~` joins composite keys)."""
         return "~".join(str(record[k]) for k in _KEYS[cls])
 
     def seed_records(self, cls: str, count: int) -> None:
+        """Add `count` new records to `cls`, each with its own creation/update time."""
         table = self.records[cls]
         start = len(table)
         for n in range(start, start + count):
@@ -105,29 +206,45 @@ class X3Simulator:
             table[self.key(cls, record)] = record
 
     def change(self, cls: str, count: int) -> list[str]:
+        """Change `count` random records of `cls` (their UPDDATTIM moves on); returns their keys."""
         keys = self.rng.sample(sorted(self.records[cls]), min(count, len(self.records[cls])))
         for key in keys:
             record = self.records[cls][key]
-            if cls == "ITMMASTER":
+            if cls == "ITMMVT":
                 record["PHYSTO"] = int(record["PHYSTO"]) + self.rng.randint(1, 100)
-                record["AVAILSTO"] = int(record["PHYSTO"]) - int(record["ALLSTO"])
             elif cls == "BPCUSTOMER":
-                record["TEL"] = f"020 7946 {self.rng.randint(0, 9999):04d}"
+                record["BPCNAM"] = f"{record['BPCNAM'].split(' #')[0]} #{self.rng.randint(0, 9999)}"
+            elif cls == "BPSUPPLIER":
+                record["BPSNAM"] = f"{record['BPSNAM'].split(' #')[0]} #{self.rng.randint(0, 9999)}"
+            elif cls == "PORDER":
+                record["RCPFLG"] = self.rng.choice(["notReceived", "partiallyReceived", "received"])
+            elif cls == "PRECEIPT":
+                record["RCPDAT"] = self.now.strftime("%Y-%m-%d")
             else:
                 record["ORDSTA"] = self.rng.choice(["Open", "Delivered", "Invoiced"])
             record["UPDDATTIM"] = self._tick()
         return keys
 
     def delete(self, cls: str, count: int) -> list[str]:
+        """Remove `count` random records of `cls`; returns their keys."""
         keys = self.rng.sample(sorted(self.records[cls]), min(count, len(self.records[cls])))
         for key in keys:
             del self.records[cls][key]
         return keys
 
+    def set_query_facet(self, cls: str, properties: set[str]) -> None:
+        """Restrict the `$query` facet of `cls`'s representation to `properties` (as a standard one may be)."""
+        self.query_facets[cls] = set(properties)
+
+    def add_connected_app(self, client_id: str, secret: str, user: str, url: str) -> ConnectedApp:
+        """Register a connected application; its JWTs must carry `aud` = `url` (the registered API URL)."""
+        app = ConnectedApp(client_id, secret, user, url)
+        self.connected_apps.append(app)
+        return app
+
     def fail_next(self, status: int, retry_after: str | None = None, count: int = 1, after_pages: int = 0) -> None:
         """The next `count` requests after `after_pages` more pages answer `status`."""
-        self._failures.append((status, retry_after, self.pages_served + after_pages))
-        for _ in range(count - 1):
+        for _ in range(count):
             self._failures.append((status, retry_after, self.pages_served + after_pages))
 
     def demo_auth(self) -> dict[str, str]:
@@ -136,14 +253,41 @@ class X3Simulator:
 
     # -- HTTP --
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _jwt_problem(self, token: str) -> str | None:
+        """None when `token` is a valid connected-application JWT, else what is wrong with it."""
+        try:
+            header_b64, payload_b64, signature_b64 = token.split(".")
+            header = orjson.loads(_b64url_decode(header_b64))
+            claims = orjson.loads(_b64url_decode(payload_b64))
+        except (ValueError, orjson.JSONDecodeError):
+            return "not a JWT"
+        if not isinstance(header, dict) or header.get("alg") != "HS256" or not isinstance(claims, dict):
+            return "not an HS256 JWT"
+        app = next((a for a in self.connected_apps if a.client_id == claims.get("iss")), None)
+        if app is None:
+            return "iss is not a connected application"
+        expected = hmac.new(app.secret.encode(), f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, _b64url_decode(signature_b64)):
+            return "bad signature"
+        if claims.get("sub") != app.user:
+            return "sub is not the allowed user"
+        if claims.get("aud") != app.url:
+            return "aud does not match the connected application's URL"
+        if not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
+            return "expired"
+        return None
+
+    def _auth_problem(self, request: web.Request) -> str | None:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        value = value.strip()
         if scheme.lower() == "bearer":
-            return value.strip() in self._tokens
+            if value in self._tokens:
+                return None
+            return self._jwt_problem(value) if self.connected_apps else "unknown token"
         if scheme.lower() == "basic":
             expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-            return secrets.compare_digest(value.strip(), expected)
-        return False
+            return None if secrets.compare_digest(value, expected) else "bad credentials"
+        return "no credentials"
 
     def _failure(self) -> web.Response | None:
         for i, (status, retry_after, at_page) in enumerate(self._failures):
@@ -170,73 +314,113 @@ class X3Simulator:
             if match is None:
                 raise web.HTTPBadRequest(text="where: syntax error")
             field, op, value = match.groups()
-            if rows and field not in rows[0][1]:
-                raise web.HTTPInternalServerError(text=f"unknown property {field}")
             compare = {"ge": str.__ge__, "gt": str.__gt__, "le": str.__le__, "lt": str.__lt__, "eq": str.__eq__}[op]
             rows = [(k, r) for k, r in rows if compare(str(r.get(field, "")), value)]
         return rows
+
+    def _facet(self, cls: str) -> set[str] | None:
+        return self.query_facets.get(cls)
 
     async def _query(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         if (failed := self._failure()) is not None:
             return failed
-        if not self._authorized(request):
+        if self._auth_problem(request) is not None:
             return web.json_response({"$diagnoses": [{"$message": "unauthorized"}]}, status=401)
         cls = request.match_info["cls"]
         if cls not in self.records:
             return web.json_response({"$diagnoses": [{"$message": f"unknown class {cls}"}]}, status=404)
-        count = int(request.query.get("count", "20"))
-        rows = self._rows(cls, request.query.get("where"))
+        facet = self._facet(cls)
+        known = facet if facet is not None else {f for r in self.records[cls].values() for f in r} | set(_KEYS[cls])
+        where = request.query.get("where")
+        order_by = [part.split()[0] for part in request.query.get("orderBy", "").split(",") if part.strip()]
+        used = order_by + ([m.group(1)] if where and (m := _WHERE.match(where)) else [])
+        if unknown := [f for f in used if f not in known]:
+            # X3: an unknown property in where/orderBy is a server error, not a 400.
+            message = f"Property {unknown[0]} is not defined in representation {cls}"
+            return web.json_response({"$diagnoses": [{"$severity": "error", "$message": message}]}, status=500)
+        requested = int(request.query.get("count", "20"))
+        count = min(requested, self.max_count) if self.max_count else requested
+        rows = self._rows(cls, where)
         after = request.query.get("key", "")
         if after.startswith("gt."):
             rows = [(k, r) for k, r in rows if k > after[3:]]
         page = rows[:count]
         self.pages_served += 1
-        body: dict[str, Any] = {"$itemsPerPage": count, "$resources": [dict(r) for _, r in page], "$links": {}}
-        if len(rows) > count:
-            query = dict(request.query)
-            query["key"] = f"gt.{page[-1][0]}"
-            body["$links"]["$next"] = {"$url": str(request.rel_url.with_query(query))}
+        resources = [{k: v for k, v in r.items() if facet is None or k in facet} for _, r in page]
+        body: dict[str, Any] = {"$itemsPerPage": count, "$resources": resources}
+        if self.links:
+            body["$links"] = {}
+            if len(rows) > count:
+                query = dict(request.query)
+                query["key"] = f"gt.{page[-1][0]}"
+                body["$links"]["$next"] = {"$url": str(request.rel_url.with_query(query))}
         return web.json_response(body)
 
     async def _graphql(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         if (failed := self._failure()) is not None:
             return failed
-        if not self._authorized(request) or request.headers.get("x-xtrem-endpoint") != self.folder:
-            return web.json_response({"errors": [{"message": "unauthorized"}]}, status=401)
+        if (problem := self._auth_problem(request)) is not None:
+            return web.Response(status=401, text=f"Invalid token: {problem}")
+        if request.headers.get("x-xtrem-endpoint") != self.folder:
+            return web.json_response({"errors": [{"message": "unknown endpoint"}]}, status=400)
         body = await request.json()
         query = str(body.get("query", ""))
         variables = body.get("variables") or {}
-        cls = next((c for c in self.records if f" {c} " in query), None)
-        if cls is None:
-            return web.json_response({"errors": [{"message": "unknown class"}]})
+        root = _GQL_ROOT.search(query)
+        if root is None:
+            return web.json_response({"errors": [{"message": "expected { package { node { query(…) … } } }"}]})
+        package, name, raw_args = root.groups()
+        if f"{package}.{name}" not in GRAPHQL_NODES:
+            return web.json_response({"errors": [{"message": f'Cannot query field "{name}" on type "{package}".'}]})
+        cls, to_node = GRAPHQL_NODES[f"{package}.{name}"]
+        args: dict[str, Any] = {}
+        for arg in raw_args.split(","):
+            if ":" in arg:
+                key, _, value = arg.partition(":")
+                value = value.strip()
+                args[key.strip()] = variables.get(value[1:]) if value.startswith("$") else orjson.loads(value)
         where = None
-        if variables.get("filter"):
-            ((field, cond),) = orjson.loads(variables["filter"]).items()
-            where = f"{field} ge @{cond['_gte']}@"
+        if args.get("filter"):
+            match = _GQL_FILTER.match(str(args["filter"]))
+            if match is None:
+                return web.json_response({"errors": [{"message": f"unsupported filter {args['filter']}"}]})
+            field, stamp = match.groups()
+            if field != "_updateStamp":
+                return web.json_response({"errors": [{"message": f"unknown property {field} in filter"}]})
+            where = f"UPDDATTIM ge @{stamp}@"
         rows = self._rows(cls, where)
-        after = variables.get("after")
-        if after:
+        if args.get("after"):
+            after = _b64url_decode(str(args["after"])).decode()
             rows = [(k, r) for k, r in rows if k > after]
-        first = int(variables.get("first") or 20)
+        first = int(args.get("first") or 20)
         page = rows[:first]
+        try:
+            tree = _selection(_node_selection(query, root.end()))
+            nodes = [_project(to_node(r), tree, name) for _, r in page]
+        except (KeyError, ValueError) as exc:
+            return web.json_response({"errors": [{"message": str(exc).strip("'\"")}]})
         self.pages_served += 1
+        end = base64.urlsafe_b64encode(page[-1][0].encode()).decode().rstrip("=") if page else None
         connection = {
-            "edges": [{"node": dict(r)} for _, r in page],
-            "pageInfo": {"endCursor": page[-1][0] if page else None, "hasNextPage": len(rows) > first},
+            "edges": [{"node": n} for n in nodes],
+            "pageInfo": {"endCursor": end, "hasNextPage": len(rows) > first},
         }
-        return web.json_response({"data": {"x3": {cls: {"query": connection}}}})
+        return web.json_response({"data": {package: {name: {"query": connection}}}})
 
 
 @contextlib.asynccontextmanager
 async def running_x3_simulator(seed_data: bool = True, **kwargs: Any) -> AsyncIterator[tuple[X3Simulator, str]]:
-    """An `X3Simulator(**kwargs)` on 127.0.0.1, seeded with Aldgate's customers, items and orders."""
+    """An `X3Simulator(**kwargs)` on 127.0.0.1, seeded with Aldgate's customers, stock, orders and purchases."""
     sim = X3Simulator(**kwargs)
     if seed_data:
         sim.seed_records("BPCUSTOMER", 40)
-        sim.seed_records("ITMMASTER", 30)
+        sim.seed_records("ITMMVT", 30)
         sim.seed_records("SORDER", 20)
+        sim.seed_records("BPSUPPLIER", 12)
+        sim.seed_records("PORDER", 10)
+        sim.seed_records("PRECEIPT", 8)
     runner = web.AppRunner(sim.app, access_log=None)
     await runner.setup()
     try:

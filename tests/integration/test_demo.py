@@ -19,6 +19,7 @@ async def test_demo_runs_and_shows_both_erps_reaching_both_subscribers(tmp_path:
     for sub in ("storefront", "credit-app"):
         for erp in ("Halloran (Infor)", "Aldgate (Sage X3)"):
             assert delivered.get((sub, erp), 0) > 0, (sub, erp, rows)
+    assert re.search(r"storefront ← aldgate-x3\s+(purchaseorder|receipt)/synced", out), "no X3 purchase document"
     assert "signature BAD" not in out
     assert "some signatures did not verify" not in out
     assert "dead letters redriven: 1" in out
