@@ -267,10 +267,11 @@ class SxeSimulator:
                 "name": r["name"],
                 "addr1": r["addr"][0],
                 "addr2": r["addr"][1],
+                "addr3": "",
                 "city": r["city"],
                 "state": r["state"],
                 "zipCd": r["zipcd"],
-                "phoneNo": r["phoneno"],
+                "currencyty": r["currencyty"],
                 "shipTo": "",
             }
             for r in self.tables["arsc"]
