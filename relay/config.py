@@ -363,16 +363,46 @@ class X3Source(_SourceBase):
 
 
 class SxeFeed(_PollBase):
-    feed: str
-    record_limit: int = Field(default=500, ge=1)
+    """One SX.e feed: a FetchWhere table (icsw, arsc, oeeh, poeh, apsv, or `table:` + `mapping:`) or a search."""
+
+    feed: str = Field(description="icsw, arsc, oeeh, poeh, apsv (FetchWhere tables), customer-search, order-list")
+    table: str | None = Field(default=None, description="any other SX.e table read with FetchWhere (give `mapping`)")
+    where: str | None = Field(default=None, description="extra FetchWhere WhereClause, ANDed with the company and date")
+    lookback_s: Duration = Field(default=0.0, alias="lookback", description="order-list: days before the last poll")
+    record_limit: int = Field(default=500, ge=1, description="FetchWhere BatchSize; recordLimit of searches")
+
+    @model_validator(mode="after")
+    def _custom_table(self) -> SxeFeed:
+        if self.table is not None and not (self.mapping.get("fields") or {}):
+            raise ValueError("a `table:` feed needs `mapping: {fields: …}` naming at least the key field")
+        return self
+
+
+def _check_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {value!r} (e.g. America/Chicago)") from None
+    return value
 
 
 class SxeSource(_SourceBase):
+    """Infor SX.e through the ION API gateway; `timezone`: the SX.e server's IANA zone (its dates carry none)."""
+
     kind: Literal["sxe"]
     ionapi_file: str
     company_number: int = 1
     operator_init: str = "api"
     operator_password: str = ""
+    timezone: Annotated[str, AfterValidator(_check_zone)] = Field(
+        description="IANA zone of the SX.e server: its dates and times carry none"
+    )
+    service_path: str = Field(
+        default="SX/rest/sxapirestservice", description="some tenants use SX/web/sxapirestservice"
+    )
+    fetchwhere_path: str = "SX/rest/serviceinterface/proxy/FetchWhere"
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     feeds: list[SxeFeed] = Field(min_length=1)
 

@@ -1,11 +1,11 @@
 """`relay demo`: the relay on an embedded SQLite under ./.demo/, two simulated ERPs, two local subscribers.
 
 Halloran Electrical Supply (Infor SX.e with ION) pushes sales orders, customers and invoices through IMS
-and publishes inventory by warehouse through SX.e change feeds; Aldgate Packaging (Sage X3) has its
-customers, stock per site, purchase orders and goods receipts polled. A storefront takes inventory, orders,
-purchase orders and receipts; a credit-management app takes customers and invoices, fails now and then,
-and refuses one account until the demo "fixes" it and redrives the dead letter. Everything runs in this
-process on 127.0.0.1; nothing leaves the machine.
+and has its warehouse stock and purchase orders read from SX.e tables (FetchWhere); Aldgate Packaging
+(Sage X3) has its customers, stock per site, purchase orders and goods receipts polled. A storefront takes
+inventory, orders, purchase orders and receipts; a credit-management app takes customers and invoices, fails
+now and then, and refuses one account until the demo "fixes" it and redrives the dead letter. Everything runs
+in this process on 127.0.0.1; nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ __all__ = ["run_demo"]
 ION_USER, ION_PASSWORD = "ion", "demo-ion-gateway-password"
 STOREFRONT_SECRET = "whsec_ZGVtby1zdG9yZWZyb250LXNlY3JldC0wMTIzNDU2Nzg5"
 CREDIT_SECRET = "whsec_ZGVtby1jcmVkaXQtYXBwLXNlY3JldC0wMTIzNDU2Nzg5YWI="
-ITEM_BALANCE = "sxapiicecatalogitembalancev2"
+ITEM_BALANCE, PURCHASE_ORDERS = "icsw", "poeh"
 SOURCE_ERP = {"halloran-ion": "Halloran (Infor)", "halloran-sxe": "Halloran (Infor)", "aldgate-x3": "Aldgate (Sage X3)"}
 
 
@@ -61,7 +61,9 @@ def demo_config(
         {"name": "halloran-ion", "kind": "ion-ims", "tenant_id": "HALLORAN",
          "auth": {"type": "basic", "username": ION_USER, "password": ION_PASSWORD}},
         {"name": "halloran-sxe", "kind": "sxe", "ionapi_file": str((state_dir / "halloran.ionapi").resolve()),
-         "feeds": [{"feed": "itembalance", "channel": "inventory/synced", "every": "2s", "record_limit": 100}]},
+         "timezone": "America/Chicago",
+         "feeds": [{"feed": "icsw", "channel": "inventory/synced", "every": "2s", "record_limit": 100},
+                   {"feed": "poeh", "channel": "purchaseorder/synced", "every": "2s", "record_limit": 100}]},
     ]  # fmt: skip
     if x3 is not None:
         sim, base_url = x3
@@ -150,6 +152,7 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
     credit.refuse = lambda body: refused_key["customer"] is not None and refused_key["customer"].encode() in body
     sxe = SxeSimulator(seed=5)
     sxe.seed_rows(ITEM_BALANCE, 24)
+    sxe.seed_rows(PURCHASE_ORDERS, 3)
     rng = random.Random(42)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,7 +162,7 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
     await credit.start()
     code = 0
     async with running_ion_simulator() as (ion, ion_url), _x3_simulator(seed=9) as x3:
-        ion.add_gateway_route("SX/rest/sxapirestservice/{operation}", sxe.handle)
+        sxe.install(ion)
         ion.write_ionapi(state_dir / "halloran.ionapi", ion_url)
         port = _free_port()
         config_path = state_dir / "relay.yaml"
@@ -171,7 +174,7 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
         await relay.start()
         console.print(f"[bold]erp-relay demo[/bold] — relay on http://127.0.0.1:{port}, store {state_dir}/relay.db")
         console.print("  Halloran Electrical Supply (Infor ION + SX.e) pushes orders, customers, invoices (IMS);")
-        console.print("  its inventory by warehouse is polled from SX.e; Aldgate Packaging (Sage X3) is polled.")
+        console.print("  its stock by warehouse and purchase orders are read from SX.e; Aldgate (Sage X3) is polled.")
         console.print("  storefront ← inventory, orders, purchase orders, receipts")
         console.print("  credit-app ← customers, invoices (fails now and then)\n")
         factory = BodFactory(seed=4)
@@ -191,6 +194,7 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
                     tick += 1
                     if tick % 5 == 0:
                         sxe.change(ITEM_BALANCE, 2)
+                        sxe.change(PURCHASE_ORDERS, 1)
                         x3[0].change("BPCUSTOMER", 1)
                         x3[0].change("ITMMVT", 2)
                         x3[0].change("PORDER", 1)
