@@ -366,7 +366,13 @@ class SubscriberConfig(_Model):
 
         reason = url_refusal(self.url, allow_private_network=self.allow_private_network)
         if reason:
-            raise ValueError(f"url refused: {reason} (set allow_private_network: true to allow)")
+            # The hint only where it would help: some URLs are refused whatever the setting.
+            hint = (
+                ""
+                if url_refusal(self.url, allow_private_network=True)
+                else " (set allow_private_network: true to allow)"
+            )
+            raise ValueError(f"url refused: {reason}{hint}")
         return self
 
 

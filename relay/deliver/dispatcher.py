@@ -25,7 +25,7 @@ from yarl import URL
 from relay import metrics
 from relay.config import Config, SubscriberConfig
 from relay.deliver.clock import ClockWatch
-from relay.deliver.guard import GuardedResolver, url_refusal
+from relay.deliver.guard import GuardedResolver, target_refusal, target_url
 from relay.deliver.retry import AttemptOutcome, CircuitBreaker, TokenBucket, decide, describe
 from relay.deliver.signing import parse_secret, signature_header
 from relay.runtime import Runtime
@@ -46,11 +46,17 @@ def _keys(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
 
 @dataclass(eq=False)
 class _SubscriberRuntime:
-    """In-memory state of one subscriber in this process."""
+    """In-memory state of one subscriber in this process.
+
+    `target` is the URL the client is given, built once; `refusal` is the guard's answer for exactly that
+    URL (or why it could not be built), so the host judged is the host dialled.
+    """
 
     config: SubscriberConfig
     breaker: CircuitBreaker
     bucket: TokenBucket | None
+    target: URL | None = None
+    refusal: str | None = None
     in_flight: int = 0
     disabled: bool = False
     last_circuit_state: str = "closed"
@@ -106,6 +112,11 @@ class Dispatcher:
             )
             bucket = TokenBucket(sub.rate_limit) if sub.rate_limit else None
             state = _SubscriberRuntime(sub, breaker, bucket)
+            try:
+                state.target = target_url(sub.url)
+                state.refusal = target_refusal(state.target, allow_private_network=sub.allow_private_network)
+            except ValueError:
+                state.refusal = "malformed URL"
             if old is not None:
                 state.in_flight = old.in_flight
                 state.disabled = old.disabled
@@ -116,7 +127,8 @@ class Dispatcher:
     def _allow_private_for_host(self, host: str) -> bool:
         # A host may reach private addresses only if every subscriber using it allows that: connections
         # are pooled per host, so a looser subscriber must not open the way for a stricter one.
-        using = [s.config for s in self._subs.values() if URL(s.config.url).host == host]
+        # aiohttp asks the resolver with the URL's raw (IDNA-encoded) host.
+        using = [s.config for s in self._subs.values() if s.target is not None and s.target.raw_host == host]
         return bool(using) and all(s.allow_private_network for s in using)
 
     async def start(self) -> None:
@@ -327,19 +339,19 @@ class Dispatcher:
         return body, headers
 
     async def _send(
-        self, sub: SubscriberConfig, body: bytes, headers: dict[str, str]
+        self, sub: _SubscriberRuntime, body: bytes, headers: dict[str, str]
     ) -> tuple[AttemptOutcome, bytes | None]:
+        """Post one attempt to the URL the guard judged; every failure comes back as an outcome."""
         assert self._session is not None
-        refusal = url_refusal(sub.url, allow_private_network=sub.allow_private_network)
-        if refusal:
-            return AttemptOutcome(error=f"refused: {refusal}"), None
+        if sub.refusal is not None or sub.target is None:
+            return AttemptOutcome(error=f"refused: {sub.refusal}"), None
         try:
             async with self._session.post(
-                sub.url,
+                sub.target,
                 data=body,
                 headers=headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=sub.timeout_s),
+                timeout=aiohttp.ClientTimeout(total=sub.config.timeout_s),
             ) as resp:
                 excerpt = await resp.content.read(RESPONSE_EXCERPT_BYTES)
                 return AttemptOutcome(status=resp.status, retry_after=resp.headers.get("Retry-After")), excerpt
@@ -361,7 +373,7 @@ class Dispatcher:
             body, headers = self._request(config, d, attempt)
             started_at = _now()
             started = time.perf_counter()
-            outcome, excerpt = await self._send(config, body, headers)
+            outcome, excerpt = await self._send(sub, body, headers)
             duration_s = time.perf_counter() - started
             now = _now()
             decision = decide(
