@@ -6,7 +6,9 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from helpers import WHSEC
 
+from relay.config import ConfigError, config_from_mapping
 from relay.deliver.retry import AttemptOutcome, decide
 from relay.deliver.signing import header_refusal
 
@@ -68,3 +70,27 @@ def test_a_permanent_failure_is_dead_at_once() -> None:
 def test_other_failures_without_an_answer_still_follow_the_schedule() -> None:
     assert _decide(AttemptOutcome(error="ValueError: boom"))[0] == "retry"
     assert _decide(AttemptOutcome(error="ValueError: boom"), attempt=3) == ("dead", "ValueError: boom after 3 attempts")
+
+
+def _subscriber(headers: dict[str, str]) -> dict[str, object]:
+    return {"name": "s", "url": "https://hooks.example.com/h", "secrets": [WHSEC], "headers": headers}
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"x-api-key": "abc\ndef"}, "headers: x-api-key has a control character (U+000A)"),
+        ({"x bad": "v"}, "headers: header name 'x bad' is not an HTTP token"),
+        ({"Webhook-Signature": "v1,forged"}, "headers: Webhook-Signature is set by the relay on every delivery"),
+        ({"Content-Type": "text/plain"}, "headers: Content-Type is set by the relay on every delivery"),
+    ],
+)
+def test_configured_headers_that_cannot_be_sent_are_refused_at_load(headers: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"subscribers": [_subscriber(headers)]})
+    assert any(message in problem for problem in info.value.problems), info.value.problems
+
+
+def test_ordinary_configured_headers_load() -> None:
+    config = config_from_mapping({"subscribers": [_subscriber({"Authorization": "Bearer t", "x-tenant": "a\tb"})]})
+    assert config.subscribers[0].headers == {"Authorization": "Bearer t", "x-tenant": "a\tb"}
