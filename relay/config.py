@@ -435,6 +435,22 @@ SourceConfig = Annotated[
 # ---------------------------------------------------------------------------------------- subscribers
 
 _DEFAULT_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+# Headers every delivery carries (Standard Webhooks and the relay's own) and the ones the HTTP client frames.
+_RELAY_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "relay-channel",
+        "relay-source",
+        "relay-attempt",
+        "relay-replay",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "host",
+    }
+)
 
 
 class RetryConfig(_Model):
@@ -474,7 +490,26 @@ class SubscriberConfig(_Model):
 
         reason = url_refusal(self.url, allow_private_network=self.allow_private_network)
         if reason:
-            raise ValueError(f"url refused: {reason} (set allow_private_network: true to allow)")
+            # The hint only where it would help: some URLs are refused whatever the setting.
+            hint = (
+                ""
+                if url_refusal(self.url, allow_private_network=True)
+                else " (set allow_private_network: true to allow)"
+            )
+            raise ValueError(f"url refused: {reason}{hint}")
+        return self
+
+    @model_validator(mode="after")
+    def _headers_sendable(self) -> SubscriberConfig:
+        from relay.deliver.signing import header_refusal
+
+        for name, value in self.headers.items():
+            # A value no request can carry would fail every attempt; a name the relay sets would be sent twice.
+            reason = header_refusal(name, value)
+            if reason:
+                raise ValueError(f"headers: {reason}")
+            if name.lower() in _RELAY_HEADERS:
+                raise ValueError(f"headers: {name} is set by the relay on every delivery and cannot be configured")
         return self
 
 

@@ -25,9 +25,9 @@ from yarl import URL
 from relay import metrics
 from relay.config import Config, SubscriberConfig
 from relay.deliver.clock import ClockWatch
-from relay.deliver.guard import GuardedResolver, url_refusal
+from relay.deliver.guard import GuardedResolver, target_refusal, target_url
 from relay.deliver.retry import AttemptOutcome, CircuitBreaker, TokenBucket, decide, describe
-from relay.deliver.signing import parse_secret, signature_header
+from relay.deliver.signing import header_refusal, parse_secret, signature_header
 from relay.runtime import Runtime
 from relay.store import ClaimedDelivery, ClaimRequest, Completion, Store, StoreUnavailable
 
@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 __all__ = ["Dispatcher"]
 
 RESPONSE_EXCERPT_BYTES = 1024
+ERROR_TEXT_CHARS = 300
 USER_AGENT = "erp-relay (+https://github.com/erp-relay/erp-relay)"
 
 
@@ -46,11 +47,17 @@ def _keys(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
 
 @dataclass(eq=False)
 class _SubscriberRuntime:
-    """In-memory state of one subscriber in this process."""
+    """In-memory state of one subscriber in this process.
+
+    `target` is the URL the client is given, built once; `refusal` is the guard's answer for exactly that
+    URL (or why it could not be built), so the host judged is the host dialled.
+    """
 
     config: SubscriberConfig
     breaker: CircuitBreaker
     bucket: TokenBucket | None
+    target: URL | None = None
+    refusal: str | None = None
     in_flight: int = 0
     disabled: bool = False
     last_circuit_state: str = "closed"
@@ -67,6 +74,12 @@ def _wants_claim(sub: _SubscriberRuntime) -> bool:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _error_text(text: str) -> str:
+    # Recorded errors may quote what a peer or an exception said: keep them short and always storable
+    # (a lone surrogate would fail the completion's commit and bring the delivery back forever).
+    return text[:ERROR_TEXT_CHARS].encode("utf-8", "replace").decode("utf-8")
 
 
 class Dispatcher:
@@ -106,6 +119,11 @@ class Dispatcher:
             )
             bucket = TokenBucket(sub.rate_limit) if sub.rate_limit else None
             state = _SubscriberRuntime(sub, breaker, bucket)
+            try:
+                state.target = target_url(sub.url)
+                state.refusal = target_refusal(state.target, allow_private_network=sub.allow_private_network)
+            except ValueError:
+                state.refusal = "malformed URL"
             if old is not None:
                 state.in_flight = old.in_flight
                 state.disabled = old.disabled
@@ -116,7 +134,8 @@ class Dispatcher:
     def _allow_private_for_host(self, host: str) -> bool:
         # A host may reach private addresses only if every subscriber using it allows that: connections
         # are pooled per host, so a looser subscriber must not open the way for a stricter one.
-        using = [s.config for s in self._subs.values() if URL(s.config.url).host == host]
+        # aiohttp asks the resolver with the URL's raw (IDNA-encoded) host.
+        using = [s.config for s in self._subs.values() if s.target is not None and s.target.raw_host == host]
         return bool(using) and all(s.allow_private_network for s in using)
 
     async def start(self) -> None:
@@ -254,7 +273,7 @@ class Dispatcher:
             if requests:
                 try:
                     claimed = await self.store.claim_deliveries(self.owner, now, requests)
-                except StoreUnavailable as exc:
+                except Exception as exc:  # any failure: try again shortly rather than end the claim loop
                     log.warning("claim failed", error=str(exc))
                     self._release_unused_probes(requests, [])
                     await asyncio.sleep(1.0)
@@ -326,20 +345,35 @@ class Dispatcher:
         }
         return body, headers
 
+    def _prepare(
+        self, sub: SubscriberConfig, d: ClaimedDelivery, attempt: int
+    ) -> tuple[bytes, dict[str, str]] | AttemptOutcome:
+        """The body and headers of one attempt, or why it can never be sent (a permanent failure)."""
+        try:
+            body, headers = self._request(sub, d, attempt)
+        except Exception as exc:
+            # Building depends only on the stored event and the configuration: it would fail the same again.
+            return AttemptOutcome(error=_error_text(f"request not built: {type(exc).__name__}: {exc}"), permanent=True)
+        for name, value in headers.items():
+            refusal = header_refusal(name, value)
+            if refusal is not None:
+                return AttemptOutcome(error=f"cannot be sent: {refusal}", permanent=True)
+        return body, headers
+
     async def _send(
-        self, sub: SubscriberConfig, body: bytes, headers: dict[str, str]
+        self, sub: _SubscriberRuntime, body: bytes, headers: dict[str, str]
     ) -> tuple[AttemptOutcome, bytes | None]:
+        """Post one attempt to the URL the guard judged; every failure comes back as an outcome."""
         assert self._session is not None
-        refusal = url_refusal(sub.url, allow_private_network=sub.allow_private_network)
-        if refusal:
-            return AttemptOutcome(error=f"refused: {refusal}"), None
+        if sub.refusal is not None or sub.target is None:
+            return AttemptOutcome(error=f"refused: {sub.refusal}"), None
         try:
             async with self._session.post(
-                sub.url,
+                sub.target,
                 data=body,
                 headers=headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=sub.timeout_s),
+                timeout=aiohttp.ClientTimeout(total=sub.config.timeout_s),
             ) as resp:
                 excerpt = await resp.content.read(RESPONSE_EXCERPT_BYTES)
                 return AttemptOutcome(status=resp.status, retry_after=resp.headers.get("Retry-After")), excerpt
@@ -348,9 +382,12 @@ class Dispatcher:
         except aiohttp.ClientConnectorError as exc:
             return AttemptOutcome(error=f"connection failed: {exc.os_error.strerror or exc.os_error}"), None
         except aiohttp.ClientError as exc:
-            return AttemptOutcome(error=f"{type(exc).__name__}: {exc}"[:300]), None
+            return AttemptOutcome(error=_error_text(f"{type(exc).__name__}: {exc}")), None
         except OSError as exc:  # the SSRF resolver refuses with OSError subclasses
-            return AttemptOutcome(error=str(exc)[:300]), None
+            return AttemptOutcome(error=_error_text(str(exc))), None
+        except Exception as exc:
+            # Anything else the client raises is this attempt's failure: recorded and retried by the policy.
+            return AttemptOutcome(error=_error_text(f"{type(exc).__name__}: {exc}")), None
 
     async def _attempt(self, sub: _SubscriberRuntime, d: ClaimedDelivery) -> None:
         config = sub.config
@@ -358,10 +395,13 @@ class Dispatcher:
         slot_held = True
         structlog.contextvars.bind_contextvars(event_id=d.event_id, subscriber=config.name, attempt=attempt)
         try:
-            body, headers = self._request(config, d, attempt)
             started_at = _now()
             started = time.perf_counter()
-            outcome, excerpt = await self._send(config, body, headers)
+            prepared = self._prepare(config, d, attempt)
+            if isinstance(prepared, AttemptOutcome):
+                outcome, excerpt = prepared, None
+            else:
+                outcome, excerpt = await self._send(sub, *prepared)
             duration_s = time.perf_counter() - started
             now = _now()
             decision = decide(
@@ -374,12 +414,17 @@ class Dispatcher:
                 rng=sub.rng,
                 retry_after_cap_s=self.runtime.config.delivery.retry_after_cap_s,
             )
-            self._record_circuit(sub, outcome, self._clock.steady(time.monotonic()))
+            if not outcome.permanent:  # nothing was sent: it says nothing of the subscriber's health
+                self._record_circuit(sub, outcome, self._clock.steady(time.monotonic()))
             state = {"delivered": "delivered", "retry": "pending", "dead": "dead", "disable": "dead"}[decision.action]
             if decision.action == "disable":
                 sub.disabled = True
-                await self.store.set_subscriber_disabled(config.name, True, decision.reason)
                 log.warning("subscriber disabled", reason=decision.reason)
+                try:
+                    await self.store.set_subscriber_disabled(config.name, True, decision.reason)
+                except Exception as exc:
+                    # The attempt is still recorded below; the flag holds in this process meanwhile.
+                    log.warning("subscriber disabled state not saved", error=str(exc))
                 # The event itself is kept for a later redrive: it did not fail, the endpoint went away.
                 state = "pending"
             per_key = config.ordering == "per-key"
@@ -392,7 +437,9 @@ class Dispatcher:
                     started_at=started_at,
                     duration_ms=duration_s * 1000,
                     status=outcome.status,
-                    error=None if state == "delivered" else (decision.reason if state == "dead" else describe(outcome)),
+                    error=None
+                    if state == "delivered"
+                    else _error_text(decision.reason if state == "dead" else describe(outcome)),
                     response_excerpt=excerpt,
                     state=state,  # type: ignore[arg-type]
                     next_attempt_at=decision.next_attempt_at if state == "pending" else None,
@@ -429,10 +476,36 @@ class Dispatcher:
             await self._flush_completions()
         except StoreUnavailable as exc:
             log.warning("attempt not recorded", error=str(exc))
+        except Exception as exc:
+            # A fault in the bookkeeping would repeat on every claim of this delivery: record it dead instead.
+            log.exception("attempt failed outside its outcome")
+            await self._record_fault(config, d, attempt, exc)
         finally:
             if slot_held:
                 self._release_slot(sub)
             structlog.contextvars.unbind_contextvars("event_id", "subscriber", "attempt")
+
+    async def _record_fault(self, config: SubscriberConfig, d: ClaimedDelivery, attempt: int, exc: Exception) -> None:
+        fault = Completion(
+            delivery_id=d.id,
+            subscriber=config.name,
+            owner=self.owner,
+            attempt=attempt,
+            started_at=_now(),
+            duration_ms=0.0,
+            status=None,
+            error=_error_text(f"internal error: {type(exc).__name__}: {exc} (not retried)"),
+            response_excerpt=None,
+            state="dead",
+            next_attempt_at=None,
+            entity_key=d.entity_key,
+            version_order=d.version_order,
+            track_key=config.ordering == "per-key",
+        )
+        try:
+            await self.store.complete_deliveries([fault])
+        except Exception as store_exc:
+            log.warning("attempt not recorded", error=str(store_exc))
 
     def _release_slot(self, sub: _SubscriberRuntime) -> None:
         sub.in_flight -= 1
@@ -458,8 +531,11 @@ class Dispatcher:
             task.add_done_callback(self._attempts.discard)
 
     async def _save_circuit(self, name: str, state: str) -> None:
-        with contextlib.suppress(StoreUnavailable):
+        try:
             await self.store.set_circuit_state(name, state)
+        except Exception as exc:
+            # Shown to operators only; the breaker itself lives in memory. Never a task exception left unread.
+            log.warning("circuit state not saved", subscriber=name, error=str(exc))
 
     async def _flush_completions(self) -> None:
         # Completions that finish together are written in one batch by whichever task gets here first.

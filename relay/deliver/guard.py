@@ -1,14 +1,17 @@
 """SSRF guard: subscriber URLs may not reach loopback, private, link-local or other special addresses.
 
-Two checks, both needed. `url_refusal` checks the URL itself (scheme, userinfo, IP literals), because
-aiohttp connects to an IP-literal host without asking the resolver. `GuardedResolver` checks every
-address a host name resolves to; aiohttp connects to exactly the addresses the resolver returned, so the
-address checked is the address connected to, and a DNS answer that changes between a check and the
-connection (rebinding) cannot slip through.
+Two checks, both needed. `target_refusal` checks the URL itself (scheme, userinfo, IP literals), because
+aiohttp connects to an IP-literal host without asking the resolver. It judges the host of the `yarl.URL`
+that the client is given (`target_url`), after yarl's normalisation: `http://１２７.０.０.１/` and
+`http://127。0。0。1/` are dialled as 127.0.0.1, so they are judged as 127.0.0.1. `GuardedResolver` checks
+every address a host name resolves to; aiohttp connects to exactly the addresses the resolver returned,
+so the address checked is the address connected to, and a DNS answer that changes between a check and
+the connection (rebinding) cannot slip through.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import ipaddress
@@ -19,8 +22,16 @@ from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
-__all__ = ["BlockedAddressError", "GuardedResolver", "address_refusal", "url_refusal"]
+__all__ = [
+    "BlockedAddressError",
+    "GuardedResolver",
+    "address_refusal",
+    "target_refusal",
+    "target_url",
+    "url_refusal",
+]
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _RFC1918 = (
@@ -34,6 +45,10 @@ _METADATA = ipaddress.IPv4Address("169.254.169.254")
 # Host forms that libc's inet_aton turns into an address though `ipaddress` rejects them: 2130706433,
 # 0x7f.1, 0177.0.0.1, 127.1 (an optional trailing dot as in fully qualified names).
 _NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?", re.IGNORECASE)
+# What a host name may hold once yarl has encoded it (IDNA names arrive as `xn--…`): anything else (spaces,
+# `%`, control characters) is no name DNS can answer for, and libc's inet_aton reads `127.0.0.1 x` as
+# 127.0.0.1.
+_HOST_NAME = re.compile(r"[a-z0-9_.-]+", re.IGNORECASE)
 
 
 class BlockedAddressError(OSError):
@@ -109,49 +124,112 @@ def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | 
     return None
 
 
+def target_url(url: str) -> URL:
+    """Build the URL the HTTP client is given, exactly once, so the host judged is the host dialled.
+
+    Args:
+        url: the subscriber URL as configured (surrounding whitespace ignored).
+
+    Returns:
+        The `yarl.URL`, host normalised the way the client dials it: IDNA and Unicode compatibility forms
+        (fullwidth digits, `。`, circled digits) folded to ASCII, IPv6 compressed.
+
+    Raises:
+        ValueError: yarl cannot build the URL (bad port, bad brackets, a character IDNA refuses, …).
+    """
+    return URL(url.strip())
+
+
+def _numeric_address(host: str) -> ipaddress.IPv4Address | None:
+    # The address libc makes of a legacy numeric form (inet_aton also reads 127.1, 0x7f.1, 2130706433).
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host.rstrip(".")))
+    except OSError:
+        return None
+
+
+def _host_refusal(host: str, *, allow_private_network: bool) -> str | None:
+    if ":" in host:
+        # aiohttp hands any host with a colon to the socket as an IPv6 literal, never to the resolver.
+        try:
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host.replace("%25", "%", 1))
+        except ValueError:
+            return f"{host} is not a valid IPv6 address"
+    else:
+        if not _HOST_NAME.fullmatch(host):
+            return f"the host {host!r} has characters a host name cannot have"
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            # aiohttp dials a host of digits and dots itself, never asking the resolver (1.2.3.4.5, 127.0.0.1..).
+            numeric = _NUMERIC_HOST.fullmatch(host.rstrip(".")) or host.replace(".", "").isdigit()
+            if allow_private_network or not numeric:
+                return None  # a name: `GuardedResolver` judges what it resolves to
+            meant = _numeric_address(host)
+            reason = address_refusal(meant) if meant is not None else None
+            what = f" (it means {meant}, {reason})" if reason else (f" (it means {meant})" if meant else "")
+            return f"numeric host form not allowed{what}; write the address as a.b.c.d"
+    if allow_private_network:
+        return None
+    reason = address_refusal(ip)
+    return f"{ip} is {reason}" if reason else None
+
+
 # Checked before every attempt and pure in its arguments; subscribers are few, so the answers are kept.
 @functools.lru_cache(maxsize=1024)
+def target_refusal(url: URL, *, allow_private_network: bool) -> str | None:
+    """Say why a URL built by `target_url` may not be a webhook target, without resolving any name.
+
+    The host judged is `url.raw_host`, the host the client dials after yarl's normalisation.
+
+    Args:
+        url: the URL the client will be given.
+        allow_private_network: when True, IP literals and numeric host forms are not checked (the scheme,
+            host and userinfo rules still apply).
+
+    Returns:
+        A reason when the scheme is not http or https, the host is missing or holds characters no host
+        name has, the URL carries credentials, the host is a refused IP literal in any spelling (bracketed
+        IPv6 and IPv4-mapped forms included), or the host is a numeric form such as `2130706433`,
+        `0x7f.1`, `0177.0.0.1` or `127.0.0.1.`; otherwise None. Host names pass: `GuardedResolver` checks
+        them at connect time. The reason never repeats credentials.
+    """
+    if url.scheme not in ("http", "https"):
+        return "scheme must be http or https"
+    if url.raw_user is not None or url.raw_password is not None:
+        return "credentials in the URL are not allowed; configure headers instead"
+    host = url.raw_host
+    if not host:
+        return "the URL has no host"
+    return _host_refusal(host, allow_private_network=allow_private_network)
+
+
 def url_refusal(url: str, *, allow_private_network: bool) -> str | None:
     """Say why a URL may not be a webhook target, without resolving any name.
 
     Args:
         url: the subscriber URL.
-        allow_private_network: when True, IP literals and numeric host forms are not checked (the scheme,
-            host and userinfo rules still apply).
+        allow_private_network: as for `target_refusal`.
 
     Returns:
-        A reason when the scheme is not http or https, the host is missing, the URL carries credentials,
-        the host is a refused IP literal (bracketed IPv6 included), or the host is a numeric form such as
-        `2130706433` or `0x7f.1`; otherwise None. Host names pass: `GuardedResolver` checks them at
-        connect time. The reason never repeats credentials.
+        `malformed URL` when `target_url` cannot build it, else what `target_refusal` says of the URL the
+        client would be given.
     """
     try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-        has_userinfo = "@" in parts.netloc
-        _ = parts.port  # raises ValueError on a malformed port
+        target = target_url(url)
     except ValueError:
+        # yarl's own message may quote the URL; this one never repeats credentials.
+        with contextlib.suppress(ValueError):
+            if urlsplit(url.strip()).scheme in ("http", "https") and not urlsplit(url.strip()).hostname:
+                return "the URL has no host"
         return "malformed URL"
-    if parts.scheme not in ("http", "https"):
-        return "scheme must be http or https"
-    if has_userinfo:
-        return "credentials in the URL are not allowed; configure headers instead"
-    if not host:
-        return "the URL has no host"
-    if allow_private_network:
-        return None
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return "numeric host form not allowed" if _NUMERIC_HOST.fullmatch(host) else None
-    reason = address_refusal(ip)
-    return f"{host} is {reason}" if reason else None
+    return target_refusal(target, allow_private_network=allow_private_network)
 
 
 class GuardedResolver(AbstractResolver):
     """An aiohttp resolver that drops refused addresses, unless the host may reach private networks.
 
-    Use it as `TCPConnector(resolver=GuardedResolver(...))`; also check `url_refusal` first, since aiohttp
+    Use it as `TCPConnector(resolver=GuardedResolver(...))`; also check `target_refusal` first, since aiohttp
     does not consult the resolver for IP-literal hosts.
     """
 

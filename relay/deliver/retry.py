@@ -40,11 +40,14 @@ class AttemptOutcome:
         status: the HTTP status, or None when no HTTP answer came (timeout, refused connection, …).
         error: what went wrong without an answer, e.g. "timeout" or "connection refused".
         retry_after: the raw `Retry-After` header of the answer, if any.
+        permanent: the request could not be sent and never will be (a header value no HTTP request can
+            carry): retrying cannot help.
     """
 
     status: int | None = None
     error: str | None = None
     retry_after: str | None = None
+    permanent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +139,12 @@ def decide(
 ) -> Decision:
     """Decide what follows a delivery attempt.
 
-    Rules, in order: any 2xx is delivered; 410 disables the subscriber; once `attempt` exceeds the
-    schedule the delivery is dead; 429 or 503 with a usable `Retry-After` retries exactly then (capped at
-    `retry_after_cap_s`, no jitter); anything else (other statuses including redirects, which are never
-    followed, and errors such as timeouts) retries after `schedule_s[attempt - 1]` ±20 %. A retry that
-    would fall after `created_at + max_age_s` is dead instead.
+    Rules, in order: any 2xx is delivered; 410 disables the subscriber; a permanent failure (a request
+    that can never be sent) is dead at once; once `attempt` exceeds the schedule the delivery is dead; 429
+    or 503 with a usable `Retry-After` retries exactly then (capped at `retry_after_cap_s`, no jitter);
+    anything else (other statuses including redirects, which are never followed, and errors such as
+    timeouts) retries after `schedule_s[attempt - 1]` ±20 %. A retry that would fall after
+    `created_at + max_age_s` is dead instead.
 
     Args:
         outcome: what this attempt got.
@@ -168,6 +172,8 @@ def decide(
     if status == 410:
         return Decision("disable", "410 Gone: subscriber disabled")
     what = describe(outcome)
+    if outcome.permanent:
+        return Decision("dead", f"{what} (not retried: it cannot succeed)")
     if attempt > len(schedule_s):
         return Decision("dead", f"{what} after {_attempts(attempt)}")
     retry_after_s = parse_retry_after(outcome.retry_after, now) if status in _RETRY_AFTER_STATUSES else None

@@ -13,11 +13,15 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-__all__ = ["SignatureError", "parse_secret", "sign", "signature_header", "verify"]
+__all__ = ["SignatureError", "header_refusal", "parse_secret", "sign", "signature_header", "verify"]
 
 _PREFIX = "whsec_"
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
+# RFC 9110 §5.1 field names are tokens; §5.5 field values hold no control character but tab. A lone
+# surrogate has no UTF-8 encoding, so it cannot be written either.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_UNSENDABLE_VALUE_CHAR = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 _HEADER_NAMES = {
     f"{prefix}-{name}": name for prefix in ("webhook", "svix") for name in ("id", "timestamp", "signature")
 }
@@ -84,6 +88,28 @@ def signature_header(keys: Sequence[bytes], msg_id: str, timestamp: int, body: b
         One `v1,` signature per key, in the order of `keys`, separated by single spaces.
     """
     return " ".join([sign(key, msg_id, timestamp, body) for key in keys])
+
+
+def header_refusal(name: str, value: str) -> str | None:
+    """Say why a header cannot be sent as given; the answer never repeats the value.
+
+    Args:
+        name: the header name.
+        value: the header value.
+
+    Returns:
+        A reason naming the header and the offending character (`webhook-id has a control character
+        (U+000A), which an HTTP header cannot carry`) when the name is not an HTTP token or the value holds a
+        control character other than tab, or a character with no UTF-8 encoding; otherwise None.
+    """
+    if not _TOKEN.fullmatch(name):
+        return f"header name {name!r} is not an HTTP token"
+    bad = _UNSENDABLE_VALUE_CHAR.search(value)
+    if bad is None:
+        return None
+    char = ord(bad.group())
+    kind = "a lone surrogate" if 0xD800 <= char <= 0xDFFF else "a control character"
+    return f"{name} has {kind} (U+{char:04X}), which an HTTP header cannot carry"
 
 
 def _webhook_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -8,7 +8,14 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from relay.deliver.guard import BlockedAddressError, GuardedResolver, address_refusal, url_refusal
+from relay.deliver.guard import (
+    BlockedAddressError,
+    GuardedResolver,
+    address_refusal,
+    target_refusal,
+    target_url,
+    url_refusal,
+)
 
 REFUSED_ADDRESSES = {
     "127.0.0.1": "loopback",
@@ -65,7 +72,7 @@ REFUSED_URLS = {
     "http://[fe80::1]/": "fe80::1 is link-local",
     "http://[fe80::1%25eth0]/": "is link-local",
     "http://[fc00::1]/": "fc00::1 is private network (unique local)",
-    "http://[::ffff:10.0.0.1]/": "::ffff:10.0.0.1 is private network (IPv4-mapped 10.0.0.1)",
+    "http://[::ffff:10.0.0.1]/": "is private network (IPv4-mapped 10.0.0.1)",
     "http://[::ffff:7f00:1]/": "is loopback (IPv4-mapped 127.0.0.1)",
     "http://0.0.0.0/": "0.0.0.0 is unspecified",
     "http://224.0.0.1/": "224.0.0.1 is multicast",
@@ -233,3 +240,84 @@ async def test_resolver_closes_its_inner_resolver() -> None:
     inner = FakeResolver(ANSWERS)
     await GuardedResolver(lambda host: False, inner).close()
     assert inner.closed
+
+
+# ------------------------------------------------------------------------------- spellings of a host
+
+# Each spelling reaches a refused address: yarl folds Unicode forms to ASCII before the client dials, and
+# libc reads legacy numeric forms as addresses. The guard judges what is dialled, so each is refused.
+REFUSED_SPELLINGS = {
+    "http://１２７.０.０.１:18081/x": "127.0.0.1 is loopback",  # fullwidth digits
+    "http://１２７．０．０．１/": "127.0.0.1 is loopback",  # fullwidth digits and full stops
+    "http://127。0。0。1:18081/x": "127.0.0.1 is loopback",  # ideographic full stop
+    "http://127｡0｡0｡1/": "127.0.0.1 is loopback",  # halfwidth ideographic full stop
+    "http://①②⑦.0.0.1:18081/x": "127.0.0.1 is loopback",  # circled digits
+    "http://127.0.0.１/": "127.0.0.1 is loopback",
+    "http://⑯⑨.254.169.254/latest/meta-data": "169.254.169.254 is link-local (cloud metadata)",
+    "http://１０.０.０.１/": "10.0.0.1 is private network",
+    "http://２１３０７０６４３３/": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://０ｘ７ｆ.１/": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://2130706433/": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://0177.0.0.1/": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://0x7f.1/": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://0X7F.0.0.1/": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://0x7f000001/": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://127.0.0.0x1/": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://127.000.000.001/": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://127.0.0.1./": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://127.0.0.1../": "numeric host form not allowed (it means 127.0.0.1, loopback)",
+    "http://0/": "numeric host form not allowed (it means 0.0.0.0, unspecified)",
+    "http://012.0.0.1/": "numeric host form not allowed (it means 10.0.0.1, private network)",
+    "http://1.2.3.4.5/": "numeric host form not allowed",
+    "http://4294967296/": "numeric host form not allowed",
+    "http://[::ffff:127.0.0.1]/": "is loopback (IPv4-mapped 127.0.0.1)",
+    "http://[0:0:0:0:0:ffff:7f00:1]/": "is loopback (IPv4-mapped 127.0.0.1)",
+    "http://[0000:0000::0001]/": "::1 is loopback",
+    "http://[::1%25lo]:9/": "is loopback",
+    "http://[::127.0.0.1]/": "is reserved",
+    "http://%31%32%37.0.0.1/": "characters a host name cannot have",
+    "http://127.0.0.1%00/": "characters a host name cannot have",
+    "http://127.0.0.1 x/": "characters a host name cannot have",
+    "http://[：：１]/": "malformed URL",
+}
+
+
+@pytest.mark.parametrize(("url", "reason"), REFUSED_SPELLINGS.items())
+def test_every_spelling_of_a_refused_address_is_refused(url: str, reason: str) -> None:
+    refusal = url_refusal(url, allow_private_network=False)
+    assert refusal is not None
+    assert reason in refusal
+
+
+@pytest.mark.parametrize(("url", "dialled"), [(u, "127.0.0.1") for u in list(REFUSED_SPELLINGS)[:6]])
+def test_the_judged_host_is_the_host_the_client_is_given(url: str, dialled: str) -> None:
+    target = target_url(url)
+    assert target.raw_host == dialled
+    assert target_refusal(target, allow_private_network=False) == f"{dialled} is loopback"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://９３.１８４.２１６.３４/hook",
+        "https://ｅｘａｍｐｌｅ.com/",
+        "https://bücher.example/",
+        "http://ｌｏｃａｌｈｏｓｔ/",
+    ],
+)
+def test_unicode_spellings_of_public_addresses_and_names_pass(url: str) -> None:
+    assert url_refusal(url, allow_private_network=False) is None
+
+
+@pytest.mark.parametrize(
+    "url", ["http://１２７.０.０.１:18081/x", "http://127。0。0。1/", "http://0x7f.1/", "http://[::1]/"]
+)
+def test_allow_private_network_lets_every_spelling_pass(url: str) -> None:
+    assert url_refusal(url, allow_private_network=True) is None
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1%00/", "http://exa mple.com/", "http://%6c%6f%63%61%6c%68%6f%73%74/"])
+def test_hosts_no_name_can_have_are_refused_even_when_private_targets_are_allowed(url: str) -> None:
+    refusal = url_refusal(url, allow_private_network=True)
+    assert refusal is not None
+    assert "characters a host name cannot have" in refusal
