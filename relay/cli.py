@@ -834,7 +834,7 @@ def simulate_ion(
     sxe = SxeSimulator(seed=seed)
     for op in ("sxapiicecatalogitembalancev2", "sxapiargetcustomerlistv3"):
         sxe.seed_rows(op, 60)
-    sim.add_gateway_route("SX/rest/sxapirestservice/{operation}", sxe.handle)
+    sxe.install(sim)
 
     def ready(url: str) -> None:
         click.echo(f"ION simulator on {url} (tenant {sim.tenant})")
@@ -873,7 +873,7 @@ def simulate_sxe(host: str, port: int, ionapi_out: Path | None, rows: int, chang
     sxe = SxeSimulator(seed=seed)
     for op in OPERATIONS:
         sxe.seed_rows(op, rows)
-    sim.add_gateway_route("SX/rest/sxapirestservice/{operation}", sxe.handle)
+    sxe.install(sim)
 
     def ready(url: str) -> None:
         click.echo(f"SX.e simulator behind the ION gateway on {url}/{sim.tenant}/SX/rest/sxapirestservice/")
