@@ -32,7 +32,7 @@ bench: install
 
 soak: install
 	$(BIN)/python -m pip install -q --group fuzz
-	RELAY_FUZZ_EXAMPLES=10000 $(BIN)/pytest -q -p no:cacheprovider tests/unit/test_bod_fuzz.py tests/integration/test_fuzz_ingest.py
+	RELAY_FUZZ_EXAMPLES=10000 $(BIN)/pytest -q -p no:cacheprovider tests/unit/test_bod_fuzz.py tests/integration/test_fuzz_ingest.py tests/integration/test_hostile_fields.py
 	$(BIN)/python fuzz/atheris_targets.py json -max_total_time=180 -print_final_stats=1
 	$(BIN)/python fuzz/atheris_targets.py bod -max_total_time=180 -print_final_stats=1
 	$(BIN)/pytest -q tests/faults --soak

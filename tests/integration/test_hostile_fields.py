@@ -34,7 +34,7 @@ from subscriber import Subscriber, subscriber_config
 from relay.sim.ion import OAGIS_NAMESPACE, BodFactory, GeneratedBod, ImsMessage, make_ims_message, push_bods
 from relay.store import DeliveryFilter
 
-EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "100"))
 ION_USER, ION_PASSWORD = "ion", "ion-gateway-password"
 CHANNELS = ["customer/synced", "customer/deleted", "order/synced", "invoice/synced", "inventory/synced"]
 # Where the rules look (version, timestamps, keys), beside every field the sample messages carry.
