@@ -9,6 +9,7 @@ from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from relay._display import mask_urls_in, terminal_safe
 
@@ -47,6 +48,31 @@ def visible_controls(logger: Any, name: str, event_dict: dict[str, Any]) -> dict
         key: _scrub(value, _multi_line_safe if key in _MULTI_LINE_KEYS else terminal_safe)
         for key, value in event_dict.items()
     }
+
+
+class _ClientErrorsAtInfo(logging.Filter):
+    """aiohttp logs a request it cannot parse (a control byte in a header, a broken request line) at error level
+    with a traceback, then answers 400 itself: the fault is the client's, so it becomes one info line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.msg} (answered %s: %s)"
+            # The class only: aiohttp's message quotes the offending header line, which may carry a credential.
+            record.args = (*(record.args if isinstance(record.args, tuple) else ()), exc.code, type(exc).__name__)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_CLIENT_ERRORS_FILTER = _ClientErrorsAtInfo()
+
+
+def quiet_client_errors() -> None:
+    """Log requests that aiohttp refuses before routing (4xx) at info, without a traceback (idempotent)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if _CLIENT_ERRORS_FILTER not in server_log.filters:
+        server_log.addFilter(_CLIENT_ERRORS_FILTER)
 
 
 def configure_logging(

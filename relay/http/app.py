@@ -71,6 +71,9 @@ def build_app(runtime: Runtime, *, extra_routes: tuple[RouteInstaller, ...] = ()
     """The relay's HTTP application bound to `runtime`."""
     from relay.http import admin
     from relay.ingest import ion_ims, json_push
+    from relay.logs import quiet_client_errors
+
+    quiet_client_errors()
 
     # The body limit is enforced per route (with a JSON 413); this cap only stops unbounded reads.
     app = web.Application(middlewares=[_errors], client_max_size=runtime.config.server.max_body_bytes, handler_args={})

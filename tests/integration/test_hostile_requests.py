@@ -326,3 +326,35 @@ async def test_well_formed_admin_bodies_still_work(hostile_app: App, error_logs:
     status, body = await send(hostile_app, "POST", "/v1/admin/replay", [ADMIN, json_type], replay)
     assert (status, body) == (200, {"events": 0, "deliveries": 0, "dryRun": True})
     assert error_logs() == []
+
+
+# ------------------------------------------------------------------------------ refused before routing
+
+
+async def _raw(app: App, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", app.client.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /v1/admin/subscribers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \x1c\r\nConnection: close\r\n\r\n",
+        b"GET /v1/admin/subscribers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\x00b\r\nConnection: close\r\n\r\n",
+        b"GET /v1/admin/\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"POST /v1/sources/hub/events HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\nConnection: close\r\n\r\n",
+    ],
+    ids=["bearer-fs", "bearer-nul", "path-xff", "bad-content-length"],
+)
+async def test_requests_the_server_cannot_parse_are_400_without_an_error_log(
+    hostile_app: App, error_logs: Callable[[], list[str]], request_bytes: bytes
+) -> None:
+    answer = await _raw(hostile_app, request_bytes)
+    assert answer.split(b" ", 2)[1] == b"400", answer[:100]
+    assert error_logs() == []
+    assert b"Bearer" not in answer.partition(b"\r\n\r\n")[0]
