@@ -57,7 +57,7 @@ def _source(request: web.Request) -> tuple[Runtime, IonImsSource] | web.Response
     if not isinstance(source, IonImsSource):
         return error(404, "unknown_source", f"no ION IMS source named {name!r}")
     if authenticate(source.auth, request.headers, None, now=datetime.now(UTC)):
-        metrics.EVENTS_RECEIVED.labels(name, "-", "unauthorized").inc()
+        metrics.labelled(metrics.EVENTS_RECEIVED, name, "-", "unauthorized").inc()
         return error(401, "unauthorized", "missing or invalid credentials")
     return runtime, source
 
@@ -163,7 +163,8 @@ async def multipart_message(request: web.Request) -> web.Response:
         qid = None
         if refusal.body is not None:
             qid = await _quarantine(runtime, source.name, refusal.body, str(refusal), request)
-        metrics.EVENTS_RECEIVED.labels(source.name, "-", "invalid" if refusal.status in (400, 422) else "refused").inc()
+        result = "invalid" if refusal.status in (400, 422) else "refused"
+        metrics.labelled(metrics.EVENTS_RECEIVED, source.name, "-", result).inc()
         log.info("IMS message refused", source=source.name, status=refusal.status, reason=str(refusal)[:300])
         extra: dict[str, Any] = {"quarantineId": qid} if qid is not None else {}
         return error(refusal.status, refusal.code, str(refusal)[:1000], **extra)
@@ -254,7 +255,7 @@ async def _quarantine(runtime: Runtime, source: str, body: bytes, reason: str, r
         )
     except StoreUnavailable:
         return None
-    metrics.QUARANTINED.labels(source).inc()
+    metrics.labelled(metrics.QUARANTINED, source).inc()
     return qid
 
 

@@ -153,7 +153,7 @@ async def _quarantine(
         # The client still gets its 4xx with the reason; only the copy for inspection is missing.
         log.warning("quarantine not stored", source=source, error=str(exc))
         return None
-    metrics.QUARANTINED.labels(source).inc()
+    metrics.labelled(metrics.QUARANTINED, source).inc()
     return qid
 
 
