@@ -36,7 +36,7 @@ _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 EVENTS_RECEIVED = Counter(
     "relay_events_received_total",
-    "Events received by source, channel and result (accepted, duplicate, invalid, refused, error).",
+    "Events received by source, channel and result (accepted, duplicate, invalid, refused, error, unauthorized).",
     ["source", "channel", "result"],
 )
 INGEST_DURATION = Histogram(

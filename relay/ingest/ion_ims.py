@@ -21,7 +21,7 @@ from aiohttp import web
 from relay import metrics
 from relay.auth.inbound import authenticate
 from relay.config import IonImsSource
-from relay.http.responses import error, json_response
+from relay.http.responses import error, json_response, unauthorized
 from relay.ingest.bod import (
     BodError,
     UnmappedDocument,
@@ -30,6 +30,7 @@ from relay.ingest.bod import (
     parse_bod,
     parse_mapping_overrides,
 )
+from relay.ingest.json_push import DECOY_AUTH
 from relay.ingest.pipeline import Candidate
 from relay.runtime import RUNTIME, Runtime
 from relay.store import StoreUnavailable
@@ -52,13 +53,15 @@ class _Refusal(Exception):
 
 def _source(request: web.Request) -> tuple[Runtime, IonImsSource] | web.Response:
     runtime = request.app[RUNTIME]
-    name = request.match_info["source"]
-    source = runtime.source(name)
-    if not isinstance(source, IonImsSource):
-        return error(404, "unknown_source", f"no ION IMS source named {name!r}")
-    if authenticate(source.auth, request.headers, None, now=datetime.now(UTC)):
-        metrics.labelled(metrics.EVENTS_RECEIVED, name, "-", "unauthorized").inc()
-        return error(401, "unauthorized", "missing or invalid credentials")
+    found = runtime.source(request.match_info["source"])
+    source = found if isinstance(found, IonImsSource) else None
+    # An unknown name is refused like bad credentials (after a check of the same cost): names cannot be probed.
+    reason = authenticate(source.auth if source else DECOY_AUTH, request.headers, None, now=datetime.now(UTC))
+    if source is None or reason:
+        name = request.match_info["source"][:64]  # a configured name is at most 64 characters
+        log.info("IMS request refused", source=name, reason="no such ION IMS source" if source is None else reason)
+        metrics.labelled(metrics.EVENTS_RECEIVED, source.name if source else "-", "-", "unauthorized").inc()
+        return unauthorized()
     return runtime, source
 
 
@@ -153,6 +156,8 @@ def _inflate(data: bytes, max_bytes: int) -> bytes:
 
 async def multipart_message(request: web.Request) -> web.Response:
     started = time.perf_counter()
+    if request.app[RUNTIME].draining:
+        return error(503, "draining", "the relay is shutting down; retry shortly")
     found = _source(request)
     if isinstance(found, web.Response):
         return found
@@ -173,8 +178,6 @@ async def multipart_message(request: web.Request) -> web.Response:
 
 
 async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource) -> web.Response:
-    if runtime.draining:
-        return error(503, "draining", "the relay is shutting down; retry shortly")
     max_bytes = runtime.config.server.max_body_bytes
     parts = await _read_parts(request, max_bytes, runtime.config.server.read_timeout_s)
     if "ParameterRequest" not in parts or "MessagePayload" not in parts:
