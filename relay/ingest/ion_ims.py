@@ -41,6 +41,9 @@ __all__ = ["add_routes"]
 
 PROTOCOL = {"version": "v3", "messageMethod": "multipartMessage", "hasDiscovery": True}
 XML = "application/xml"
+# IMS sends two parts (ParameterRequest, MessagePayload); a few more are tolerated, thousands cost CPU.
+MAX_PARTS = 16
+_TOO_MANY_PARTS = f"the multipart body has more than {MAX_PARTS} parts (IMS sends ParameterRequest and MessagePayload)"
 
 
 class _Refusal(Exception):
@@ -121,7 +124,11 @@ async def _collect_parts(request: web.Request, max_bytes: int) -> dict[str, byte
     total = 0
     try:
         reader = await request.multipart()
+        count = 0
         while (part := await reader.next()) is not None:
+            count += 1
+            if count > MAX_PARTS:
+                raise _Refusal(413, "too_many_parts", _TOO_MANY_PARTS)
             name = getattr(part, "name", None)
             chunks = []
             while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]

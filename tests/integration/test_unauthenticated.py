@@ -286,3 +286,23 @@ async def test_stalled_unverified_bodies_beyond_the_budget_are_refused_before_re
 
     await until(accepted_again, timeout=5)
     assert await probe("signed-c") == 401
+
+
+# ------------------------------------------------------------------------ item 16: multipart parts
+
+
+async def test_thousands_of_empty_multipart_parts_are_refused_quickly(relay: App) -> None:
+    boundary = "b0undary"
+    empty = f'--{boundary}\r\nContent-Disposition: form-data; name="x"\r\n\r\n\r\n'.encode()
+    body = empty * 9000 + f"--{boundary}--\r\n".encode()
+    assert len(body) > 500_000
+    started = time.monotonic()
+    async with relay.client.post(
+        "/ion/halloran-ion/service/v3/multipartMessage",
+        data=body,
+        headers={"Authorization": ION_AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    ) as r:
+        answer = await r.json()
+        assert (r.status, answer["error"]) == (413, "too_many_parts")
+    assert time.monotonic() - started < 0.5
+    assert "16 parts" in answer["message"]
