@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from relay import metrics
+from relay._malloc import release_free_memory
 from relay.auth.inbound import InboundAuthConfig, authenticate, needs_body
 from relay.config import BearerAuth, JsonPushSource, StandardWebhooksAuth
 from relay.deliver.signing import SignatureError, check_signature_headers
@@ -62,9 +63,13 @@ class UnauthenticatedBodies:
     """Bytes of request bodies being read before their sender is known (signature sources need the body to
     check it), per source and in all, so that senders without credentials cannot hold unbounded memory."""
 
+    # Past this many bytes read since the last time, the heap is trimmed once no unverified body is left.
+    TRIM_AFTER_BYTES = 4 * 1024 * 1024
+
     def __init__(self) -> None:
         self.total_bytes = 0
         self.by_source: dict[str, int] = {}
+        self._since_trim_bytes = 0
 
     def reserve(self, source: str, size_bytes: int, *, max_total_bytes: int, max_per_source_bytes: int) -> bool:
         """Take `size_bytes` for `source` if both caps allow it; False (nothing taken) otherwise.
@@ -81,14 +86,19 @@ class UnauthenticatedBodies:
         self.by_source[source] = held_bytes + size_bytes
         return True
 
-    def release(self, source: str, size_bytes: int) -> None:
-        """Give back what `reserve` took."""
+    def release(self, source: str, size_bytes: int) -> bool:
+        """Give back what `reserve` took; True when the heap should now be trimmed (a burst of bodies is over)."""
         self.total_bytes -= size_bytes
         left_bytes = self.by_source[source] - size_bytes
         if left_bytes:
             self.by_source[source] = left_bytes
         else:
             del self.by_source[source]
+        self._since_trim_bytes += size_bytes
+        if self.total_bytes or self._since_trim_bytes < self.TRIM_AFTER_BYTES:
+            return False
+        self._since_trim_bytes = 0
+        return True
 
 
 UNAUTHENTICATED_BODIES = web.AppKey("unauthenticated_bodies", UnauthenticatedBodies)
@@ -155,7 +165,9 @@ async def _handle(
         try:
             body = await read_body(request, max_bytes, server.read_timeout_s)
         finally:
-            bodies.release(name, size_bytes)
+            if bodies.release(name, size_bytes):
+                # A moment later: the bodies of the requests just ended are freed once their handlers are done.
+                asyncio.get_running_loop().call_later(1.0, release_free_memory)
         if not isinstance(body, web.Response) and (reason := authenticate(source.auth, request.headers, body, now=now)):
             log.info("push refused", source=name, reason=reason)
             _count(name, None, "unauthorized")

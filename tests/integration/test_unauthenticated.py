@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from conftest import App, make_app
-from helpers import HUB_TOKEN, WHSEC, base_config, sample_event, until
+from helpers import HUB_TOKEN, WHSEC, base_config, relay_process, sample_event, until, write_config
 from standardwebhooks import Webhook
 
 ION_USER, ION_PASSWORD = "ion", "ion-gateway-password"
@@ -306,3 +307,56 @@ async def test_thousands_of_empty_multipart_parts_are_refused_quickly(relay: App
         assert (r.status, answer["error"]) == (413, "too_many_parts")
     assert time.monotonic() - started < 0.5
     assert "16 parts" in answer["message"]
+
+
+# ------------------------------------------------------------------------ memory of a real `relay serve`
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+async def test_stalled_unverified_bodies_cost_bounded_memory_that_comes_back(tmp_path: Path) -> None:
+    data = base_config(tmp_path, sources=SOURCES[:2])  # hub and signed-a, default budgets (16 MiB a source)
+    config_path = write_config(tmp_path, data)
+    size = 1024 * 1024
+    with relay_process(config_path, tmp_path) as relay:
+        await relay.wait_ready()
+        host, port = relay.base_url.removeprefix("http://").rsplit(":", 1)
+
+        async def send(body_bytes: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            head = "POST /v1/sources/signed-a/events HTTP/1.1\r\nHost: relay\r\n" + "".join(
+                f"{k}: {v}\r\n" for k, v in _forged_signature_headers(size).items()
+            )
+            writer.write(head.encode() + b"\r\n" + b" " * body_bytes)
+            await writer.drain()
+            return reader, writer
+
+        async def finished() -> float:
+            async with aiohttp.ClientSession() as session, session.get(relay.base_url + "/metrics") as r:
+                return _sample(await r.text(), 'relay_ingest_duration_seconds_count{source="signed-a"}')
+
+        for _ in range(2):  # warm-up: complete bodies, refused once read
+            reader, writer = await send(size)
+            assert (await _answer(reader))[0] == 401
+            writer.close()
+        before = _rss_bytes(relay.pid)
+        for _ in range(2):
+            done = await finished()
+            # 40 senders without credentials stall 10 bytes before the end of a 1 MiB body.
+            connections = [await send(size - 10) for _ in range(40)]
+            answers = await asyncio.gather(*(_answer(r, timeout_s=5) for r, _ in connections[16:]))
+            assert {status for status, _, _ in answers} == {503}  # past the 16 MiB of the source: not read
+            peak = _rss_bytes(relay.pid)
+            for _, writer in connections:
+                writer.close()
+
+            async def all_done(done: float = done) -> bool:
+                return await finished() == done + 40
+
+            await until(all_done, timeout=10)
+            await until(lambda: _rss_bytes(relay.pid) < before + 4 * size, timeout=10)
+            assert peak < before + 40 * size
+        assert "unhandled error" not in relay.log_text()

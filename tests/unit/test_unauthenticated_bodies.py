@@ -27,3 +27,15 @@ def test_a_lone_body_larger_than_the_caps_is_admitted_so_large_signed_bodies_sti
     assert not bodies.reserve("b", 1, **CAPS)
     bodies.release("a", 1000)
     assert bodies.reserve("b", 1000, **CAPS)
+
+
+def test_the_heap_is_trimmed_once_a_burst_of_bodies_is_over() -> None:
+    bodies = UnauthenticatedBodies()
+    half = UnauthenticatedBodies.TRIM_AFTER_BYTES // 2
+    caps = {"max_total_bytes": 4 * half, "max_per_source_bytes": 4 * half}
+    assert bodies.reserve("a", half, **caps)
+    assert bodies.reserve("b", half, **caps)
+    assert not bodies.release("a", half)  # b is still being read
+    assert bodies.release("b", half)  # the burst is over
+    assert bodies.reserve("a", 100, **caps)
+    assert not bodies.release("a", 100)  # a small body alone: no trim
