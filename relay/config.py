@@ -170,6 +170,9 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     drain_grace_s: Duration = Field(default=10.0, alias="drain_grace")
     read_timeout_s: Duration = Field(default=30.0, gt=0, alias="read_timeout")
+    # Bodies read before their sender is known (signature sources); declared lengths, chunked as max_body_bytes.
+    max_unauthenticated_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_unauthenticated_body_bytes_per_source: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     @property
     def host(self) -> str:

@@ -32,6 +32,13 @@ NOTES: dict[str, str] = {
     "ServerConfig.read_timeout": (
         "a request's headers, and then its body, must arrive within this; slower clients get 408 or are closed"
     ),
+    "ServerConfig.max_unauthenticated_body_bytes": (
+        "bodies being read before their signature is checked (standard-webhooks sources), all sources together;"
+        " past it 503 with Retry-After, before reading; one body is always admitted"
+    ),
+    "ServerConfig.max_unauthenticated_body_bytes_per_source": (
+        "the same for one source; a body of unknown length counts as `max_body_bytes`"
+    ),
     "AdminConfig.tokens": (
         "bearer tokens for `/v1/admin/…` (use `tokens_file`, one per line; blank lines are skipped); none: every"
         " admin request answers 401"

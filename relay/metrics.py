@@ -1,19 +1,42 @@
-"""Prometheus metrics (relay_ prefix, base units, bounded labels: never an event id)."""
+"""Prometheus metrics (relay_ prefix, base units, bounded labels: never an event id).
+
+Every label value goes through `labelled`, which keeps only values from a known set (configured sources,
+subscribers, the loaded specs' channels, fixed results and outcomes) and counts anything else under `-`:
+no request can create a time series.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
+if TYPE_CHECKING:
+    from relay.config import Config
+    from relay.spec import SpecRegistry
+
+__all__ = ["UNKNOWN", "bounded", "labelled", "register_config", "register_known"]
+
 _Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
 _children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+UNKNOWN = "-"
+# The values each label name may take. Names come from the configuration (and grow on reload: a series
+# already exported keeps its name); results and outcomes are fixed by the code.
+_KNOWN: dict[str, set[str]] = {
+    "source": set(),
+    "channel": set(),
+    "subscriber": set(),
+    "result": {"accepted", "duplicate", "invalid", "refused", "error", "unauthorized"},
+    "outcome": {"delivered", "retry", "dead", "disabled"},
+}
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 EVENTS_RECEIVED = Counter(
     "relay_events_received_total",
-    "Events received by source, channel and result (accepted, duplicate, invalid, refused, error).",
+    "Events received by source, channel and result (accepted, duplicate, invalid, refused, error, unauthorized).",
     ["source", "channel", "result"],
 )
 INGEST_DURATION = Histogram(
@@ -67,13 +90,46 @@ DEAD_LETTERS = Gauge("relay_dead_letters", "Dead deliveries, per subscriber.", [
 CIRCUIT_OPEN = Gauge("relay_subscriber_circuit_open", "1 while a subscriber's circuit breaker is open.", ["subscriber"])
 
 
+def register_known(
+    *, sources: Iterable[str] = (), channels: Iterable[str] = (), subscribers: Iterable[str] = ()
+) -> None:
+    """Allow these names as label values (at start-up and on reload); any other value is counted as `-`."""
+    _KNOWN["source"].update(sources)
+    _KNOWN["channel"].update(channels)
+    _KNOWN["subscriber"].update(subscribers)
+
+
+def register_config(config: Config, specs: SpecRegistry) -> None:
+    """Allow the configured sources and subscribers and the specs' channels as label values."""
+    register_known(
+        sources=[s.name for s in config.sources],
+        channels=specs.channels,
+        subscribers=[s.name for s in config.subscribers],
+    )
+
+
+def bounded(label: str, value: str) -> str:
+    """`value` when it is a known value of `label`, else `-`.
+
+    Raises:
+        KeyError: `label` is not a label name this module knows (a metric defined with a new label name
+            needs its set of values here first).
+    """
+    return value if value in _KNOWN[label] else UNKNOWN
+
+
 def labelled(metric: _Metric, *values: str) -> _Metric:
-    """`metric.labels(*values)`, remembered: prometheus_client takes a lock and builds its key on every
-    `labels` call, and the hot paths label every event and every delivery. Labels are bounded (sources,
-    channels, subscribers, results), so the cache is too."""
-    key = (metric, values)
-    child = _children.get(key)
+    """`metric.labels(*values)` with every value bounded (unknown ones become `-`), remembered.
+
+    prometheus_client takes a lock and builds its key on every `labels` call, and the hot paths label every
+    event and every delivery. The cache holds bounded label sets only, so it is bounded too.
+    """
+    child = _children.get((metric, values))
     if child is None:
-        child = _children[key] = metric.labels(*values)
+        names = metric._labelnames
+        key = (metric, tuple(bounded(name, value) for name, value in zip(names, values, strict=True)))
+        child = _children.get(key)
+        if child is None:
+            child = _children[key] = metric.labels(*key[1])
     result: _Metric = child
     return result

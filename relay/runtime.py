@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from relay import metrics
 from relay.config import Config, SourceConfig
 from relay.ingest.pipeline import Ingestor, Router
 from relay.spec import SpecRegistry
@@ -33,6 +34,7 @@ class Runtime:
 
     @classmethod
     def build(cls, config: Config, store: Store, specs: SpecRegistry) -> Runtime:
+        metrics.register_config(config, specs)
         return cls(config=config, store=store, specs=specs, ingestor=Ingestor(store, Router(config.subscribers)))
 
     def source(self, name: str) -> SourceConfig | None:
@@ -43,6 +45,7 @@ class Runtime:
 
     def apply_config(self, config: Config, specs: SpecRegistry) -> None:
         """Take a new, already validated configuration (reload)."""
+        metrics.register_config(config, specs)
         self.config = config
         self.specs = specs
         self.ingestor.router = Router(config.subscribers)

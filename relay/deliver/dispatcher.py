@@ -209,9 +209,9 @@ class Dispatcher:
             st = states.get(name)
             sub.disabled = bool(st and st.disabled)
         for name, sub in self._subs.items():
-            metrics.DELIVERIES_PENDING.labels(name).set(states[name].pending if name in states else 0)
-            metrics.DEAD_LETTERS.labels(name).set(states[name].dead if name in states else 0)
-            metrics.CIRCUIT_OPEN.labels(name).set(1 if sub.breaker.state == "open" else 0)
+            metrics.labelled(metrics.DELIVERIES_PENDING, name).set(states[name].pending if name in states else 0)
+            metrics.labelled(metrics.DEAD_LETTERS, name).set(states[name].dead if name in states else 0)
+            metrics.labelled(metrics.CIRCUIT_OPEN, name).set(1 if sub.breaker.state == "open" else 0)
 
     async def _refresh_states_forever(self) -> None:
         # Picks up `relay subscribers enable` from another process, and keeps the gauges current.
@@ -524,7 +524,7 @@ class Dispatcher:
         state = sub.breaker.state
         if state != sub.last_circuit_state:
             sub.last_circuit_state = state
-            metrics.CIRCUIT_OPEN.labels(sub.config.name).set(1 if state == "open" else 0)
+            metrics.labelled(metrics.CIRCUIT_OPEN, sub.config.name).set(1 if state == "open" else 0)
             log.info("circuit " + state, subscriber=sub.config.name)
             task = asyncio.create_task(self._save_circuit(sub.config.name, state))
             self._attempts.add(task)

@@ -21,19 +21,38 @@ RouteInstaller = Callable[[web.Application], None]
 __all__ = ["build_app"]
 
 
+def _drop_payload_traceback(request: web.Request) -> None:
+    # A client that goes away mid-body leaves its exception in the request's payload; the exception's
+    # traceback holds the frames that hold the body read so far, in a cycle through the request: without
+    # this the body waits for the next cyclic garbage collection, however large it is.
+    exc = request.content.exception()
+    if exc is not None:
+        exc.__traceback__ = None
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
             return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
     except StoreUnavailable:
         return error(503, "store_unavailable", "the store is unavailable; retry shortly")
+    except ConnectionError as exc:
+        if request.transport is None or request.transport.is_closing():
+            # The client went away mid-request (a dropped or abandoned body): aiohttp ends the connection
+            # quietly; an error log line (and a 500) per disconnect would let any client flood the log.
+            _drop_payload_traceback(request)
+            raise exc.with_traceback(None) from None
+        log.exception("unhandled error", path=request.path, method=request.method)
+        return error(500, "internal_error", "an internal error occurred; it has been logged")
     except Exception:
         log.exception("unhandled error", path=request.path, method=request.method)
         return error(500, "internal_error", "an internal error occurred; it has been logged")
+    _drop_payload_traceback(request)
+    return response
 
 
 async def livez(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from relay.auth.inbound import authenticate
 from relay.config import IonImsSource
 from relay.events import version_problem
 from relay.http.headers import MalformedHeader, header_text
-from relay.http.responses import error, json_response
+from relay.http.responses import error, json_response, unauthorized
 from relay.ingest.bod import (
     BodError,
     UnmappedDocument,
@@ -32,6 +32,7 @@ from relay.ingest.bod import (
     parse_bod,
     parse_mapping_overrides,
 )
+from relay.ingest.json_push import DECOY_AUTH
 from relay.ingest.pipeline import Candidate, check_candidate
 from relay.runtime import RUNTIME, Runtime
 from relay.store import StoreUnavailable
@@ -42,6 +43,9 @@ __all__ = ["add_routes"]
 
 PROTOCOL = {"version": "v3", "messageMethod": "multipartMessage", "hasDiscovery": True}
 XML = "application/xml"
+# IMS sends two parts (ParameterRequest, MessagePayload); a few more are tolerated, thousands cost CPU.
+MAX_PARTS = 16
+_TOO_MANY_PARTS = f"the multipart body has more than {MAX_PARTS} parts (IMS sends ParameterRequest and MessagePayload)"
 
 
 class _Refusal(Exception):
@@ -54,13 +58,15 @@ class _Refusal(Exception):
 
 def _source(request: web.Request) -> tuple[Runtime, IonImsSource] | web.Response:
     runtime = request.app[RUNTIME]
-    name = request.match_info["source"]
-    source = runtime.source(name)
-    if not isinstance(source, IonImsSource):
-        return error(404, "unknown_source", f"no ION IMS source named {name!r}")
-    if authenticate(source.auth, request.headers, None, now=datetime.now(UTC)):
-        metrics.EVENTS_RECEIVED.labels(name, "-", "unauthorized").inc()
-        return error(401, "unauthorized", "missing or invalid credentials")
+    found = runtime.source(request.match_info["source"])
+    source = found if isinstance(found, IonImsSource) else None
+    # An unknown name is refused like bad credentials (after a check of the same cost): names cannot be probed.
+    reason = authenticate(source.auth if source else DECOY_AUTH, request.headers, None, now=datetime.now(UTC))
+    if source is None or reason:
+        name = request.match_info["source"][:64]  # a configured name is at most 64 characters
+        log.info("IMS request refused", source=name, reason="no such ION IMS source" if source is None else reason)
+        metrics.labelled(metrics.EVENTS_RECEIVED, source.name if source else "-", "-", "unauthorized").inc()
+        return unauthorized()
     return runtime, source
 
 
@@ -120,7 +126,11 @@ async def _collect_parts(request: web.Request, max_bytes: int) -> dict[str, byte
     total = 0
     try:
         reader = await request.multipart()
+        count = 0
         while (part := await reader.next()) is not None:
+            count += 1
+            if count > MAX_PARTS:
+                raise _Refusal(413, "too_many_parts", _TOO_MANY_PARTS)
             name = getattr(part, "name", None)
             chunks = []
             while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
@@ -155,6 +165,8 @@ def _inflate(data: bytes, max_bytes: int) -> bytes:
 
 async def multipart_message(request: web.Request) -> web.Response:
     started = time.perf_counter()
+    if request.app[RUNTIME].draining:
+        return error(503, "draining", "the relay is shutting down; retry shortly")
     found = _source(request)
     if isinstance(found, web.Response):
         return found
@@ -165,7 +177,8 @@ async def multipart_message(request: web.Request) -> web.Response:
         qid = None
         if refusal.body is not None:
             qid = await _quarantine(runtime, source.name, refusal.body, str(refusal), request)
-        metrics.EVENTS_RECEIVED.labels(source.name, "-", "invalid" if refusal.status in (400, 422) else "refused").inc()
+        result = "invalid" if refusal.status in (400, 422) else "refused"
+        metrics.labelled(metrics.EVENTS_RECEIVED, source.name, "-", result).inc()
         log.info("IMS message refused", source=source.name, status=refusal.status, reason=str(refusal)[:300])
         extra: dict[str, Any] = {"quarantineId": qid} if qid is not None else {}
         return error(refusal.status, refusal.code, str(refusal)[:1000], **extra)
@@ -174,8 +187,6 @@ async def multipart_message(request: web.Request) -> web.Response:
 
 
 async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource) -> web.Response:
-    if runtime.draining:
-        return error(503, "draining", "the relay is shutting down; retry shortly")
     max_bytes = runtime.config.server.max_body_bytes
     parts = await _read_parts(request, max_bytes, runtime.config.server.read_timeout_s)
     if "ParameterRequest" not in parts or "MessagePayload" not in parts:
@@ -278,7 +289,7 @@ async def _quarantine(runtime: Runtime, source: str, body: bytes, reason: str, r
         )
     except StoreUnavailable:
         return None
-    metrics.QUARANTINED.labels(source).inc()
+    metrics.labelled(metrics.QUARANTINED, source).inc()
     return qid
 
 

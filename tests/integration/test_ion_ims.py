@@ -140,7 +140,7 @@ async def test_protocol_routes_auth_and_document_filter(ion_app: App) -> None:
     async with ion_app.client.post("/ion/halloran-ion/service/v2/discovery", headers=_auth_header()) as r:
         assert "Sync.SalesOrder" in (await r.json())["acceptedDocuments"]
     async with ion_app.client.post("/ion/nope/service/v3/multipartMessage", headers=_auth_header()) as r:
-        assert r.status == 404
+        assert r.status == 401  # like bad credentials: source names cannot be probed
     bod = BodFactory(seed=3).sales_order()
     status, body = await _push_xml(ion_app, bod.xml, document="Process.PurchaseOrder")
     assert (status, body["error"]) == (412, "document_not_accepted")

@@ -42,6 +42,7 @@ def test_version_order_sorts_integers_by_value_and_timestamps_by_instant() -> No
 def test_labelled_returns_one_child_per_label_set_that_counts() -> None:
     registry = CollectorRegistry()
     counter = Counter("relay_test_labelled_total", "test", ["source", "result"], registry=registry)
+    metrics.register_known(sources=["hub"])
     first = metrics.labelled(counter, "hub", "accepted")
     assert metrics.labelled(counter, "hub", "accepted") is first
     assert metrics.labelled(counter, "hub", "duplicate") is not first
