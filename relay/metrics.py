@@ -30,6 +30,7 @@ _KNOWN: dict[str, set[str]] = {
     "subscriber": set(),
     "result": {"accepted", "duplicate", "invalid", "refused", "error", "unauthorized"},
     "outcome": {"delivered", "retry", "dead", "disabled"},
+    "reason": {"budget", "retention"},
 }
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -551,7 +551,7 @@ class SqliteStore(Store):
         quarantine_id, dropped, usage = await self.write(insert)
         metrics.QUARANTINE_BYTES.set(usage)
         if dropped:
-            metrics.QUARANTINE_DROPPED.labels("budget").inc(dropped)
+            metrics.labelled(metrics.QUARANTINE_DROPPED, "budget").inc(dropped)
             self._log_budget_drops(dropped, max_bytes)
         return quarantine_id
 
@@ -578,7 +578,7 @@ class SqliteStore(Store):
         deleted, usage = await self.write(delete)
         metrics.QUARANTINE_BYTES.set(usage)
         if deleted:
-            metrics.QUARANTINE_DROPPED.labels("retention").inc(deleted)
+            metrics.labelled(metrics.QUARANTINE_DROPPED, "retention").inc(deleted)
         return deleted
 
     async def delete_quarantine(self, quarantine_id: int) -> bool:
