@@ -101,15 +101,9 @@ class RedriveRequest(_Body):
     until: Instant = None
 
 
-class ReplayRequest(_Body):
-    """`POST /v1/admin/replay`: which stored events to deliver again, and to whom."""
+class ReplayRequest(RedriveRequest):
+    """`POST /v1/admin/replay`: which stored events to deliver again, and to whom (the redrive filters)."""
 
-    event_id: str | None = Field(default=None, alias="eventId")
-    subscriber: str | None = None
-    channel: str | None = None
-    key: str | None = None
-    since: Instant = None
-    until: Instant = None
     dry_run: bool = Field(default=False, alias="dryRun")
 
 
