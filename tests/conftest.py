@@ -16,9 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import base_config, write_config
 
 from relay.config import Config, config_from_mapping
-from relay.daemon import open_configured_store
 from relay.http.app import build_app
-from relay.runtime import Runtime
+from relay.runtime import Runtime, open_configured_store
 from relay.spec import load_specs
 from relay.store import Store, create_store
 
