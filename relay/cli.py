@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,8 +20,19 @@ from rich.text import Text
 
 from relay._display import mask_url, mask_urls_in, terminal_safe
 from relay.config import Config, ConfigError
-from relay.events import Event, format_ts, parse_ts
-from relay.store import EventFilter, Store
+from relay.events import format_ts
+from relay.ops import DeliveryFilter, EventFilter, Operations, OpsError, operations, parse_when
+from relay.spec import SpecRegistry
+from relay.views import (
+    delivery_detail_json,
+    delivery_json,
+    event_detail_json,
+    event_json,
+    quarantine_json,
+    quarantine_retry_json,
+    replay_json,
+    subscriber_json,
+)
 
 T = TypeVar("T")
 console = Console()
@@ -69,18 +80,18 @@ def _load(config_path: Path) -> Config:
     return config
 
 
-def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
-    from relay.daemon import open_configured_store
+def _run_ops(config: Config, fn: Callable[[Operations], Awaitable[T]], specs: SpecRegistry | None = None) -> T:
+    """Run one operator action against the configured store; an OpsError is one line on stderr and exit 1."""
 
     async def run() -> T:
-        store = open_configured_store(config)
-        await store.open()
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
+        async with operations(config, specs) as ops:
+            return await fn(ops)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except OpsError as exc:
+        _echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
 
 
 def _print_json(value: Any) -> None:
@@ -92,28 +103,9 @@ def _parse_when(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return parse_ts(value)
-    except ValueError:
-        raise click.BadParameter(f"expected an ISO 8601 time like 2026-11-20T09:00:00Z, got {value!r}") from None
-
-
-def event_json(event: Event, *, with_payload: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "eventId": event.event_id,
-        "channel": event.channel,
-        "source": event.source,
-        "tenantId": event.tenant_id,
-        "entityKey": event.entity_key,
-        "version": event.version,
-        "occurredAt": format_ts(event.occurred_at),
-        "receivedAt": format_ts(event.received_at),
-    }
-    if with_payload:
-        out["payload"] = orjson.loads(event.payload)
-        if event.original is not None:
-            out["original"] = event.original.decode("utf-8", "replace")
-            out["originalType"] = event.original_type
-    return out
+        return parse_when(value, datetime.now(UTC))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -268,52 +260,13 @@ async def _probe(config: Config, specs: Any) -> int:
 @click.option("--json", "as_json", is_flag=True)
 def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | None, as_json: bool) -> None:
     """Run one poll of SOURCE without storing anything."""
-    import aiohttp
-
     from relay.daemon import load_all
-    from relay.ingest.pipeline import Router
-    from relay.poll import load_builders
-    from relay.poll.base import PollError
-    from relay.poll.engine import Poller
-    from relay.poll.scheduler import build_source
 
     config, specs = load_all(config_path)
-    source = config.source(source_name)
-    if source is None:
+    if config.source(source_name) is None:
         click.echo(f"no source named {source_name!r} in {config_path}", err=True)
         raise SystemExit(1)
-    load_builders()
-
-    async def run(store: Store) -> list[dict[str, Any]]:
-        emitted: list[dict[str, Any]] = []
-        async with aiohttp.ClientSession() as session:
-            built = build_source(source, session, specs)
-            if built is None:
-                click.echo(f"{source_name} is a push source ({source.kind}): nothing to poll", err=True)
-                raise SystemExit(1)
-            fetcher, resources = built
-            try:
-                for resource in resources:
-                    poller = Poller(
-                        store=store,
-                        specs=specs,
-                        router=Router(config.subscribers),
-                        source=source.name,
-                        fetcher=fetcher,
-                        resource=resource,
-                    )
-                    report = await poller.poll_once(dry_run=True, limit=limit)
-                    emitted.extend(
-                        {"resource": resource.name, "channel": resource.channel, **p} for p in report.emitted
-                    )
-            except PollError as exc:
-                _echo(f"poll failed: {exc}", err=True)
-                raise SystemExit(1) from None
-            finally:
-                await fetcher.close()
-        return emitted
-
-    emitted = _with_store(config, run)
+    emitted = _run_ops(config, lambda ops: ops.poll_preview(source_name, limit=limit), specs)
     if as_json:
         _print_json(emitted)
         return
@@ -328,6 +281,18 @@ def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | No
 
 # ------------------------------------------------------------------------------------------- events
 
+WIDE_OPTION = click.option("--wide", is_flag=True, help="Never cut columns (the default when not on a terminal).")
+SINCE_OPTION = click.option("--since", help="At or after: ISO 8601, or a time ago like 30m, 2h, 7d.")
+UNTIL_OPTION = click.option("--until", help="Before: ISO 8601, or a time ago like 30m, 2h, 7d.")
+
+
+def _print_table(table: Table, wide: bool) -> None:
+    """A table; cut to the terminal's width only on a terminal without --wide (piped output keeps full ids)."""
+    if wide or not console.is_terminal:
+        Console(width=1_000_000, soft_wrap=True).print(table)
+    else:
+        console.print(table)
+
 
 @main.group()
 def events() -> None:
@@ -339,9 +304,10 @@ def events() -> None:
 @click.option("--channel")
 @click.option("--source")
 @click.option("--key", "entity_key", help="Entity key (e.g. a customer number).")
-@click.option("--since", help="Received at or after (ISO 8601).")
-@click.option("--until", help="Received before (ISO 8601).")
+@SINCE_OPTION
+@UNTIL_OPTION
 @click.option("--limit", type=click.IntRange(1, 10_000_000), default=100, show_default=True)
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one array).")
 def events_list(
     config_path: Path,
@@ -351,6 +317,7 @@ def events_list(
     since: str | None,
     until: str | None,
     limit: int,
+    wide: bool,
     as_json: bool,
 ) -> None:
     """List events in arrival order."""
@@ -363,34 +330,31 @@ def events_list(
         until=_parse_when(until),
         limit=limit,
     )
-    found = _with_store(config, lambda store: store.list_events(flt))
+    found = _run_ops(config, lambda ops: ops.list_events(flt))
     if as_json:
         _print_json([event_json(e, with_payload=False) for e in found])
         return
     table = Table("event id", "channel", "source", "key", "version", "received")
     for e in found:
         table.add_row(*map(_cell, (e.event_id, e.channel, e.source, e.entity_key, e.version, format_ts(e.received_at))))
-    console.print(table)
+    _print_table(table, wide)
     console.print(f"{len(found)} event(s)")
 
 
 @events.command("show")
 @CONFIG_OPTION
 @click.argument("event_id")
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def events_show(config_path: Path, event_id: str, as_json: bool) -> None:
-    """Show one event with its payload."""
+def events_show(config_path: Path, event_id: str, wide: bool, as_json: bool) -> None:
+    """Show one event with its payload and every delivery of it."""
     config = _load(config_path)
-    found = _with_store(config, lambda store: store.get_event(event_id))
-    if found is None:
-        click.echo(f"no event {event_id!r}", err=True)
-        raise SystemExit(1)
-    data = event_json(found)
+    data = event_detail_json(_run_ops(config, lambda ops: ops.show_event(event_id)))
     if as_json:
         _print_json(data)
         return
     for key, value in data.items():
-        if key in ("payload", "original"):
+        if key in ("payload", "original", "deliveries"):
             continue
         _print_field(key, value)
     payload = Text(terminal_safe(orjson.dumps(data["payload"], option=orjson.OPT_INDENT_2).decode(), multiline=True))
@@ -398,6 +362,8 @@ def events_show(config_path: Path, event_id: str, as_json: bool) -> None:
     if "original" in data:
         console.print(Text.assemble((f"original ({terminal_safe(data['originalType'])})", "bold"), ":"))
         _print_block(data["original"])
+    console.print(Text("deliveries", "bold"))
+    _print_deliveries(data["deliveries"], as_json=False, wide=wide)
 
 
 # ------------------------------------------------------------------------------------------- quarantine
@@ -412,31 +378,19 @@ def quarantine() -> None:
 @CONFIG_OPTION
 @click.option("--source")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def quarantine_list(config_path: Path, source: str | None, limit: int, as_json: bool) -> None:
+def quarantine_list(config_path: Path, source: str | None, limit: int, wide: bool, as_json: bool) -> None:
     """Newest quarantined inputs first."""
     config = _load(config_path)
-    rows = _with_store(config, lambda store: store.list_quarantine(source=source, limit=limit))
+    rows = [quarantine_json(r) for r in _run_ops(config, lambda ops: ops.list_quarantine(source=source, limit=limit))]
     if as_json:
-        _print_json(
-            [
-                {
-                    "id": r.id,
-                    "receivedAt": r.received_at,
-                    "source": r.source,
-                    "channel": r.channel,
-                    "reason": r.reason,
-                    "details": r.details,
-                    "size": r.size,
-                }
-                for r in rows
-            ]
-        )
+        _print_json(rows)
         return
     table = Table("id", "received", "source", "channel", "reason", "bytes")
     for r in rows:
-        table.add_row(*map(_cell, (r.id, r.received_at, r.source, r.channel, r.reason[:80], r.size)))
-    console.print(table)
+        table.add_row(*map(_cell, (r["id"], r["receivedAt"], r["source"], r["channel"], r["reason"][:80], r["size"])))
+    _print_table(table, wide)
 
 
 @quarantine.command("show")
@@ -446,68 +400,41 @@ def quarantine_list(config_path: Path, source: str | None, limit: int, as_json: 
 def quarantine_show(config_path: Path, quarantine_id: int, as_json: bool) -> None:
     """One quarantined input with its reason and body."""
     config = _load(config_path)
-    row = _with_store(config, lambda store: store.get_quarantine(quarantine_id))
-    if row is None:
-        click.echo(f"no quarantine entry {quarantine_id}", err=True)
-        raise SystemExit(1)
-    body = (row.body or b"").decode("utf-8", "replace")
-    data = {
-        "id": row.id,
-        "receivedAt": row.received_at,
-        "source": row.source,
-        "channel": row.channel,
-        "reason": row.reason,
-        "details": row.details,
-        "contentType": row.content_type,
-        "body": body,
-    }
+    data = quarantine_json(_run_ops(config, lambda ops: ops.show_quarantine(quarantine_id)))
     if as_json:
         _print_json(data)
         return
     for key in ("id", "receivedAt", "source", "channel", "contentType", "reason"):
         _print_field(key, data[key])
-    for d in row.details:
+    for d in data["details"]:
         console.print(Text.assemble("  ", _cell(d.get("path")), ": ", _cell(d.get("message"))))
-    _print_block(body)
+    _print_block(data.get("body", ""))
 
 
 @quarantine.command("retry")
 @CONFIG_OPTION
 @click.argument("quarantine_id", type=int)
-def quarantine_retry(config_path: Path, quarantine_id: int) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def quarantine_retry(config_path: Path, quarantine_id: int, as_json: bool) -> None:
     """Check a quarantined input again (after fixing a spec or mapping); store it if it passes now."""
     from relay.daemon import load_all
-    from relay.ingest.requeue import requeue
 
     config, specs = load_all(config_path)
-
-    async def run(store: Store) -> Any:
-        try:
-            return await requeue(store, specs, config, quarantine_id)
-        except KeyError:
-            return None
-
-    result = _with_store(config, run)
-    if result is None:
-        click.echo(f"no quarantine entry {quarantine_id}", err=True)
-        raise SystemExit(1)
-    if not result.ok:
+    result = _run_ops(config, lambda ops: ops.retry_quarantine(quarantine_id), specs)
+    if as_json:
+        _print_json(quarantine_retry_json(result))
+        raise SystemExit(0 if result.stored else 1)
+    if not result.stored:
         click.echo(f"still refused ({len(result.problems)} problem(s)):")
         for problem in result.problems:
             _echo(f"  {problem}")
         raise SystemExit(1)
-    for outcome in result.outcomes:
-        _echo(f"{outcome.event_id}: {outcome.status} ({outcome.deliveries} deliveries)")
+    for event_id, status, count in result.events:
+        _echo(f"{event_id}: {status} ({count} deliveries)")
     click.echo(f"quarantine entry {quarantine_id} stored and removed")
 
 
 # ------------------------------------------------------------------------------------------- deliveries
-
-
-def _router(config: Config) -> Any:
-    from relay.ingest.pipeline import Router
-
-    return Router(config.subscribers)
 
 
 @main.group()
@@ -521,25 +448,65 @@ def deliveries() -> None:
 @click.option("--subscriber")
 @click.option("--state", type=click.Choice(["pending", "delivered", "dead", "stale", "superseded"]))
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
 def deliveries_list(
-    config_path: Path, event_id: str | None, subscriber: str | None, state: str | None, limit: int, as_json: bool
+    config_path: Path,
+    event_id: str | None,
+    subscriber: str | None,
+    state: str | None,
+    limit: int,
+    wide: bool,
+    as_json: bool,
 ) -> None:
     """Newest deliveries first."""
-    from relay.http.admin import delivery_json
-    from relay.store.base import DeliveryFilter
-
     config = _load(config_path)
     flt = DeliveryFilter(event_id=event_id, subscriber=subscriber, state=state, limit=limit)
-    rows = _with_store(config, lambda store: store.list_deliveries(flt))
-    _print_deliveries([delivery_json(d) for d in rows], as_json)
+    rows = _run_ops(config, lambda ops: ops.list_deliveries(flt))
+    _print_deliveries([delivery_json(d) for d in rows], as_json, wide=wide)
 
 
-def _print_deliveries(rows: list[dict[str, Any]], as_json: bool) -> None:
+@deliveries.command("show")
+@CONFIG_OPTION
+@click.argument("delivery_id", type=click.IntRange(1, 2**63 - 1))
+@WIDE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def deliveries_show(config_path: Path, delivery_id: int, wide: bool, as_json: bool) -> None:
+    """One delivery: every attempt with status, duration and the subscriber's answer, and the next attempt."""
+    config = _load(config_path)
+    data = delivery_detail_json(_run_ops(config, lambda ops: ops.show_delivery(delivery_id)))
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("id", "eventId", "subscriber", "channel", "entityKey", "state", "attempts", "createdAt"):
+        _print_field(key, data[key])
+    if data["nextAttemptAt"] is not None:
+        _print_field("nextAttemptAt", data["nextAttemptAt"])
+    if data["finishedAt"] is not None:
+        _print_field("finishedAt", data["finishedAt"])
+    table = Table("#", "started", "status", "duration ms", "error", "response")
+    for a in data["attempts"]:
+        table.add_row(
+            *map(
+                _cell,
+                (
+                    a["attempt"],
+                    a["startedAt"],
+                    a["status"],
+                    f"{a['durationMs']:.1f}",
+                    a["error"],
+                    (a["response"] or "")[:200],
+                ),
+            )
+        )
+    _print_table(table, wide)
+
+
+def _print_deliveries(rows: list[dict[str, Any]], as_json: bool, *, wide: bool = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    table = Table("id", "event id", "subscriber", "state", "attempts", "replay", "last error")
+    table = Table("id", "event id", "subscriber", "state", "attempts", "next attempt", "replay", "last error")
     for d in rows:
         table.add_row(
             *map(
@@ -550,12 +517,13 @@ def _print_deliveries(rows: list[dict[str, Any]], as_json: bool) -> None:
                     d["subscriber"],
                     d["state"],
                     d["attempts"],
+                    d["nextAttemptAt"],
                     "yes" if d["replay"] else "",
                     (d["lastError"] or "")[:60],
                 ),
             )
         )
-    console.print(table)
+    _print_table(table, wide)
     console.print(f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
 
 
@@ -563,8 +531,8 @@ def _print_deliveries(rows: list[dict[str, Any]], as_json: bool) -> None:
 @CONFIG_OPTION
 @click.option("--subscriber", help="Only this subscriber (default: every matching one).")
 @click.option("--channel")
-@click.option("--since", help="Events received at or after (ISO 8601).")
-@click.option("--until", help="Events received before (ISO 8601).")
+@SINCE_OPTION
+@UNTIL_OPTION
 @click.option("--event-id")
 @click.option("--key", "entity_key", help="Entity key.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
@@ -583,12 +551,7 @@ def replay_cmd(
     """Deliver stored events again (new deliveries flagged `relay-replay: true`)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from relay.deliver.replay import replay
-
     config = _load(config_path)
-    if subscriber is not None and config.subscriber(subscriber) is None:
-        click.echo(f"no subscriber named {subscriber!r} in {config_path}", err=True)
-        raise SystemExit(1)
     flt = EventFilter(channel=channel, entity_key=entity_key, since=_parse_when(since), until=_parse_when(until))
     progress = Progress(
         TextColumn("replaying"),
@@ -604,24 +567,18 @@ def replay_cmd(
         progress.update(task, completed=done, total=total)
 
     with progress:
-        result = _with_store(
+        result = _run_ops(
             config,
-            lambda store: replay(
-                store,
-                _router(config),
-                flt,
-                event_id=event_id,
-                subscriber=subscriber,
-                dry_run=dry_run,
-                on_progress=on_progress,
+            lambda ops: ops.replay(
+                flt, event_id=event_id, subscriber=subscriber, dry_run=dry_run, on_progress=on_progress
             ),
         )
     if as_json:
-        _print_json({"events": result.events_matched, "deliveries": result.deliveries, "dryRun": dry_run})
+        _print_json(replay_json(result))
     elif dry_run:
-        click.echo(f"dry run: {result.events_matched} event(s) match; {result.deliveries} deliveries would be created")
+        click.echo(f"dry run: {result.events} event(s) match; {result.deliveries} deliveries would be created")
     else:
-        click.echo(f"{result.deliveries} replay deliveries created for {result.events_matched} event(s)")
+        click.echo(f"{result.deliveries} replay deliveries created for {result.events} event(s)")
 
 
 @main.group()
@@ -633,16 +590,14 @@ def dlq() -> None:
 @CONFIG_OPTION
 @click.option("--subscriber")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def dlq_list(config_path: Path, subscriber: str | None, limit: int, as_json: bool) -> None:
-    """Dead deliveries with their last reason."""
-    from relay.http.admin import delivery_json
-    from relay.store.base import DeliveryFilter
-
+def dlq_list(config_path: Path, subscriber: str | None, limit: int, wide: bool, as_json: bool) -> None:
+    """Dead deliveries with their last reason, newest first."""
     config = _load(config_path)
-    flt = DeliveryFilter(subscriber=subscriber, state="dead", limit=limit)
-    rows = _with_store(config, lambda store: store.list_deliveries(flt))
-    _print_deliveries([delivery_json(d) for d in rows], as_json)
+    flt = DeliveryFilter(subscriber=subscriber, limit=limit)
+    rows = _run_ops(config, lambda ops: ops.list_dead(flt))
+    _print_deliveries([delivery_json(d) for d in rows], as_json, wide=wide)
 
 
 @dlq.command("redrive")
@@ -651,8 +606,9 @@ def dlq_list(config_path: Path, subscriber: str | None, limit: int, as_json: boo
 @click.option("--channel")
 @click.option("--event-id")
 @click.option("--key", "entity_key")
-@click.option("--since")
-@click.option("--until")
+@SINCE_OPTION
+@UNTIL_OPTION
+@click.option("--dry-run", is_flag=True, help="Only count the dead deliveries that would be redriven.")
 def dlq_redrive(
     config_path: Path,
     subscriber: str | None,
@@ -661,10 +617,9 @@ def dlq_redrive(
     entity_key: str | None,
     since: str | None,
     until: str | None,
+    dry_run: bool,
 ) -> None:
     """Make matching dead deliveries pending again, due now (a running relay picks them up within 1 s)."""
-    from relay.store.base import DeliveryFilter
-
     config = _load(config_path)
     flt = DeliveryFilter(
         subscriber=subscriber,
@@ -674,8 +629,9 @@ def dlq_redrive(
         since=_parse_when(since),
         until=_parse_when(until),
     )
-    count = _with_store(config, lambda store: store.redrive(flt))
-    click.echo(f"{count} dead deliver{'y' if count == 1 else 'ies'} redriven")
+    count = _run_ops(config, lambda ops: ops.redrive(flt, dry_run=dry_run))
+    noun = f"dead deliver{'y' if count == 1 else 'ies'}"
+    click.echo(f"dry run: {count} {noun} would be redriven" if dry_run else f"{count} {noun} redriven")
 
 
 @main.group()
@@ -685,14 +641,12 @@ def subscribers() -> None:
 
 @subscribers.command("list")
 @CONFIG_OPTION
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def subscribers_list(config_path: Path, as_json: bool) -> None:
+def subscribers_list(config_path: Path, wide: bool, as_json: bool) -> None:
     """Pending and dead counts, circuit state, last success, disabled flag."""
-    from relay.http.admin import subscriber_json
-
     config = _load(config_path)
-    states = _with_store(config, lambda store: store.subscriber_states())
-    rows = [subscriber_json(s.name, s.url, states.get(s.name)) for s in config.subscribers]
+    rows = [subscriber_json(s) for s in _run_ops(config, lambda ops: ops.subscribers())]
     if as_json:
         _print_json(rows)
         return
@@ -712,7 +666,7 @@ def subscribers_list(config_path: Path, as_json: bool) -> None:
                 ),
             )
         )
-    console.print(table)
+    _print_table(table, wide)
 
 
 @subscribers.command("enable")
@@ -721,10 +675,7 @@ def subscribers_list(config_path: Path, as_json: bool) -> None:
 def subscribers_enable(config_path: Path, name: str) -> None:
     """Re-enable a subscriber that answered 410 Gone."""
     config = _load(config_path)
-    if config.subscriber(name) is None:
-        click.echo(f"no subscriber named {name!r} in {config_path}", err=True)
-        raise SystemExit(1)
-    _with_store(config, lambda store: store.set_subscriber_disabled(name, False, None))
+    _run_ops(config, lambda ops: ops.enable_subscriber(name))
     click.echo(f"{name} enabled")
 
 

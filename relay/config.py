@@ -24,6 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from relay.guard import url_refusal
+from relay.signing import header_refusal, parse_secret
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -102,9 +105,6 @@ def _check_listen(value: str) -> str:
 
 
 def _check_whsec(value: str) -> str:
-    # Imported here: the signing module is optional for config parsing tools and holds the format rules.
-    from relay.deliver.signing import parse_secret
-
     parse_secret(value)
     return value
 
@@ -489,8 +489,6 @@ class SubscriberConfig(_Model):
 
     @model_validator(mode="after")
     def _url_allowed(self) -> SubscriberConfig:
-        from relay.deliver.guard import url_refusal
-
         reason = url_refusal(self.url, allow_private_network=self.allow_private_network)
         if reason:
             # The hint only where it would help: some URLs are refused whatever the setting.
@@ -504,8 +502,6 @@ class SubscriberConfig(_Model):
 
     @model_validator(mode="after")
     def _headers_sendable(self) -> SubscriberConfig:
-        from relay.deliver.signing import header_refusal
-
         for name, value in self.headers.items():
             # A value no request can carry would fail every attempt; a name the relay sets would be sent twice.
             reason = header_refusal(name, value)

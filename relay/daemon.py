@@ -22,10 +22,10 @@ from aiohttp import web
 from relay import systemd
 from relay._display import mask_url
 from relay.config import Config, ConfigError, load_config
-from relay.http.app import RouteInstaller, build_app
-from relay.runtime import Runtime
+from relay.http.app import build_app
+from relay.runtime import Runtime, open_configured_store
 from relay.spec import SpecError, SpecRegistry, load_specs
-from relay.store import Store, StoreUnavailable, create_store
+from relay.store import Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -44,22 +44,6 @@ class Service(Protocol):
     async def stop(self, grace_s: float) -> None: ...
 
     def reconfigure(self, runtime: Runtime) -> None: ...
-
-
-ServiceFactory = Callable[[Runtime], Service]
-# Filled by the modules that provide workers and routes (delivery, polling, ION) at import time.
-SERVICE_FACTORIES: list[ServiceFactory] = []
-ROUTE_INSTALLERS: list[RouteInstaller] = []
-
-
-def open_configured_store(config: Config) -> Store:
-    return create_store(
-        config.store.url,
-        synchronous=config.store.synchronous,
-        batch_max=config.store.batch_max,
-        busy_timeout_s=config.store.busy_timeout_s,
-        quarantine_max_bytes=config.quarantine.max_bytes,
-    )
 
 
 def load_all(config_path: Path) -> tuple[Config, SpecRegistry]:
@@ -277,12 +261,11 @@ class Relay:
             dispatcher,
             PollScheduler(self.runtime),
             Retention(self.runtime),
-            *(factory(self.runtime) for factory in SERVICE_FACTORIES),
         ]
         for service in services:
             await service.start()
             self.services.append(service)  # only started services are stopped
-        app = build_app(self.runtime, extra_routes=tuple(ROUTE_INSTALLERS))
+        app = build_app(self.runtime)
         # keepalive_timeout also bounds how long a new connection may take to send its first request's
         # headers (aiohttp closes a connection still waiting for them), which stops slow-loris senders.
         self.runner = web.AppRunner(

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from relay.config import ApiKeyAuth, BasicAuth, BearerAuth, NoAuth, StandardWebhooksAuth
-from relay.deliver.signing import SignatureError, parse_secret, verify
+from relay.signing import SignatureError, parse_secret, verify
 
 InboundAuthConfig = BasicAuth | BearerAuth | ApiKeyAuth | StandardWebhooksAuth | NoAuth
 

@@ -25,10 +25,10 @@ from yarl import URL
 from relay import metrics
 from relay.config import Config, SubscriberConfig
 from relay.deliver.clock import ClockWatch
-from relay.deliver.guard import GuardedResolver, target_refusal, target_url
 from relay.deliver.retry import AttemptOutcome, CircuitBreaker, TokenBucket, decide, describe
-from relay.deliver.signing import header_refusal, parse_secret, signature_header
+from relay.guard import GuardedResolver, target_refusal, target_url
 from relay.runtime import Runtime
+from relay.signing import header_refusal, parse_secret, signature_header
 from relay.store import ClaimedDelivery, ClaimRequest, Completion, Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -153,9 +153,7 @@ class Dispatcher:
             raise_for_status=False,
         )
         await self._load_subscriber_states()
-        add_listener = getattr(self.store, "add_commit_listener", None)
-        if add_listener is not None:
-            add_listener(self.wake)
+        self.store.add_commit_listener(self.wake)
         self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
         self._state_task = asyncio.create_task(self._refresh_states_forever(), name="dispatcher-states")
         log.info("dispatcher started", owner=self.owner, subscribers=len(self._subs))

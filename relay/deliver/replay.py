@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from relay.ingest.pipeline import Router
+from relay.routing import Router
 from relay.store import EventFilter, Store
 from relay.store.base import ReplayEvent
 

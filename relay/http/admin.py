@@ -15,14 +15,21 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
 from relay.auth.inbound import check_bearer
-from relay.deliver.replay import replay
 from relay.events import format_ts, parse_ts
 from relay.http.responses import error, json_response
+from relay.ops import DeliveryFilter, EventFilter, NotFoundError, Operations, UnknownSubscriberError
 from relay.runtime import RUNTIME, Runtime
-from relay.store import EventFilter
-from relay.store.base import DeliveryFilter, DeliveryRow, SubscriberState
+from relay.views import (
+    delivery_detail_json,
+    delivery_json,
+    event_detail_json,
+    event_json,
+    quarantine_json,
+    replay_json,
+    subscriber_json,
+)
 
-__all__ = ["add_routes", "delivery_json", "subscriber_json"]
+__all__ = ["add_routes"]
 
 
 def _authorized(request: web.Request, runtime: Runtime) -> bool:
@@ -99,44 +106,13 @@ class RedriveRequest(_Body):
     key: str | None = None
     since: Instant = None
     until: Instant = None
+    dry_run: bool = Field(default=False, alias="dryRun")
 
 
 class ReplayRequest(RedriveRequest):
     """`POST /v1/admin/replay`: which stored events to deliver again, and to whom (the redrive filters)."""
 
     dry_run: bool = Field(default=False, alias="dryRun")
-
-
-def delivery_json(d: DeliveryRow) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "eventId": d.event_id,
-        "subscriber": d.subscriber,
-        "channel": d.channel,
-        "entityKey": d.entity_key,
-        "state": d.state,
-        "attempts": d.attempts,
-        "createdAt": d.created_at,
-        "nextAttemptAt": d.next_attempt_at if d.state == "pending" else None,
-        "replay": d.replay,
-        "lastStatus": d.last_status,
-        "lastError": d.last_error,
-        "finishedAt": d.finished_at,
-    }
-
-
-def subscriber_json(name: str, url: str, st: SubscriberState | None) -> dict[str, Any]:
-    st = st or SubscriberState(name)
-    return {
-        "name": name,
-        "url": url,
-        "disabled": st.disabled,
-        "disabledReason": st.disabled_reason,
-        "pending": st.pending,
-        "dead": st.dead,
-        "circuit": st.circuit_state,
-        "lastSuccessAt": st.last_success_at,
-    }
 
 
 def _delivery_filter(request: web.Request, state: str | None = None) -> DeliveryFilter:
@@ -179,10 +155,11 @@ def _problem(err: Any) -> str:
     return f"{where}: " + str(err["msg"]).removeprefix("Value error, ")
 
 
-async def list_events(request: web.Request) -> web.Response:
-    from relay.cli import event_json
+def _ops(request: web.Request) -> Operations:
+    return Operations.of(request.app[RUNTIME])
 
-    runtime = request.app[RUNTIME]
+
+async def list_events(request: web.Request) -> web.Response:
     q = request.query
     flt = EventFilter(
         channel=q.get("channel"),
@@ -192,37 +169,28 @@ async def list_events(request: web.Request) -> web.Response:
         until=_when(request, "until"),
         limit=_limit(request),
     )
-    found = await runtime.store.list_events(flt)
+    found = await _ops(request).list_events(flt)
     return json_response([event_json(e, with_payload=False) for e in found])
 
 
 async def show_event(request: web.Request) -> web.Response:
-    from relay.cli import event_json
-
-    runtime = request.app[RUNTIME]
-    found = await runtime.store.get_event(request.match_info["event_id"])
-    if found is None:
-        return error(404, "not_found", "no such event")
-    deliveries = await runtime.store.list_deliveries(DeliveryFilter(event_id=found.event_id, limit=1000))
-    return json_response({**event_json(found), "deliveries": [delivery_json(d) for d in deliveries]})
+    return json_response(event_detail_json(await _ops(request).show_event(request.match_info["event_id"])))
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
-    rows = await request.app[RUNTIME].store.list_deliveries(_delivery_filter(request))
+    rows = await _ops(request).list_deliveries(_delivery_filter(request))
     return json_response([delivery_json(d) for d in rows])
 
 
 async def show_delivery(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
     delivery_id = _row_id(request.match_info["delivery_id"])
     if delivery_id is None:
         return error(404, "not_found", "no such delivery")
-    attempts = await runtime.store.list_attempts(delivery_id)
-    return json_response({"id": delivery_id, "attempts": attempts})
+    return json_response(delivery_detail_json(await _ops(request).show_delivery(delivery_id)))
 
 
 async def list_dlq(request: web.Request) -> web.Response:
-    rows = await request.app[RUNTIME].store.list_deliveries(_delivery_filter(request, state="dead"))
+    rows = await _ops(request).list_dead(_delivery_filter(request))
     return json_response([delivery_json(d) for d in rows])
 
 
@@ -236,83 +204,37 @@ async def redrive(request: web.Request) -> web.Response:
         since=body.since,
         until=body.until,
     )
-    count = await request.app[RUNTIME].store.redrive(flt)
-    return json_response({"redriven": count})
+    count = await _ops(request).redrive(flt, dry_run=body.dry_run)
+    return json_response({"redriven": count, "dryRun": body.dry_run})
 
 
 async def post_replay(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
     body = await _json_body(request, ReplayRequest)
-    subscriber = body.subscriber
-    if subscriber is not None and runtime.config.subscriber(subscriber) is None:
-        return error(404, "unknown_subscriber", f"no subscriber named {subscriber!r}")
     flt = EventFilter(channel=body.channel, entity_key=body.key, since=body.since, until=body.until)
-    result = await replay(
-        runtime.store,
-        runtime.ingestor.router,
-        flt,
-        event_id=body.event_id,
-        subscriber=subscriber,
-        dry_run=body.dry_run,
-    )
-    return json_response(
-        {"events": result.events_matched, "deliveries": result.deliveries, "dryRun": result.dry_run},
-        200 if result.dry_run else 202,
-    )
+    result = await _ops(request).replay(flt, event_id=body.event_id, subscriber=body.subscriber, dry_run=body.dry_run)
+    return json_response(replay_json(result), 200 if result.dry_run else 202)
 
 
 async def list_quarantine(request: web.Request) -> web.Response:
-    rows = await request.app[RUNTIME].store.list_quarantine(source=request.query.get("source"), limit=_limit(request))
-    return json_response(
-        [
-            {
-                "id": r.id,
-                "receivedAt": r.received_at,
-                "source": r.source,
-                "channel": r.channel,
-                "reason": r.reason,
-                "details": r.details,
-                "size": r.size,
-            }
-            for r in rows
-        ]
-    )
+    rows = await _ops(request).list_quarantine(source=request.query.get("source"), limit=_limit(request))
+    return json_response([quarantine_json(r) for r in rows])
 
 
 async def show_quarantine(request: web.Request) -> web.Response:
     qid = _row_id(request.match_info["quarantine_id"])
-    row = await request.app[RUNTIME].store.get_quarantine(qid) if qid is not None else None
-    if row is None:
+    if qid is None:
         return error(404, "not_found", "no such quarantine entry")
-    return json_response(
-        {
-            "id": row.id,
-            "receivedAt": row.received_at,
-            "source": row.source,
-            "channel": row.channel,
-            "reason": row.reason,
-            "details": row.details,
-            "contentType": row.content_type,
-            "body": (row.body or b"").decode("utf-8", "replace"),
-        }
-    )
+    return json_response(quarantine_json(await _ops(request).show_quarantine(qid)))
 
 
 async def list_subscribers(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    states = await runtime.store.subscriber_states()
-    return json_response([subscriber_json(s.name, s.url, states.get(s.name)) for s in runtime.config.subscribers])
+    return json_response([subscriber_json(s) for s in await _ops(request).subscribers()])
 
 
 async def enable_subscriber(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
     name = request.match_info["name"]
-    if runtime.config.subscriber(name) is None:
-        return error(404, "unknown_subscriber", f"no subscriber named {name!r}")
-    await runtime.store.set_subscriber_disabled(name, False, None)
-    if runtime.dispatcher is not None:
-        runtime.dispatcher.enable(name)
-    return json_response({"name": name, "disabled": False, "at": format_ts(datetime.now().astimezone())})
+    at = await _ops(request).enable_subscriber(name)
+    return json_response({"name": name, "disabled": False, "at": format_ts(at)})
 
 
 @web.middleware
@@ -321,6 +243,10 @@ async def _bad_query(request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
     except _BadQueryError as exc:
         return error(400, "bad_request", str(exc))
+    except UnknownSubscriberError as exc:
+        return error(404, "unknown_subscriber", str(exc))
+    except NotFoundError as exc:
+        return error(404, "not_found", str(exc))
     except (ValueError, KeyError) as exc:
         if not request.path.startswith("/v1/admin/"):
             raise

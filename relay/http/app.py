@@ -16,7 +16,6 @@ from relay.store import StoreUnavailable
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-RouteInstaller = Callable[[web.Application], None]
 
 __all__ = ["build_app"]
 
@@ -86,7 +85,7 @@ async def asyncapi_route(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="application/yaml")
 
 
-def build_app(runtime: Runtime, *, extra_routes: tuple[RouteInstaller, ...] = ()) -> web.Application:
+def build_app(runtime: Runtime) -> web.Application:
     """The relay's HTTP application bound to `runtime`."""
     from relay.http import admin
     from relay.ingest import ion_ims, json_push
@@ -104,6 +103,4 @@ def build_app(runtime: Runtime, *, extra_routes: tuple[RouteInstaller, ...] = ()
     json_push.add_routes(app)
     ion_ims.add_routes(app)
     admin.add_routes(app)
-    for install in extra_routes:
-        install(app)
     return app

@@ -16,11 +16,11 @@ from relay import metrics
 from relay._malloc import release_free_memory
 from relay.auth.inbound import InboundAuthConfig, authenticate, needs_body
 from relay.config import BearerAuth, JsonPushSource, StandardWebhooksAuth
-from relay.deliver.signing import SignatureError, check_signature_headers
 from relay.http.headers import header_for_record
 from relay.http.responses import error, json_response, unauthorized
 from relay.ingest.pipeline import Candidate, PayloadProblem, check_payload
 from relay.runtime import RUNTIME, Runtime
+from relay.signing import SignatureError, check_signature_headers
 from relay.store import StoreUnavailable
 
 log = structlog.get_logger(__name__)

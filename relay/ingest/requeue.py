@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import orjson
 
 from relay.config import Config, IonImsSource, JsonPushSource
-from relay.ingest.pipeline import Candidate, Ingestor, PayloadProblem, Router, check_candidate, check_payload
+from relay.ingest.pipeline import Candidate, Ingestor, PayloadProblem, check_candidate, check_payload
+from relay.routing import Router
 from relay.spec import SpecRegistry
 from relay.store import IngestOutcome, Store
 

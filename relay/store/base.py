@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -248,6 +248,13 @@ class Store(abc.ABC):
         """Finish pending commits and disconnect."""
 
     @abc.abstractmethod
+    def add_commit_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (no arguments, must not block) after every commit that created due deliveries.
+
+        The dispatcher registers its wake-up here so new work is sent at once instead of at the next poll.
+        """
+
+    @abc.abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable unless a write would be committed and kept now (what `/readyz` reports)."""
 
@@ -336,6 +343,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_deliveries(self, flt: DeliveryFilter) -> list[DeliveryRow]:
         """Newest deliveries first."""
+
+    @abc.abstractmethod
+    async def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
+        """One delivery by id."""
 
     @abc.abstractmethod
     async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:

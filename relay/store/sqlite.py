@@ -104,6 +104,24 @@ async def _existing_event_ids(conn: aiosqlite.Connection, ids: Sequence[str]) ->
     return found
 
 
+def _row_to_delivery(r: Sequence[Any]) -> DeliveryRow:
+    return DeliveryRow(
+        id=r[0],
+        event_id=r[1],
+        subscriber=r[2],
+        state=r[3],
+        attempts=r[4],
+        created_at=r[5],
+        next_attempt_at=r[6],
+        replay=bool(r[7]),
+        last_status=r[8],
+        last_error=r[9],
+        finished_at=r[10],
+        channel=r[11],
+        entity_key=r[12],
+    )
+
+
 def _row_to_event(row: Sequence[Any]) -> Event:
     (
         event_id,
@@ -807,24 +825,11 @@ class SqliteStore(Store):
 
     async def list_deliveries(self, flt: DeliveryFilter) -> list[DeliveryRow]:
         rows = await self._read(Q["list_deliveries"], self._delivery_params(flt))
-        return [
-            DeliveryRow(
-                id=r[0],
-                event_id=r[1],
-                subscriber=r[2],
-                state=r[3],
-                attempts=r[4],
-                created_at=r[5],
-                next_attempt_at=r[6],
-                replay=bool(r[7]),
-                last_status=r[8],
-                last_error=r[9],
-                finished_at=r[10],
-                channel=r[11],
-                entity_key=r[12],
-            )
-            for r in rows
-        ]
+        return [_row_to_delivery(r) for r in rows]
+
+    async def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
+        rows = list(await self._read(Q["get_delivery"], {"delivery_id": delivery_id}))
+        return _row_to_delivery(rows[0]) if rows else None
 
     async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         rows = await self._read(Q["list_attempts"], {"delivery_id": delivery_id})

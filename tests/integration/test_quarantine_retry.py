@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 from conftest import make_app
-from helpers import HUB_TOKEN, arun_cli, base_config, sample_event, write_config
+from helpers import HUB_TOKEN, ainvoke_cli, base_config, sample_event, write_config
 
 
 async def test_retry_after_a_config_fix(tmp_path: Path) -> None:
@@ -26,15 +26,15 @@ async def test_retry_after_a_config_fix(tmp_path: Path) -> None:
     finally:
         await app.client.close()
         await app.store.close()
-    still = await arun_cli("quarantine", "retry", "-c", str(config_path), str(qid))
+    still = await ainvoke_cli("quarantine", "retry", "-c", str(config_path), str(qid))
     assert still.returncode == 1
     assert "is not accepted from this source" in still.stdout
     data["sources"][0].pop("channels")
     config_path.write_text(yaml.safe_dump(data))
-    done = await arun_cli("quarantine", "retry", "-c", str(config_path), str(qid))
+    done = await ainvoke_cli("quarantine", "retry", "-c", str(config_path), str(qid))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "inv-q: accepted" in done.stdout
-    listed = await arun_cli("events", "list", "-c", str(config_path), "--json")
+    listed = await ainvoke_cli("events", "list", "-c", str(config_path), "--json")
     assert [e["eventId"] for e in json.loads(listed.stdout)] == ["inv-q"]
-    gone = await arun_cli("quarantine", "show", "-c", str(config_path), str(qid))
+    gone = await ainvoke_cli("quarantine", "show", "-c", str(config_path), str(qid))
     assert gone.returncode == 1

@@ -14,11 +14,11 @@ from helpers import arun_cli, base_config, relay_process, until, write_config
 from subscriber import Subscriber, subscriber_config
 
 from relay.config import config_from_mapping
-from relay.ingest.pipeline import Router
 from relay.poll.base import PollError
 from relay.poll.engine import Poller
 from relay.poll.scheduler import build_source
 from relay.poll.sxe import build_sxe  # noqa: F401 - registers the builder
+from relay.routing import Router
 from relay.sim.ion import IonSimulator, running_ion_simulator
 from relay.sim.sxe import SxeSimulator
 from relay.spec import builtin_spec_paths, load_specs

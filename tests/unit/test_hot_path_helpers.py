@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry, Counter
 from relay import metrics
 from relay.config import config_from_mapping
 from relay.events import utc_text, version_order
-from relay.ingest.pipeline import Ingestor, Router
+from relay.ingest.pipeline import Ingestor
+from relay.routing import Router
 from relay.runtime import Runtime
 from relay.spec import SpecRegistry
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from helpers import WHSEC
 
-from relay.deliver.signing import SignatureError, check_signature_headers, parse_secret, sign, verify
+from relay.signing import SignatureError, check_signature_headers, parse_secret, sign, verify
 
 NOW = datetime(2026, 11, 20, 9, 41, 56, tzinfo=UTC)
 TS = int(NOW.timestamp())

@@ -210,6 +210,12 @@ WHERE (:event_id IS NULL OR d.event_id = :event_id)
 ORDER BY d.id DESC
 LIMIT :limit;
 
+-- name: get_delivery
+SELECT d.id, d.event_id, d.subscriber, d.state, d.attempts, d.created_at, d.next_attempt_at,
+       d.replay, d.last_status, d.last_error, d.finished_at, e.channel, d.entity_key
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+WHERE d.id = :delivery_id;
+
 -- name: list_attempts
 SELECT attempt, started_at, duration_ms, status, error, response_excerpt
 FROM attempts WHERE delivery_id = :delivery_id ORDER BY attempt;
