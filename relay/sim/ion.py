@@ -4,8 +4,8 @@ Used by the tests and `relay demo`. It behaves as PROTOCOLS.md describes; what t
 leaves open (error bodies, refresh-token lifetime, multipart content types) is configurable or documented
 here as the simulator's choice.
 
-* `IonSimulator` serves, for one tenant, `POST /{tenant}/as/token.oauth2` (password, client_credentials and
-  refresh_token grants), `POST /{tenant}/as/revoke_token.oauth2`, and a gateway under `/{tenant}/…` that
+* `IonSimulator` serves, for one tenant, `POST /{tenant}/as/token.oauth2` (password and refresh_token grants;
+  like the ION API it has no client_credentials grant), `POST /{tenant}/as/revoke_token.oauth2`, and a gateway under `/{tenant}/…` that
   checks bearer tokens and routes to handlers added with `add_gateway_route`.
 * `BodFactory` writes realistic BODs for Halloran Electrical Supply with the element paths that
   `relay.ingest.bod.DEFAULT_MAPPINGS` reads.
@@ -209,7 +209,11 @@ class IonSimulator:
     def ionapi_dict(
         self, base_url: str, *, grant: Literal["password", "client_credentials"] = "password"
     ) -> dict[str, Any]:
-        """A `.ionapi` document for this simulator served at `base_url` (no service account for client_credentials)."""
+        """A `.ionapi` document for this simulator served at `base_url`.
+
+        `grant="client_credentials"` leaves out the service account (`saak`/`sask`), as a file downloaded
+        without "Create Service Account" is: the relay refuses such a file.
+        """
         base = base_url.rstrip("/")
         doc: dict[str, Any] = {
             "ti": self.tenant,
@@ -283,7 +287,8 @@ class IonSimulator:
         return response
 
     def _grant(self, request: web.Request, form: Mapping[str, Any], grant: str) -> web.Response:
-        if grant not in ("password", "client_credentials", "refresh_token"):
+        # The ION API offers backend services the password grant with a service account, no client credentials.
+        if grant not in ("password", "refresh_token"):
             return _oauth_error(400, "unsupported_grant_type", f"grant_type {grant!r} is not supported")
         if not self._client_ok(request, form):
             return _oauth_error(401, "invalid_client", "client authentication failed")
@@ -295,8 +300,6 @@ class IonSimulator:
                 and hmac.compare_digest(username, self.saak) & hmac.compare_digest(password, self.sask)
             ):
                 return _oauth_error(401, "invalid_grant", "service account credentials are invalid")
-            return web.json_response(self._issue(grant, None))
-        if grant == "client_credentials":
             return web.json_response(self._issue(grant, None))
         refresh = form.get("refresh_token")
         issued = self._refresh.get(refresh) if isinstance(refresh, str) else None
