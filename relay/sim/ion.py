@@ -5,8 +5,8 @@ leaves open (error bodies, refresh-token lifetime, multipart content types) is c
 here as the simulator's choice.
 
 * `IonSimulator` serves, for one tenant, `POST /{tenant}/as/token.oauth2` (password and refresh_token grants;
-  like the ION API it has no client_credentials grant), `POST /{tenant}/as/revoke_token.oauth2`, and a gateway under `/{tenant}/…` that
-  checks bearer tokens and routes to handlers added with `add_gateway_route`.
+  like the ION API it has no client_credentials grant), `POST /{tenant}/as/revoke_token.oauth2`, and a gateway
+  under `/{tenant}/…` that checks bearer tokens and routes to handlers added with `add_gateway_route`.
 * `BodFactory` writes realistic BODs for Halloran Electrical Supply with the element paths that
   `relay.ingest.bod.DEFAULT_MAPPINGS` reads.
 * `plan_ims_traffic` makes a deterministic mix of new, duplicate, out-of-order and malformed IMS messages,
