@@ -4,9 +4,9 @@ Used by the tests and `relay demo`. It behaves as PROTOCOLS.md describes; what t
 leaves open (error bodies, refresh-token lifetime, multipart content types) is configurable or documented
 here as the simulator's choice.
 
-* `IonSimulator` serves, for one tenant, `POST /{tenant}/as/token.oauth2` (password, client_credentials and
-  refresh_token grants), `POST /{tenant}/as/revoke_token.oauth2`, and a gateway under `/{tenant}/…` that
-  checks bearer tokens and routes to handlers added with `add_gateway_route`.
+* `IonSimulator` serves, for one tenant, `POST /{tenant}/as/token.oauth2` (password and refresh_token grants;
+  like the ION API it has no client_credentials grant), `POST /{tenant}/as/revoke_token.oauth2`, and a gateway
+  under `/{tenant}/…` that checks bearer tokens and routes to handlers added with `add_gateway_route`.
 * `BodFactory` writes realistic BODs for Halloran Electrical Supply with the element paths that
   `relay.ingest.bod.DEFAULT_MAPPINGS` reads.
 * `plan_ims_traffic` makes a deterministic mix of new, duplicate, out-of-order and malformed IMS messages,
@@ -209,7 +209,11 @@ class IonSimulator:
     def ionapi_dict(
         self, base_url: str, *, grant: Literal["password", "client_credentials"] = "password"
     ) -> dict[str, Any]:
-        """A `.ionapi` document for this simulator served at `base_url` (no service account for client_credentials)."""
+        """A `.ionapi` document for this simulator served at `base_url`.
+
+        `grant="client_credentials"` leaves out the service account (`saak`/`sask`), as a file downloaded
+        without "Create Service Account" is: the relay refuses such a file.
+        """
         base = base_url.rstrip("/")
         doc: dict[str, Any] = {
             "ti": self.tenant,
@@ -283,7 +287,8 @@ class IonSimulator:
         return response
 
     def _grant(self, request: web.Request, form: Mapping[str, Any], grant: str) -> web.Response:
-        if grant not in ("password", "client_credentials", "refresh_token"):
+        # The ION API offers backend services the password grant with a service account, no client credentials.
+        if grant not in ("password", "refresh_token"):
             return _oauth_error(400, "unsupported_grant_type", f"grant_type {grant!r} is not supported")
         if not self._client_ok(request, form):
             return _oauth_error(401, "invalid_client", "client authentication failed")
@@ -295,8 +300,6 @@ class IonSimulator:
                 and hmac.compare_digest(username, self.saak) & hmac.compare_digest(password, self.sask)
             ):
                 return _oauth_error(401, "invalid_grant", "service account credentials are invalid")
-            return web.json_response(self._issue(grant, None))
-        if grant == "client_credentials":
             return web.json_response(self._issue(grant, None))
         refresh = form.get("refresh_token")
         issued = self._refresh.get(refresh) if isinstance(refresh, str) else None
@@ -378,7 +381,17 @@ async def running_ion_simulator(**kwargs: Any) -> AsyncIterator[tuple[IonSimulat
 
 # --- BODs ------------------------------------------------------------------------------------------
 
-BodKind = Literal["customer_sync", "customer_delete", "sales_order", "invoice", "item_balance", "inventory_count"]
+BodKind = Literal[
+    "customer_sync",
+    "customer_delete",
+    "sales_order",
+    "invoice",
+    "item_balance",
+    "inventory_count",
+    "purchase_order",
+    "receipt",
+    "supplier",
+]
 BOD_KINDS: tuple[BodKind, ...] = (
     "customer_sync",
     "customer_delete",
@@ -386,7 +399,13 @@ BOD_KINDS: tuple[BodKind, ...] = (
     "invoice",
     "item_balance",
     "inventory_count",
+    "purchase_order",
+    "receipt",
+    "supplier",
 )
+# How often `next_bod` and `plan_ims_traffic` pick each kind, in BOD_KINDS order.
+_KIND_WEIGHTS = (3, 1, 4, 2, 3, 1, 1, 1, 1)
+_VENDORS = (("V3001", "Midwest Wire Co."), ("V3002", "Lakeside Breaker Supply"), ("V3003", "Northern Conduit Inc."))
 WAREHOUSES = ("MAIN", "EAST", "WEST")
 
 # (part number, description, unit of measure, unit price in USD)
@@ -743,10 +762,91 @@ class BodFactory:
         kind: BodKind = "item_balance" if noun == "ItemBalance" else "inventory_count"
         return self._bod(kind, noun, doc_id, variation, created, document, location=pairs[0][1])
 
+    def purchase_order(
+        self, po_number: str | None = None, *, variation_id: int | None = None, created_at: datetime | None = None
+    ) -> GeneratedBod:
+        """A `SyncPurchaseOrder` to one of Halloran's vendors (OAGIS PurchaseOrderHeader/SupplierParty)."""
+        number = po_number or f"PO-{200400 + self._next_inventory}"
+        self._next_inventory += 1
+        vendor = self._rng.choice(_VENDORS)[0]
+        created = self._created(created_at)
+        variation = self._variation("PurchaseOrder", number, variation_id)
+        part = self._rng.choice(_CATALOGUE)
+        qty = float(self._rng.choice((50, 100, 500)))
+        noun = _node(
+            "PurchaseOrder",
+            _node(
+                "PurchaseOrderHeader",
+                _node("DocumentID", self._id(number, variation)),
+                _leaf("LastModificationDateTime", _ts(created)),
+                _leaf("DocumentDateTime", _ts(created - timedelta(hours=2))),
+                _node("Status", _leaf("Code", "Open")),
+                _leaf("TotalAmount", _money(qty * part[3]), currencyID="USD"),
+                _node("SupplierParty", _node("PartyIDs", _leaf("ID", vendor))),
+            ),
+            _node(
+                "PurchaseOrderLine",
+                _leaf("LineNumber", "1"),
+                _node("Item", _node("ItemID", _leaf("ID", part[0]))),
+                _leaf("Quantity", _qty(qty), unitCode=part[2]),
+            ),
+        )
+        return self._bod("purchase_order", "PurchaseOrder", number, variation, created, noun)
+
+    def receipt(
+        self, receipt_number: str | None = None, *, variation_id: int | None = None, created_at: datetime | None = None
+    ) -> GeneratedBod:
+        """A `SyncReceiveDelivery`: goods received in a warehouse against a purchase order."""
+        number = receipt_number or f"RCV-{88000 + self._next_inventory}"
+        self._next_inventory += 1
+        vendor = self._rng.choice(_VENDORS)[0]
+        warehouse = self._rng.choice(WAREHOUSES)
+        created = self._created(created_at)
+        variation = self._variation("ReceiveDelivery", number, variation_id)
+        noun = _node(
+            "ReceiveDelivery",
+            _node(
+                "ReceiveDeliveryHeader",
+                _node("DocumentID", self._id(number, variation)),
+                _leaf("LastModificationDateTime", _ts(created)),
+                _leaf("ReceivedDateTime", _ts(created - timedelta(minutes=5))),
+                _node("SupplierParty", _node("PartyIDs", _leaf("ID", vendor))),
+                _node("ShipToParty", _node("Location", _leaf("ID", warehouse))),
+                _node(
+                    "PurchaseOrderReference",
+                    _node("DocumentID", _leaf("ID", f"PO-{200400 + self._rng.randint(1, 99)}")),
+                ),
+            ),
+        )
+        return self._bod("receipt", "ReceiveDelivery", number, variation, created, noun, location=warehouse)
+
+    def supplier(
+        self, vendor_number: str | None = None, *, variation_id: int | None = None, created_at: datetime | None = None
+    ) -> GeneratedBod:
+        """A `SyncSupplierPartyMaster` for one of Halloran's vendors."""
+        known = dict(_VENDORS)
+        if vendor_number is None:
+            vendor_number = f"V{3000 + self._next_inventory}"
+            self._next_inventory += 1
+        number = vendor_number
+        created = self._created(created_at)
+        variation = self._variation("SupplierPartyMaster", number, variation_id)
+        noun = _node(
+            "SupplierPartyMaster",
+            _node("PartyIDs", self._id(number, variation)),
+            _leaf("Name", known.get(number, f"{self._rng.choice(_NAME_FIRST)} Electrical Wholesale")),
+            _node("Location", _node("Address", _leaf("CountryCode", "US"))),
+            _node("Communication", _leaf("ChannelCode", "Telephone"), _leaf("DialNumber", "+1 414 555 0100")),
+            _node("Status", _leaf("Code", "Active")),
+            _leaf("CurrencyCode", "USD"),
+            _leaf("LastModificationDateTime", _ts(created)),
+        )
+        return self._bod("supplier", "SupplierPartyMaster", number, variation, created, noun)
+
     def next_bod(self, kind: BodKind | None = None) -> GeneratedBod:
         """A new document or a new variation of a known one, of `kind` or of a kind picked by the seed."""
         if kind is None:
-            kind = self._rng.choices(BOD_KINDS, weights=(3, 1, 4, 2, 3, 1))[0]
+            kind = self._rng.choices(BOD_KINDS, weights=_KIND_WEIGHTS)[0]
         return self.document(kind, None)
 
     def document(
@@ -769,6 +869,12 @@ class BodFactory:
             return self.invoice(document_id, **common)
         if kind == "item_balance":
             return self.inventory_balance(document_id, noun="ItemBalance", **common)
+        if kind == "purchase_order":
+            return self.purchase_order(document_id, **common)
+        if kind == "receipt":
+            return self.receipt(document_id, **common)
+        if kind == "supplier":
+            return self.supplier(document_id, **common)
         return self.inventory_balance(document_id, noun="InventoryCount", **common)
 
     # -- helpers --
@@ -837,7 +943,7 @@ class BodFactory:
                     ),
                     type="Billing",
                 ),
-                _node("Communication", _leaf("ChannelCode", "Phone"), _leaf("DialNumber", customer.phone)),
+                _node("Communication", _leaf("ChannelCode", "Telephone"), _leaf("DialNumber", customer.phone)),
                 _node("Communication", _leaf("ChannelCode", "EMail"), _leaf("URI", customer.email)),
                 _leaf("CurrencyCode", "USD"),
             )
@@ -1116,7 +1222,7 @@ def plan_ims_traffic(
 
     for kind in kinds:
         if kind == "new":
-            bod_kind = rng.choices(BOD_KINDS, weights=(3, 1, 4, 2, 3, 1))[0]
+            bod_kind = rng.choices(BOD_KINDS, weights=_KIND_WEIGHTS)[0]
             same_kind = [d for d in docs if d.kind == bod_kind]
             if bod_kind == "customer_delete":
                 same_kind = [d for d in docs if d.kind in ("customer_sync", "customer_delete")]
