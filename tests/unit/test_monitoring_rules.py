@@ -69,7 +69,7 @@ def test_source_up_needs_every_resource_healthy(failures: list[int], up: bool) -
         ("0 9,17 * * *", T0 + timedelta(hours=10), 8 * 3600.0),  # from 19:00: 09:00 and 17:00
     ],
 )
-def test_cron_interval_is_the_gap_between_the_next_two_runs(expression: str, after: datetime, interval_s: float) -> None:
+def test_cron_interval_is_the_gap_of_the_next_two_runs(expression: str, after: datetime, interval_s: float) -> None:
     assert cron_interval_s(expression, after) == interval_s
 
 
