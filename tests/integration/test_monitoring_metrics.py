@@ -3,6 +3,7 @@ pending delivery's age and the store's availability from an in-process relay on 
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import yaml
 from aiohttp import web
 from conftest import make_app
 from helpers import HUB_TOKEN, base_config, relay_process, sample_event, until, write_config
@@ -64,6 +66,11 @@ async def stock() -> AsyncIterator[tuple[Stock, str]]:
     await site.start()
     yield api, f"http://127.0.0.1:{bound_port(site)}/stock"
     await runner.cleanup()
+
+
+def _server(config_path: Path) -> dict[str, Any]:
+    server: dict[str, Any] = yaml.safe_load(config_path.read_text())["server"]
+    return server
 
 
 def _poll_config(tmp_path: Path, url: str) -> dict[str, Any]:
@@ -143,6 +150,16 @@ async def test_scrape_shows_poll_success_then_failure_then_recovery(tmp_path: Pa
                 return value(samples, "relay_source_up", source="wms") == 1 and fresh > stale
 
             await until(recovered, timeout=20)
+
+            # Removed from the configuration, the source stops exporting its poll series (and alerting).
+            config_path.write_text(yaml.safe_dump(base_config(tmp_path, server=_server(config_path))))
+            relay.signal(signal.SIGHUP)
+
+            async def forgotten() -> bool:
+                samples = await scrape()
+                return not any(name.startswith(("relay_poll_", "relay_source_up")) for name, _ in samples)
+
+            await until(forgotten, timeout=20)
 
 
 def _old_event(event_id: str, received_at: datetime) -> Event:
