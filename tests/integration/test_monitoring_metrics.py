@@ -102,6 +102,7 @@ def _poll_config(tmp_path: Path, url: str) -> dict[str, Any]:
     )
 
 
+@pytest.mark.slow  # a `relay serve` process: left out of `make check`
 async def test_scrape_shows_poll_success_then_failure_then_recovery(tmp_path: Path, stock: tuple[Stock, str]) -> None:
     api, url = stock
     resource = {"source": "wms", "resource": f"0:{url}"}  # the API key in the query is not published
