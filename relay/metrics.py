@@ -122,7 +122,7 @@ POLL_LAST_SUCCESS = Gauge(
 )
 POLL_INTERVAL = Gauge(
     "relay_poll_interval_seconds",
-    "Seconds between poll runs of a resource as configured (`every`, or the next gap of its `cron`).",
+    "Seconds between poll runs of a resource as configured (`every`; for `cron`, from the last run to the next).",
     ["source", "resource"],
 )
 SOURCE_UP = Gauge(

@@ -31,7 +31,7 @@ __all__ = [
     "PollScheduler",
     "backoff_s",
     "build_source",
-    "cron_interval_s",
+    "cron_delay_s",
     "cron_next",
     "next_delay_s",
     "source_up",
@@ -103,14 +103,13 @@ def cron_next(expression: str, after: datetime) -> datetime:
     raise ValueError(f"cron expression {expression!r} never matches")
 
 
-def cron_interval_s(expression: str, after: datetime) -> float:
-    """Seconds between the next two runs of a cron expression after `after` (the interval it implies now).
+def cron_delay_s(expression: str, after: datetime) -> float:
+    """Seconds from `after` until the next run of a cron expression: the wait after a run, and its interval.
 
     Raises:
         ValueError: a malformed expression.
     """
-    first = cron_next(expression, after)
-    return (cron_next(expression, first) - first).total_seconds()
+    return (cron_next(expression, after) - after).total_seconds()
 
 
 def source_up(failures_per_resource: Sequence[int]) -> bool:
@@ -192,7 +191,7 @@ def _interval_s(resource: ResourceSpec) -> float:
     if resource.cron:
         # A malformed expression is reported where the job first schedules by it, not while starting others.
         with contextlib.suppress(ValueError):
-            return cron_interval_s(resource.cron, datetime.now(UTC))
+            return cron_delay_s(resource.cron, datetime.now(UTC))
     return resource.every_s
 
 
@@ -340,8 +339,8 @@ class PollScheduler:
             if report.accepted:
                 log.info("poll emitted", source=job.source, resource=r.name, events=report.accepted)
             if r.cron:
-                now = datetime.now(UTC)
-                metrics.labelled(metrics.POLL_INTERVAL, job.source, job.label).set(cron_interval_s(r.cron, now))
-                await asyncio.sleep((cron_next(r.cron, now) - now).total_seconds())
+                wait_s = cron_delay_s(r.cron, datetime.now(UTC))
+                metrics.labelled(metrics.POLL_INTERVAL, job.source, job.label).set(wait_s)
+                await asyncio.sleep(wait_s)
             else:
                 await asyncio.sleep(next_delay_s(r.every_s, r.jitter, job.rng))

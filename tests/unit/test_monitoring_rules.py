@@ -1,4 +1,4 @@
-"""Pure rules behind the monitoring metrics: resource labels, pending age, source health, cron intervals."""
+"""Pure rules behind the monitoring metrics: resource labels, pending age, source health, cron delays."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from relay import metrics
 from relay.monitoring import pending_age_s
-from relay.poll.scheduler import cron_interval_s, source_up
+from relay.poll.scheduler import cron_delay_s, source_up
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -60,22 +60,23 @@ def test_source_up_needs_every_resource_healthy(failures: list[int], up: bool) -
 
 
 @pytest.mark.parametrize(
-    ("expression", "after", "interval_s"),
+    ("expression", "after", "delay_s"),
     [
         ("*/5 * * * *", T0, 300.0),
+        ("*/5 * * * *", T0 + timedelta(seconds=30), 270.0),
         ("0 * * * *", T0, 3600.0),
-        ("30 2 * * *", T0, 86400.0),
-        ("0 9,17 * * *", T0, 16 * 3600.0),  # from 09:00 the next runs are 17:00 and 09:00 tomorrow
-        ("0 9,17 * * *", T0 + timedelta(hours=10), 8 * 3600.0),  # from 19:00: 09:00 and 17:00
+        ("30 2 * * *", T0, 17.5 * 3600),  # 02:30 tomorrow
+        ("0 9,17 * * *", T0, 8 * 3600.0),  # from 09:00: 17:00
+        ("0 9,17 * * *", T0 + timedelta(hours=10), 14 * 3600.0),  # from 19:00: 09:00 tomorrow
     ],
 )
-def test_cron_interval_is_the_gap_of_the_next_two_runs(expression: str, after: datetime, interval_s: float) -> None:
-    assert cron_interval_s(expression, after) == interval_s
+def test_cron_delay_is_the_time_to_the_next_run(expression: str, after: datetime, delay_s: float) -> None:
+    assert cron_delay_s(expression, after) == delay_s
 
 
-def test_cron_interval_of_a_malformed_expression_is_an_error() -> None:
+def test_cron_delay_of_a_malformed_expression_is_an_error() -> None:
     with pytest.raises(ValueError, match="5 fields"):
-        cron_interval_s("* * *", T0)
+        cron_delay_s("* * *", T0)
 
 
 def test_forget_removes_a_series_and_labelling_again_recreates_it() -> None:
