@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay.http.responses import error, json_response
+from relay.monitoring import refresh_store_gauges
 from relay.runtime import RUNTIME, Runtime
 from relay.store import StoreUnavailable
 
@@ -70,6 +71,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_route(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    await refresh_store_gauges(runtime.store, [s.name for s in runtime.config.subscribers])
     body = generate_latest()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -341,6 +341,10 @@ class Store(abc.ABC):
         """When the earliest pending delivery is due."""
 
     @abc.abstractmethod
+    async def oldest_pending_at(self, subscribers: Sequence[str]) -> dict[str, datetime]:
+        """When the oldest delivery waiting or in flight of each of `subscribers` was created (none: absent)."""
+
+    @abc.abstractmethod
     async def list_deliveries(self, flt: DeliveryFilter) -> list[DeliveryRow]:
         """Newest deliveries first."""
 

@@ -330,6 +330,7 @@ class SqliteStore(Store):
         errors: dict[_WriteOp, BaseException] = {}
         created_deliveries = 0
         if self._lost is not None:
+            metrics.STORE_COMMIT_FAILURES.inc()
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(StoreUnavailable(self._lost))
@@ -369,6 +370,7 @@ class SqliteStore(Store):
             self._check_files()
         except Exception as exc:
             self._last_write_failed = True
+            metrics.STORE_COMMIT_FAILURES.inc()
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
             log.error("commit failed", error=str(exc), batch=len(batch))
@@ -809,6 +811,14 @@ class SqliteStore(Store):
     async def next_due_at(self) -> datetime | None:
         rows = list(await self._read(Q["next_due_at"]))
         return parse_ts(rows[0][0]) if rows and rows[0][0] else None
+
+    async def oldest_pending_at(self, subscribers: Sequence[str]) -> dict[str, datetime]:
+        oldest: dict[str, datetime] = {}
+        for name in subscribers:
+            rows = list(await self._read(Q["oldest_pending"], {"subscriber": name}))
+            if rows:
+                oldest[name] = parse_ts(rows[0][0])
+        return oldest
 
     @staticmethod
     def _delivery_params(flt: DeliveryFilter) -> dict[str, Any]:

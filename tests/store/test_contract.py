@@ -185,6 +185,40 @@ async def test_shift_schedule_moves_future_retries_and_leases(backend: Store) ->
     assert sorted(d.event_id for d in again) == ["a", "b"]
 
 
+async def test_oldest_pending_counts_leased_deliveries_and_skips_finished_ones(backend: Store) -> None:
+    ten_ago, five_ago = NOW - timedelta(minutes=10), NOW - timedelta(minutes=5)
+    await backend.ingest(
+        [
+            NewEvent(event("old", key=None, received=ten_ago), [DeliveryPlan("s1"), DeliveryPlan("s2")]),
+            NewEvent(event("new", key=None, received=five_ago), [DeliveryPlan("s1")]),
+        ]
+    )
+    assert await backend.oldest_pending_at(["s1", "s2", "s3"]) == {"s1": ten_ago, "s2": ten_ago}
+    now = datetime.now(UTC)
+    claimed = await backend.claim_deliveries("o", now, [ClaimRequest("s1", 10, False, now + timedelta(minutes=1))])
+    (first,) = [d for d in claimed if d.event_id == "old"]
+    await backend.complete_deliveries(
+        [
+            Completion(
+                delivery_id=first.id,
+                subscriber="s1",
+                owner="o",
+                attempt=1,
+                started_at=now,
+                duration_ms=1,
+                status=200,
+                error=None,
+                response_excerpt=None,
+                state="delivered",
+                next_attempt_at=None,
+            )
+        ]
+    )
+    # "new" is leased (in flight), still pending; "old" is delivered.
+    assert await backend.oldest_pending_at(["s1", "s2"]) == {"s1": five_ago, "s2": ten_ago}
+    assert await backend.oldest_pending_at([]) == {}
+
+
 async def test_redrive_and_replay(backend: Store) -> None:
     await backend.ingest([NewEvent(event("d", key=None), [DeliveryPlan("s")])])
     now = datetime.now(UTC)

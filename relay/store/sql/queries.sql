@@ -193,6 +193,11 @@ FROM subscriber_state;
 SELECT subscriber, state, count(*) FROM deliveries
 WHERE state IN ('pending', 'dead') GROUP BY subscriber, state;
 
+-- name: oldest_pending
+-- The oldest delivery of one subscriber waiting or in flight: one index seek (ids grow with created_at).
+SELECT created_at FROM deliveries INDEXED BY deliveries_state
+WHERE state = 'pending' AND subscriber = :subscriber ORDER BY id LIMIT 1;
+
 -- name: next_due_at
 SELECT min(next_attempt_at) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending';
 
