@@ -16,6 +16,7 @@ from relay.ops import (
     DeliveryDetail,
     DeliveryRecord,
     EventDetail,
+    EventFeed,
     QuarantineRecord,
     QuarantineRetry,
     ReplayCount,
@@ -27,6 +28,7 @@ __all__ = [
     "delivery_detail_json",
     "delivery_json",
     "event_detail_json",
+    "event_feed_json",
     "event_json",
     "quarantine_json",
     "quarantine_retry_json",
@@ -63,6 +65,11 @@ def event_json(event: Event, *, with_payload: bool = True) -> dict[str, Any]:
 
 def event_detail_json(detail: EventDetail) -> dict[str, Any]:
     return {**event_json(detail.event), "deliveries": [delivery_json(d) for d in detail.deliveries]}
+
+
+def event_feed_json(feed: EventFeed) -> dict[str, Any]:
+    """Events oldest first (listed, without payloads) and the cursor that asks for the next ones."""
+    return {"cursor": feed.cursor, "events": [event_json(e, with_payload=False) for e in feed.events]}
 
 
 def delivery_json(d: DeliveryRecord) -> dict[str, Any]:

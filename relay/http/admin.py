@@ -6,9 +6,10 @@ answers 401 to everyone.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
@@ -23,6 +24,7 @@ from relay.views import (
     delivery_detail_json,
     delivery_json,
     event_detail_json,
+    event_feed_json,
     event_json,
     quarantine_json,
     replay_json,
@@ -74,10 +76,28 @@ def _when(request: web.Request, name: str) -> datetime | None:
         raise _BadQueryError(f"{name}: {exc}") from None
 
 
-def _limit(request: web.Request, default: int = 100) -> int:
+def _limit(request: web.Request, default: int = 100, minimum: int = 1) -> int:
     value = request.query.get("limit", str(default))
-    if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= _MAX_LIMIT:
-        raise _BadQueryError(f"limit: expected a number from 1 to {_MAX_LIMIT}")
+    if not _DIGITS.fullmatch(value) or not minimum <= int(value) <= _MAX_LIMIT:
+        raise _BadQueryError(f"limit: expected a number from {minimum} to {_MAX_LIMIT}")
+    return int(value)
+
+
+def _order(request: web.Request) -> Literal["newest", "oldest"]:
+    value = request.query.get("order", "newest")
+    if value == "newest":
+        return "newest"
+    if value == "oldest":
+        return "oldest"
+    raise _BadQueryError("order: expected newest or oldest")
+
+
+def _cursor(request: web.Request) -> int | None:
+    value = request.query.get("after")
+    if value is None:
+        return None
+    if not _DIGITS.fullmatch(value) or int(value) > _MAX_ROW_ID:
+        raise _BadQueryError("after: expected the cursor of an earlier answer (a number)")
     return int(value)
 
 
@@ -110,8 +130,10 @@ class RedriveRequest(_Body):
 
 
 class ReplayRequest(RedriveRequest):
-    """`POST /v1/admin/replay`: which stored events to deliver again, and to whom (the redrive filters)."""
+    """`POST /v1/admin/replay`: which stored events to deliver again, and to whom (the redrive filters, a
+    source, and a channel that may be a glob such as `order/*`)."""
 
+    source: str | None = None
     dry_run: bool = Field(default=False, alias="dryRun")
 
 
@@ -159,18 +181,28 @@ def _ops(request: web.Request) -> Operations:
     return Operations.of(request.app[RUNTIME])
 
 
-async def list_events(request: web.Request) -> web.Response:
+def _event_filter(request: web.Request, *, minimum_limit: int = 1) -> EventFilter:
     q = request.query
-    flt = EventFilter(
+    return EventFilter(
         channel=q.get("channel"),
         source=q.get("source"),
         entity_key=q.get("key"),
         since=_when(request, "since"),
         until=_when(request, "until"),
-        limit=_limit(request),
+        limit=_limit(request, minimum=minimum_limit),
     )
+
+
+async def list_events(request: web.Request) -> web.Response:
+    flt = dataclasses.replace(_event_filter(request), order=_order(request))
     found = await _ops(request).list_events(flt)
     return json_response([event_json(e, with_payload=False) for e in found])
+
+
+async def event_feed(request: web.Request) -> web.Response:
+    after = _cursor(request)
+    feed = await _ops(request).event_feed(_event_filter(request, minimum_limit=0), after=after)
+    return json_response(event_feed_json(feed))
 
 
 async def show_event(request: web.Request) -> web.Response:
@@ -210,7 +242,7 @@ async def redrive(request: web.Request) -> web.Response:
 
 async def post_replay(request: web.Request) -> web.Response:
     body = await _json_body(request, ReplayRequest)
-    flt = EventFilter(channel=body.channel, entity_key=body.key, since=body.since, until=body.until)
+    flt = EventFilter(channel=body.channel, source=body.source, entity_key=body.key, since=body.since, until=body.until)
     result = await _ops(request).replay(flt, event_id=body.event_id, subscriber=body.subscriber, dry_run=body.dry_run)
     return json_response(replay_json(result), 200 if result.dry_run else 202)
 
@@ -259,6 +291,7 @@ def add_routes(app: web.Application) -> None:
     app.middlewares.append(_bad_query)
     r = app.router
     r.add_get("/v1/admin/events", list_events)
+    r.add_get("/v1/admin/events-feed", event_feed)
     r.add_get("/v1/admin/events/{event_id}", show_event)
     r.add_get("/v1/admin/deliveries", list_deliveries)
     r.add_get("/v1/admin/deliveries/{delivery_id}", show_delivery)

@@ -93,12 +93,15 @@ class QuarantineRow:
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
+    """Which events: every field narrows; `order` and `limit` apply to lists, a replay reads all in arrival order."""
+
     channel: str | None = None
     source: str | None = None
     entity_key: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
+    order: Literal["newest", "oldest"] = "newest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +279,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_events(self, flt: EventFilter) -> list[Event]:
-        """Events in arrival order matching the filter."""
+        """Events matching the filter, newest or oldest first as `flt.order` says."""
+
+    @abc.abstractmethod
+    async def list_events_after(self, flt: EventFilter, *, after_seq: int) -> list[tuple[int, Event]]:
+        """Matching events stored after the cursor `after_seq`, each with its own cursor, in `flt.order`.
+
+        Cursors grow in commit order, so a follower that keeps the largest one it saw misses no event.
+        """
+
+    @abc.abstractmethod
+    async def last_event_seq(self) -> int:
+        """The cursor of the newest stored event (0 when there is none)."""
 
     @abc.abstractmethod
     async def get_event(self, event_id: str) -> Event | None:
@@ -364,7 +378,7 @@ class Store(abc.ABC):
     async def events_page(
         self, flt: EventFilter, *, event_id: str | None, after_seq: int, limit: int
     ) -> list[ReplayEvent]:
-        """A page of events for replay, in arrival order after `after_seq`."""
+        """A page of events for replay, in arrival order after `after_seq` (`flt.order` and `flt.limit` unused)."""
 
     @abc.abstractmethod
     async def count_matching_events(self, flt: EventFilter, *, event_id: str | None) -> int:
