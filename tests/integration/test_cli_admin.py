@@ -13,7 +13,17 @@ from typing import Any
 
 import orjson
 from conftest import Stack, start_stack, stop_stack
-from helpers import HUB_TOKEN, ainvoke_cli, base_config, invoke_cli, sample_event, until, write_config
+from helpers import (
+    HUB_TOKEN,
+    ainvoke_cli,
+    base_config,
+    free_port,
+    invoke_cli,
+    relay_process,
+    sample_event,
+    until,
+    write_config,
+)
 from subscriber import Subscriber, subscriber_config
 
 from relay.cli import DEFAULT_CONFIG_PATH
@@ -256,3 +266,82 @@ def test_read_only_commands_need_none_of_the_secrets(tmp_path: Path) -> None:
         refused = invoke_cli(*write, "-c", str(config_path), env=env)  # type: ignore[arg-type]
         assert refused.returncode == 1, write
         assert "cannot read secret file" in refused.stdout + refused.stderr, write
+
+
+async def test_url_answers_like_the_database_through_a_running_relays_admin_api(tmp_path: Path) -> None:
+    import aiohttp
+
+    sub = Subscriber(behaviour=lambda s, r, b: 500)
+    await sub.start()
+    data = _two_sources(tmp_path, sub.url, retry={"schedule": ["10ms"], "max_age": "1h"})
+    config_path = write_config(tmp_path, data)
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    with relay_process(config_path, tmp_path) as relay:
+        await relay.wait_ready()
+        url = relay.base_url
+        async with aiohttp.ClientSession() as session:
+            for event_id in ("u-1", "u-2"):
+                body = orjson.dumps(sample_event("order/synced", event_id))
+                async with session.post(f"{url}/v1/sources/hub/events", data=body, headers=AUTH) as r:
+                    assert r.status == 202
+            async with session.post(f"{url}/v1/sources/hub/events", data=b"{", headers=AUTH) as r:
+                assert r.status == 400
+
+        async def both_dead() -> bool:
+            listed = await ainvoke_cli("dlq", "list", "--json", "--url", url, "--token-file", str(token_file))
+            return listed.returncode == 0 and len(orjson.loads(listed.stdout)) == 2
+
+        await until(both_dead, timeout=15, interval=0.1)
+        delivery_id = str(
+            orjson.loads((await ainvoke_cli("dlq", "list", "--json", "-c", str(config_path))).stdout)[0]["id"]
+        )
+        quarantine_id = str(
+            orjson.loads((await ainvoke_cli("quarantine", "list", "--json", "-c", str(config_path))).stdout)[0]["id"]
+        )
+        env = {"RELAY_ADMIN_TOKEN": ADMIN_TOKEN}
+        for command in (
+            ("events", "list", "--json"),
+            ("events", "list", "--json", "--oldest-first", "--channel", "order/synced", "--since", "1h"),
+            ("events", "show", "u-1", "--json"),
+            ("deliveries", "list", "--json", "--state", "dead"),
+            ("deliveries", "show", delivery_id, "--json"),
+            ("dlq", "list", "--json", "--subscriber", "s"),
+            ("quarantine", "list", "--json"),
+            ("quarantine", "show", quarantine_id, "--json"),
+            ("subscribers", "list", "--json"),
+            ("replay", "--dry-run", "--json", "--channel", "order/*"),
+            ("dlq", "redrive", "--dry-run"),
+        ):
+            local = await ainvoke_cli(*command, "-c", str(config_path))
+            remote = await ainvoke_cli(*command, "--url", url, env=env)
+            assert remote.returncode == 0, (command, remote.stderr)
+            assert remote.stdout == local.stdout, command
+        table = await ainvoke_cli("deliveries", "show", delivery_id, "--url", url, env=env)
+        assert "500" in table.stdout
+
+        refused = await ainvoke_cli("dlq", "redrive", "--subscriber", "nope", "--url", url, env=env)
+        assert refused.returncode == 1
+        assert "no subscriber named 'nope' (HTTP 404)" in refused.stderr
+        missing = await ainvoke_cli("events", "show", "nope", "--url", url, env=env)
+        assert missing.returncode == 1
+        assert "no event 'nope' (HTTP 404)" in missing.stderr
+
+        redriven = await ainvoke_cli("dlq", "redrive", "--url", url, env=env)
+        assert redriven.returncode == 0, redriven.stderr
+        assert "2 dead deliveries redriven" in redriven.stdout
+        await until(lambda: len(sub.requests) >= 4, timeout=15)
+
+        no_token = await ainvoke_cli("events", "list", "--url", url, env={"RELAY_ADMIN_TOKEN": ""})
+        assert no_token.returncode == 1
+        assert "--url needs an admin token: set $RELAY_ADMIN_TOKEN or give --token-file" in no_token.stderr
+        wrong = await ainvoke_cli("events", "list", "--url", url, env={"RELAY_ADMIN_TOKEN": "wrong-token-000000"})
+        assert wrong.returncode == 1
+        assert "an admin bearer token is required (HTTP 401)" in wrong.stderr
+        port = free_port()
+        gone = await ainvoke_cli("events", "list", "--url", f"http://127.0.0.1:{port}", env=env)
+        assert gone.returncode == 1
+        assert f"cannot reach the relay at http://127.0.0.1:{port}" in gone.stderr
+        not_http = await ainvoke_cli("events", "list", "--url", "ftp://x", env=env)
+        assert "expected http(s)://host:port" in not_http.stderr
+    await sub.stop()
