@@ -7,8 +7,10 @@ answers 401 to everyone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from datetime import datetime
+from importlib.metadata import version
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -17,10 +19,22 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationErr
 
 from relay.auth.inbound import check_bearer
 from relay.events import format_ts, parse_ts
+from relay.http.openapi import Answer, ListOf, Param, Route, openapi_document
 from relay.http.responses import error, json_response
 from relay.ops import DeliveryFilter, EventFilter, NotFoundError, Operations, UnknownSubscriberError
 from relay.runtime import RUNTIME, Runtime
 from relay.views import (
+    DeliveryDetailView,
+    DeliveryView,
+    EnabledView,
+    ErrorView,
+    EventDetailView,
+    EventFeedView,
+    EventView,
+    QuarantineView,
+    RedriveView,
+    ReplayView,
+    SubscriberView,
     delivery_detail_json,
     delivery_json,
     event_detail_json,
@@ -31,7 +45,7 @@ from relay.views import (
     subscriber_json,
 )
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES", "add_routes", "openapi_document_of_admin_api"]
 
 
 def _authorized(request: web.Request, runtime: Runtime) -> bool:
@@ -108,7 +122,7 @@ def _row_id(text: str) -> int | None:
     return int(text)
 
 
-Instant = Annotated[datetime | None, PlainValidator(_instant)]
+Instant = Annotated[datetime | None, PlainValidator(_instant, json_schema_input_type=str | None)]
 
 
 class _Body(BaseModel):
@@ -286,19 +300,167 @@ async def _bad_query(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document_of_admin_api())
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": _MAX_LIMIT, "default": 100}
+_SINCE = Param("since", "At or after this instant (ISO 8601).", _TIME)
+_UNTIL = Param("until", "Before this instant (ISO 8601).", _TIME)
+_EVENT_PARAMS = (
+    Param("channel", "Only this channel."),
+    Param("source", "Only events from this source."),
+    Param("key", "Only this entity key."),
+    _SINCE,
+    _UNTIL,
+)
+_DELIVERY_PARAMS = (
+    Param("event_id", "Only deliveries of this event."),
+    Param("subscriber", "Only this subscriber."),
+    Param("channel", "Only this channel."),
+    Param("key", "Only this entity key."),
+    _SINCE,
+    _UNTIL,
+    Param("limit", "At most this many, newest first.", _LIMIT),
+)
+_ROW_ID = {"type": "integer", "minimum": 1, "maximum": _MAX_ROW_ID}
+_ERRORS: dict[int, Answer] = {400: ErrorView, 401: ErrorView, 503: ErrorView}
+_NOT_FOUND: dict[int, Answer] = {**_ERRORS, 404: ErrorView}
+
+#: Every admin operation: installed by `add_routes` and described by `GET /v1/admin/openapi.json` from this table.
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/v1/admin/events",
+        list_events,
+        "Stored events, newest first (without payloads).",
+        {200: ListOf(EventView), **_ERRORS},
+        (
+            *_EVENT_PARAMS,
+            Param("limit", "At most this many.", _LIMIT),
+            Param("order", "newest (default) or oldest first.", {"enum": ["newest", "oldest"], "default": "newest"}),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/events-feed",
+        event_feed,
+        "Events as they are stored: without `after` the newest `limit`, with it those stored since; oldest first.",
+        {200: EventFeedView, **_ERRORS},
+        (
+            *_EVENT_PARAMS,
+            Param("limit", "At most this many.", {**_LIMIT, "minimum": 0}),
+            Param(
+                "after", "The cursor of an earlier answer.", {"type": "integer", "minimum": 0, "maximum": _MAX_ROW_ID}
+            ),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/events/{event_id}",
+        show_event,
+        "One event with its payload, original document and every delivery.",
+        {200: EventDetailView, **_NOT_FOUND},
+        (Param("event_id", "The event id.", where="path"),),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/deliveries",
+        list_deliveries,
+        "Deliveries, newest first.",
+        {200: ListOf(DeliveryView), **_ERRORS},
+        (
+            *_DELIVERY_PARAMS,
+            Param("state", "Only this state.", {"enum": ["pending", "delivered", "dead", "stale", "superseded"]}),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/deliveries/{delivery_id}",
+        show_delivery,
+        "One delivery with every attempt: status, duration, the subscriber's answer; the next attempt.",
+        {200: DeliveryDetailView, **_NOT_FOUND},
+        (Param("delivery_id", "The delivery id.", _ROW_ID, where="path"),),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/dlq",
+        list_dlq,
+        "Dead letters, newest first.",
+        {200: ListOf(DeliveryView), **_NOT_FOUND},
+        _DELIVERY_PARAMS,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/dlq/redrive",
+        redrive,
+        "Make matching dead deliveries pending again, due now (`dryRun`: only count).",
+        {200: RedriveView, **_NOT_FOUND},
+        body=RedriveRequest,
+    ),
+    Route(
+        "POST",
+        "/v1/admin/replay",
+        post_replay,
+        "Deliver matching stored events again as new deliveries flagged replay (`dryRun`: 200 and only count).",
+        {200: ReplayView, 202: ReplayView, **_NOT_FOUND},
+        body=ReplayRequest,
+    ),
+    Route(
+        "GET",
+        "/v1/admin/quarantine",
+        list_quarantine,
+        "Quarantined inputs, newest first (without bodies).",
+        {200: ListOf(QuarantineView), **_ERRORS},
+        (Param("source", "Only this source."), Param("limit", "At most this many.", _LIMIT)),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/quarantine/{quarantine_id}",
+        show_quarantine,
+        "One quarantined input with its body and the precise errors.",
+        {200: QuarantineView, **_NOT_FOUND},
+        (Param("quarantine_id", "The quarantine id.", _ROW_ID, where="path"),),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/subscribers",
+        list_subscribers,
+        "Every configured subscriber: pending and dead counts, circuit, last success, disabled.",
+        {200: ListOf(SubscriberView), **_ERRORS},
+    ),
+    Route(
+        "POST",
+        "/v1/admin/subscribers/{name}/enable",
+        enable_subscriber,
+        "Re-enable a subscriber that answered 410 Gone.",
+        {200: EnabledView, **_NOT_FOUND},
+        (Param("name", "The subscriber's name.", where="path"),),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/openapi.json",
+        openapi,
+        "This document.",
+        {200: {"type": "object"}, **_ERRORS},
+    ),
+)
+
+
+@functools.cache
+def openapi_document_of_admin_api() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route in `ROUTES` (built once)."""
+    return openapi_document(
+        ROUTES,
+        title="erp-relay admin API",
+        version=version("erp-relay"),
+        description=__doc__ or "",
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.middlewares.append(_admin_auth)
     app.middlewares.append(_bad_query)
-    r = app.router
-    r.add_get("/v1/admin/events", list_events)
-    r.add_get("/v1/admin/events-feed", event_feed)
-    r.add_get("/v1/admin/events/{event_id}", show_event)
-    r.add_get("/v1/admin/deliveries", list_deliveries)
-    r.add_get("/v1/admin/deliveries/{delivery_id}", show_delivery)
-    r.add_get("/v1/admin/dlq", list_dlq)
-    r.add_post("/v1/admin/dlq/redrive", redrive)
-    r.add_post("/v1/admin/replay", post_replay)
-    r.add_get("/v1/admin/quarantine", list_quarantine)
-    r.add_get("/v1/admin/quarantine/{quarantine_id}", show_quarantine)
-    r.add_get("/v1/admin/subscribers", list_subscribers)
-    r.add_post("/v1/admin/subscribers/{name}/enable", enable_subscriber)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
