@@ -62,7 +62,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(tmp_pat
                 "none",
             ]
             done = await asyncio.to_thread(
-                subprocess.run, command, capture_output=True, text=True, timeout=120, check=False
+                subprocess.run, command, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
             )
             assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
             assert "internal error" not in relay.log_text().lower()
