@@ -320,7 +320,7 @@ class IonConfirm(_Model):
     logical_id: Annotated[str, Field(pattern=r"^lid://\S+$")] = Field(
         description="the relay's logical id in ION (`fromLogicalId` of the ConfirmBODs)"
     )
-    on: list[ConfirmationCode] = Field(
+    codes: list[ConfirmationCode] = Field(
         default_factory=lambda: list(_CONFIRM_ON),
         min_length=1,
         description="the ConfirmationCodes answered with a ConfirmBOD when a BOD is refused",

@@ -3,7 +3,7 @@
 Infor's Confirm BOD guideline: an application sends a ConfirmBOD when an inbound BOD cannot be processed; the
 sender says whether it wants one in `ApplicationArea/Sender/ConfirmationCode` (`Never`, `OnError`, `Always`).
 For an ion-ims source with a `confirm:` block, a refused BOD (quarantined, or of a document the mappings do not
-know) whose ConfirmationCode is listed in `confirm.on` gets one ConfirmBOD. Success is not confirmed: the IMS
+know) whose ConfirmationCode is listed in `confirm.codes` gets one ConfirmBOD. Success is not confirmed: the IMS
 202 already tells ION the BOD was taken, and Infor describes ConfirmBODs for failures.
 
 Queueing is durable and apart from the IMS answer: the ConfirmBOD is written to the store's outbox after the
@@ -192,7 +192,7 @@ def plan_confirm(
     """The outbox entry for a refused BOD, or None when the source sends no ConfirmBODs or the sender asked
     for none. The ConfirmBOD goes to the BOD's sender (`Sender/LogicalID`, else the IMS `fromLogicalId`)."""
     settings = source.confirm
-    if settings is None or not wants_confirm(refused.bod.confirmation_code, settings.on):
+    if settings is None or not wants_confirm(refused.bod.confirmation_code, settings.codes):
         return None
     message_id = message_id or str(uuid.uuid4())
     context = refused.context or ImsContext()

@@ -179,7 +179,7 @@ def test_plan_confirm_goes_to_the_bod_sender_and_only_when_asked() -> None:
         "location": "1",
     }
     assert entry.bod_id == bod.bod_id
-    assert plan_confirm(_source(on=["Always"]), Refused(bod, "bad", "x"), now=NOW) is None
+    assert plan_confirm(_source(codes=["Always"]), Refused(bod, "bad", "x"), now=NOW) is None
     without = IonImsSource.model_validate({"name": "ion", "kind": "ion-ims", "auth": {"type": "none"}})
     assert plan_confirm(without, Refused(bod, "bad", "x"), now=NOW) is None
 
@@ -196,8 +196,8 @@ def test_plan_confirm_falls_back_to_the_ims_sender() -> None:
     ("confirm", "message"),
     [
         ({"logical_id": "infor.erp-relay"}, "logical_id"),
-        ({"on": ["Never"]}, "on"),
-        ({"on": []}, "on"),
+        ({"codes": ["Never"]}, "codes"),
+        ({"codes": []}, "codes"),
         ({"max_pending": 0}, "max_pending"),
         ({"ionapi_file": None}, "ionapi_file"),
     ],
