@@ -305,6 +305,9 @@ class ConfirmSender:
             except StoreUnavailable as exc:
                 log.warning("ConfirmBOD outbox unreadable", error=str(exc)[:300])
                 next_at = None
+            except Exception:  # a bug must not stop ConfirmBODs for good: logged, tried again on the next round
+                log.exception("ConfirmBOD sender failed")
+                next_at = None
             wait_s = _IDLE_POLL_S
             if next_at is not None:
                 wait_s = min(wait_s, max(0.0, (next_at - datetime.now(UTC)).total_seconds()))
