@@ -301,12 +301,50 @@ class JsonPushSource(_SourceBase):
     channels: list[str] | None = None  # None: every channel of the loaded specs
 
 
+_DEFAULT_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+
+
+class RetryConfig(_Model):
+    schedule_s: list[Duration] = Field(default_factory=lambda: list(_DEFAULT_SCHEDULE), alias="schedule")
+    max_age_s: Duration = Field(default=3 * 86400.0, alias="max_age")
+
+
+ConfirmationCode = Literal["OnError", "Always"]
+_CONFIRM_ON: list[ConfirmationCode] = ["OnError", "Always"]
+
+
+class IonConfirm(_Model):
+    """ConfirmBODs back to ION for refused BODs whose sender asked for one (`Sender/ConfirmationCode`)."""
+
+    ionapi_file: str = Field(description="`.ionapi` file with a service account, for the ION API gateway")
+    logical_id: Annotated[str, Field(pattern=r"^lid://\S+$")] = Field(
+        description="the relay's logical id in ION (`fromLogicalId` of the ConfirmBODs)"
+    )
+    codes: list[ConfirmationCode] = Field(
+        default_factory=lambda: list(_CONFIRM_ON),
+        min_length=1,
+        description="the ConfirmationCodes answered with a ConfirmBOD when a BOD is refused",
+    )
+    path: str = Field(
+        default="IONSERVICES/api/ion/messaging/service/v2/multipartMessage",
+        description="the IMS path under the gateway's `iu/ti`",
+    )
+    timeout_s: Duration = Field(default=30.0, gt=0, alias="timeout")
+    max_pending: int = Field(
+        default=10000, ge=1, description="ConfirmBODs kept waiting at most; later ones are dropped"
+    )
+    retry: RetryConfig = Field(
+        default_factory=lambda: RetryConfig(schedule=[5.0, 60.0, 300.0, 1800.0, 7200.0], max_age=86400.0)
+    )
+
+
 class IonImsSource(_SourceBase):
     kind: Literal["ion-ims"]
     auth: InboundAuth
     tenant_id: str | None = None
     accepted_documents: list[str] | None = None  # None: every mapped document name
     mappings: dict[str, Any] = Field(default_factory=dict)
+    confirm: IonConfirm | None = None
 
     @model_validator(mode="after")
     def _header_auth(self) -> IonImsSource:
@@ -437,7 +475,6 @@ SourceConfig = Annotated[
 
 # ---------------------------------------------------------------------------------------- subscribers
 
-_DEFAULT_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 # Headers every delivery carries (Standard Webhooks and the relay's own) and the ones the HTTP client frames.
 _RELAY_HEADERS = frozenset(
     {
@@ -454,11 +491,6 @@ _RELAY_HEADERS = frozenset(
         "host",
     }
 )
-
-
-class RetryConfig(_Model):
-    schedule_s: list[Duration] = Field(default_factory=lambda: list(_DEFAULT_SCHEDULE), alias="schedule")
-    max_age_s: Duration = Field(default=3 * 86400.0, alias="max_age")
 
 
 class CircuitConfig(_Model):

@@ -64,6 +64,13 @@ NOTES: dict[str, str] = {
     "CircuitConfig.cooldown": "time open before one probe is allowed (doubles on failed probes)",
     "IonImsSource.accepted_documents": "BOD names accepted (others answer 412); default: every mapped one",
     "IonImsSource.mappings": "per-document overrides of the BOD → event mapping",
+    "IonImsSource.confirm": "send ConfirmBODs to ION for refused BODs whose sender asked for one",
+    "IonConfirm.ionapi_file": "`.ionapi` file with a service account: the ConfirmBODs go through its ION API gateway",
+    "IonConfirm.logical_id": "the relay's logical id in ION (`lid://…`), the ConfirmBODs' `fromLogicalId`",
+    "IonConfirm.codes": "the `Sender/ConfirmationCode` values answered with a ConfirmBOD when a BOD is refused",
+    "IonConfirm.path": "the IMS method under the gateway's `iu/ti`",
+    "IonConfirm.max_pending": "most ConfirmBODs waiting per source; past it a refusal is logged and counted",
+    "IonConfirm.retry": "ConfirmBOD retries; default schedule 5s, 1m, 5m, 30m, 2h and max_age 1d",
     "JsonPushSource.channels": "channels accepted from this source; default: all",
     "X3Resource.updated_field": (
         "datetime field polled with `where=… ge @…@` (REST, default UPDDATTIM) or a `_gte` filter "
@@ -138,6 +145,7 @@ def _models() -> list[type[BaseModel]]:
         c.CircuitConfig,
         c.JsonPushSource,
         c.IonImsSource,
+        c.IonConfirm,
         c.X3Source,
         c.X3Resource,
         c.SxeSource,

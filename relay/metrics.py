@@ -34,6 +34,7 @@ _KNOWN: dict[str, set[str]] = {
     # refused: a PollError), crash (anything else, e.g. the store refused the commit).
     "outcome": {"delivered", "retry", "dead", "disabled", "success", "error", "crash"},
     "reason": {"budget", "retention"},
+    "state": {"queued", "sent", "retry", "failed", "dropped"},
 }
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -68,6 +69,11 @@ QUARANTINE_DROPPED = Counter(
     "relay_quarantine_dropped_total",
     "Quarantined inputs deleted, by reason (budget: past quarantine.max_bytes; retention: older than its age).",
     ["reason"],
+)
+ION_CONFIRMS = Counter(
+    "relay_ion_confirms_total",
+    "ConfirmBODs to ION by source and state (queued, sent, retry, failed: given up, dropped: not queued).",
+    ["source", "state"],
 )
 QUARANTINE_BYTES = Gauge("relay_quarantine_bytes", "Bytes held by quarantined inputs (bodies, reasons, details).")
 WEBHOOK_ATTEMPTS = Counter(

@@ -92,6 +92,39 @@ class QuarantineRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmEntry:
+    """A ConfirmBOD to send to ION: the IMS ParameterRequest (JSON object text) and the BOD bytes.
+
+    Attributes:
+        source: The ion-ims source whose BOD is confirmed.
+        bod_id: The BODID of the BOD confirmed (for logs and operators), if it had one.
+        parameters: The ParameterRequest JSON text.
+        payload: The ConfirmBOD XML.
+        created_at: When it was queued; retries count their age from here.
+    """
+
+    source: str
+    bod_id: str | None
+    parameters: str
+    payload: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmRow:
+    """A queued ConfirmBOD as stored, with its attempts so far."""
+
+    id: int
+    source: str
+    bod_id: str | None
+    parameters: str
+    payload: bytes
+    created_at: datetime
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class EventFilter:
     channel: str | None = None
     source: str | None = None
@@ -301,6 +334,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune_quarantine(self, cutoff: datetime, *, limit: int = 1000) -> int:
         """Delete up to `limit` quarantined inputs received before `cutoff`, oldest first; returns how many."""
+
+    # -------------------------------------------------------------------------------- ConfirmBODs to ION
+
+    @abc.abstractmethod
+    async def enqueue_confirm(self, entry: ConfirmEntry, *, max_pending: int) -> int | None:
+        """Queue a ConfirmBOD, due now; returns its id, or None when `max_pending` of that source already wait."""
+
+    @abc.abstractmethod
+    async def due_confirms(self, now: datetime, *, limit: int) -> list[ConfirmRow]:
+        """Queued ConfirmBODs due at `now`, the earliest first."""
+
+    @abc.abstractmethod
+    async def next_confirm_at(self) -> datetime | None:
+        """When the earliest queued ConfirmBOD is due, or None when none waits."""
+
+    @abc.abstractmethod
+    async def finish_confirm(self, confirm_id: int) -> None:
+        """Forget a ConfirmBOD: ION accepted it, or the relay gave up on it."""
+
+    @abc.abstractmethod
+    async def retry_confirm(self, confirm_id: int, *, attempts: int, next_attempt_at: datetime, error: str) -> None:
+        """Record a failed attempt and when to try again."""
 
     # -------------------------------------------------------------------------------- deliveries
 

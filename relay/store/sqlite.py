@@ -27,6 +27,8 @@ from relay.store.base import (
     ClaimedDelivery,
     ClaimRequest,
     Completion,
+    ConfirmEntry,
+    ConfirmRow,
     DeliveryFilter,
     DeliveryRow,
     EventFilter,
@@ -607,6 +609,66 @@ class SqliteStore(Store):
             return cursor.rowcount > 0
 
         return await self.write(delete)
+
+    # ------------------------------------------------------------------------------------ ConfirmBODs
+
+    async def enqueue_confirm(self, entry: ConfirmEntry, *, max_pending: int) -> int | None:
+        params = {
+            "source": entry.source,
+            "created_at": db_ts(entry.created_at),
+            "bod_id": entry.bod_id,
+            "parameters": entry.parameters,
+            "payload": entry.payload,
+        }
+
+        async def insert(conn: aiosqlite.Connection) -> int | None:
+            # Counted in the insert's transaction: the bound holds however many refusals arrive at once.
+            rows = await conn.execute_fetchall(Q["count_ion_confirms"], {"source": entry.source})
+            if int(next(iter(rows))[0]) >= max_pending:
+                return None
+            inserted = await conn.execute_fetchall(Q["insert_ion_confirm"], params)
+            return int(next(iter(inserted))[0])
+
+        return await self.write(insert)
+
+    async def due_confirms(self, now: datetime, *, limit: int) -> list[ConfirmRow]:
+        rows = await self._read(Q["due_ion_confirms"], {"now": db_ts(now), "limit": limit})
+        return [
+            ConfirmRow(
+                id=r[0],
+                source=r[1],
+                created_at=parse_ts(r[2]),
+                bod_id=r[3],
+                parameters=r[4],
+                payload=bytes(r[5]),
+                attempts=r[6],
+                last_error=r[7],
+            )
+            for r in rows
+        ]
+
+    async def next_confirm_at(self) -> datetime | None:
+        rows = list(await self._read(Q["next_ion_confirm_at"]))
+        return parse_ts(rows[0][0]) if rows and rows[0][0] else None
+
+    async def finish_confirm(self, confirm_id: int) -> None:
+        async def delete(conn: aiosqlite.Connection) -> None:
+            await conn.execute(Q["delete_ion_confirm"], {"id": confirm_id})
+
+        await self.write(delete)
+
+    async def retry_confirm(self, confirm_id: int, *, attempts: int, next_attempt_at: datetime, error: str) -> None:
+        params = {
+            "id": confirm_id,
+            "attempts": attempts,
+            "next_attempt_at": db_ts(next_attempt_at),
+            "last_error": error,
+        }
+
+        async def update(conn: aiosqlite.Connection) -> None:
+            await conn.execute(Q["retry_ion_confirm"], params)
+
+        await self.write(update)
 
     # ------------------------------------------------------------------------------------ reads
 

@@ -303,3 +303,26 @@ WHERE state = 'pending' AND (next_attempt_at > :since OR lease_expires_at > :sin
 
 -- name: shift_schedule
 UPDATE deliveries SET next_attempt_at = :next_attempt_at, lease_expires_at = :lease_expires_at WHERE id = :id;
+
+-- name: count_ion_confirms
+-- The outbox bound: how many ConfirmBODs of one source are waiting.
+SELECT count(*) FROM ion_confirms WHERE source = :source;
+
+-- name: insert_ion_confirm
+INSERT INTO ion_confirms (source, created_at, bod_id, parameters, payload, next_attempt_at)
+VALUES (:source, :created_at, :bod_id, :parameters, :payload, :created_at)
+RETURNING id;
+
+-- name: due_ion_confirms
+SELECT id, source, created_at, bod_id, parameters, payload, attempts, last_error FROM ion_confirms
+WHERE next_attempt_at <= :now ORDER BY next_attempt_at, id LIMIT :limit;
+
+-- name: next_ion_confirm_at
+SELECT min(next_attempt_at) FROM ion_confirms;
+
+-- name: delete_ion_confirm
+DELETE FROM ion_confirms WHERE id = :id;
+
+-- name: retry_ion_confirm
+UPDATE ion_confirms SET attempts = :attempts, next_attempt_at = :next_attempt_at, last_error = :last_error
+WHERE id = :id;
