@@ -18,6 +18,7 @@ from relay.store import Store, create_store
 if TYPE_CHECKING:
     # The dispatcher is built from a Runtime: a type-only import, so no import circle at run time.
     from relay.deliver.dispatcher import Dispatcher
+    from relay.poll.scheduler import PollScheduler
 
 __all__ = ["RUNTIME", "Runtime", "open_configured_store"]
 
@@ -47,6 +48,8 @@ class Runtime:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # Set by the daemon once the delivery engine runs; the admin API reads it.
     dispatcher: Dispatcher | None = None
+    # Set by the daemon once polling runs; the console reads each resource's health from it.
+    poller: PollScheduler | None = None
     # Every ingest request looks its source up by name: a dict, rebuilt when the config is swapped.
     _sources: dict[str, SourceConfig] = field(default_factory=dict, init=False, repr=False)
     _sources_of: Config | None = field(default=None, init=False, repr=False)
