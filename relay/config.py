@@ -637,7 +637,7 @@ class Config(_Model):
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Keys whose `<key>_file` variant is replaced by the file's content; plural ones take one value a line.
 _SECRET_KEYS = {"password", "client_secret", "secret", "token", "api_key"}
-_SECRET_LIST_KEYS = {"tokens", "secrets", "keys"}
+_SECRET_LIST_KEYS = {"tokens", "viewer_tokens", "secrets", "keys"}
 # Keys whose `<key>_file` names a file the relay reads itself (resolved like secrets, content not inlined).
 _PATH_KEYS = {"ionapi"}
 _ENV_PREFIX = "RELAY_"
