@@ -105,3 +105,32 @@ async def test_console_enabled_false_leaves_no_ui_routes(tmp_path: Path) -> None
     finally:
         await app.client.close()
         await app.store.close()
+
+
+async def test_send_test_event_and_test_circuit_post_a_signed_event_and_say_what_came_back(tmp_path: Path) -> None:
+    from conftest import start_stack, stop_stack
+    from subscriber import Subscriber, subscriber_config
+
+    receiver = Subscriber()
+    await receiver.start()
+    data = base_config(
+        tmp_path, admin={"tokens": [ADMIN_TOKEN]}, subscribers=[subscriber_config("storefront", receiver.url)]
+    )
+    stack = await start_stack(tmp_path, data)
+    try:
+        assert (await _sign_in(stack.client, ADMIN_TOKEN)).status == 303
+        page = await (await stack.client.get("/ui/subscribers")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None
+        for action, expected in (("test", "HTTP 200"), ("circuit", "circuit closed → closed")):
+            resp = await stack.client.post(f"/ui/subscribers/storefront/{action}", data={"csrf": csrf[1]})
+            assert resp.status == 200  # after the redirect back to Subscribers
+            assert expected in await resp.text()
+        assert len(receiver.requests) == 2
+        assert all(r.verified for r in receiver.requests)
+        assert receiver.requests[0].headers["relay-channel"] == "relay/test"
+        assert receiver.requests[0].event_id.startswith("test_")
+        assert await stack.store.count_events() == 0  # a test event is not stored
+    finally:
+        await stop_stack(stack)
+        await receiver.stop()
