@@ -1,7 +1,7 @@
 """The operator console in a real browser (Debian's Chromium driven by Playwright) against a running relay.
 
 The relay runs in process with its dispatcher (`start_stack`), delivering to a real receiver on 127.0.0.1
-that checks signatures with `standardwebhooks`. The screenshots in docs/img/ are taken here.
+that checks signatures with `standardwebhooks`. The screenshots in docs/img/ are taken here (`CONSOLE_SCREENSHOTS=1`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ ADMIN_TOKEN = "console-admin-token-0123456789"
 VIEWER_TOKEN = "console-viewer-token-0123456789"
 ANSWER = '{"error": "inventory database is read-only (maintenance until 10:30)"}'
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """docs/img/ when asked (`CONSOLE_SCREENSHOTS=1 pytest …` refreshes the docs' images), else a temp dir,
+    so that a test run leaves the checkout as it was."""
+    return DOCS_IMG if os.environ.get("CONSOLE_SCREENSHOTS") == "1" else tmp_path
 
 
 @dataclass
@@ -147,7 +153,7 @@ async def sign_in(page: Any, base: str, token: str) -> None:
 
 
 async def test_an_operator_finds_a_failing_delivery_reads_the_answer_fixes_and_retries(
-    console: Console, browser: Any
+    console: Console, browser: Any, tmp_path: Path
 ) -> None:
     stack, receiver = console.stack, console.receiver
     await push(stack, sample_event("order/synced", "evt-console-1", orderNumber="SO-4711"))
@@ -186,8 +192,8 @@ async def test_an_operator_finds_a_failing_delivery_reads_the_answer_fixes_and_r
     assert "HTTP 503" in await attempts.inner_text()
     assert "inventory database is read-only (maintenance until 10:30)" in await attempts.inner_text()
     assert "(in " in await page.locator("#next-attempt").inner_text()  # about an hour ahead (±20 % jitter)
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(DOCS_IMG / "console-delivery.png"), full_page=True)
+    shots = screenshot_dir(tmp_path)
+    await page.screenshot(path=str(shots / "console-delivery.png"), full_page=True)
     delivery_url = page.url
 
     # The subscriber is fixed; Retry now delivers at once instead of in an hour.
@@ -210,7 +216,7 @@ async def test_an_operator_finds_a_failing_delivery_reads_the_answer_fixes_and_r
         assert await page.locator("h1").count() == 1
     await page.goto(console.base + "/")
     await page.wait_for_timeout(5500)  # one tick of the overview's live refresh (it runs every 5 s)
-    await page.screenshot(path=str(DOCS_IMG / "console-overview.png"), full_page=True)
+    await page.screenshot(path=str(shots / "console-overview.png"), full_page=True)
     assert problems.problems == []
     await context.close()
 
