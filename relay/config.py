@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     model_validator,
 )
@@ -30,6 +31,8 @@ from relay.signing import header_refusal, parse_secret
 __all__ = [
     "Config",
     "ConfigError",
+    "ConsoleConfig",
+    "NamedToken",
     "QuarantineConfig",
     "SubscriberConfig",
     "load_config",
@@ -183,8 +186,81 @@ class ServerConfig(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
+class NamedToken(_Model):
+    """An admin or viewer token with the name operator actions are logged under."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@#-]{0,63}$")]
+    token: HeaderCredential
+
+
+Role = Literal["admin", "viewer"]
+
+
+def _admin_token(value: Any) -> str | NamedToken:
+    # One validator rather than a union, so a bad entry gets one message at its own place (`admin.tokens[1]`).
+    if isinstance(value, NamedToken):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return NamedToken.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in err["loc"])
+            problem = "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"])
+            raise ValueError(f"{where}: {problem.removeprefix('Value error, ')}") from None
+    if not isinstance(value, str):
+        raise ValueError("expected a token, or {name, token}")
+    return _check_header_credential(value)
+
+
+AdminToken = Annotated[str | NamedToken, PlainValidator(_admin_token)]
+
+
 class AdminConfig(_Model):
-    tokens: list[HeaderCredential] = Field(default_factory=list)
+    tokens: list[AdminToken] = Field(default_factory=list)
+    viewer_tokens: list[AdminToken] = Field(default_factory=list)
+
+    @property
+    def token_values(self) -> list[str]:
+        """The admin tokens themselves, as the admin API compares them."""
+        return [t.token if isinstance(t, NamedToken) else t for t in self.tokens]
+
+    def identities(self) -> list[tuple[str, str, Role]]:
+        """(name, token, role) of every token: admin ones first; a plain token is named by its place
+        (`admin#1`, `viewer#2`)."""
+        out: list[tuple[str, str, Role]] = []
+        for role, tokens in (("admin", self.tokens), ("viewer", self.viewer_tokens)):
+            for i, t in enumerate(tokens, start=1):
+                if isinstance(t, NamedToken):
+                    out.append((t.name, t.token, role))  # type: ignore[arg-type]
+                else:
+                    out.append((f"{role}#{i}", t, role))  # type: ignore[arg-type]
+        return out
+
+    @model_validator(mode="after")
+    def _unique_token_names(self) -> AdminConfig:
+        seen: set[str] = set()
+        for name, _, _ in self.identities():
+            if name in seen:
+                raise ValueError(f"token name {name!r} is used twice")
+            seen.add(name)
+        return self
+
+
+class ConsoleConfig(_Model):
+    """The operator console in the browser under `/ui/` (sign in with an admin or viewer token)."""
+
+    enabled: bool = True
+    session_ttl_s: Duration = Field(default=8 * 3600.0, gt=0, alias="session_ttl")
+    secure_cookies: Literal["auto", "true", "false"] = "auto"
+
+    # YAML reads a bare true/false as a boolean: take both spellings.
+    @model_validator(mode="before")
+    @classmethod
+    def _bool_spelling(cls, raw: Any) -> Any:
+        if isinstance(raw, Mapping) and isinstance(raw.get("secure_cookies"), bool):
+            return {**raw, "secure_cookies": "true" if raw["secure_cookies"] else "false"}
+        return raw
 
 
 class LoggingConfig(_Model):
@@ -552,6 +628,7 @@ class Config(_Model):
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     specs: list[str] = Field(default_factory=list)
@@ -592,7 +669,7 @@ class Config(_Model):
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Keys whose `<key>_file` variant is replaced by the file's content; plural ones take one value a line.
 _SECRET_KEYS = {"password", "client_secret", "secret", "token", "api_key"}
-_SECRET_LIST_KEYS = {"tokens", "secrets", "keys"}
+_SECRET_LIST_KEYS = {"tokens", "viewer_tokens", "secrets", "keys"}
 # Keys whose `<key>_file` names a file the relay reads itself (resolved like secrets, content not inlined).
 _PATH_KEYS = {"ionapi"}
 _ENV_PREFIX = "RELAY_"

@@ -264,9 +264,11 @@ class Relay:
         load_builders()
         dispatcher = Dispatcher(self.runtime)
         self.runtime.dispatcher = dispatcher
+        poller = PollScheduler(self.runtime)
+        self.runtime.poller = poller
         services: list[Service] = [
             dispatcher,
-            PollScheduler(self.runtime),
+            poller,
             Retention(self.runtime),
         ]
         from relay.ingest.ion_confirm import ConfirmSender

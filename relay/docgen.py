@@ -40,9 +40,13 @@ NOTES: dict[str, str] = {
         "the same for one source; a body of unknown length counts as `max_body_bytes`"
     ),
     "AdminConfig.tokens": (
-        "bearer tokens for `/v1/admin/…` (use `tokens_file`, one per line; blank lines are skipped); none: every"
-        " admin request answers 401"
+        "bearer tokens for `/v1/admin/…` and the console (use `tokens_file`, one per line; blank lines are skipped),"
+        " each a string (named `admin#1`, … in the log) or `{name, token}`; none: every admin request answers 401"
     ),
+    "AdminConfig.viewer_tokens": "read-only tokens for the console: they see everything and change nothing",
+    "ConsoleConfig.enabled": "the operator console under `/ui/` on the main listener",
+    "ConsoleConfig.session_ttl": "a console session ends this long after sign-in (sessions do not survive a restart)",
+    "ConsoleConfig.secure_cookies": "auto: `Secure` cookies when reached over TLS or with `X-Forwarded-Proto: https`",
     "LoggingConfig.format": "auto: JSON when stdout is not a terminal (journald), readable otherwise",
     "DeliveryConfig.lease": "how long a claimed delivery is reserved (at least the subscriber timeout + 2 s)",
     "DeliveryConfig.poll_interval": "how often deliveries written by other processes (CLI replay) are looked for",

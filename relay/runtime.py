@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     # The dispatcher is built from a Runtime: a type-only import, so no import circle at run time.
     from relay.deliver.dispatcher import Dispatcher
     from relay.ingest.ion_confirm import ConfirmSender
+    from relay.poll.scheduler import PollScheduler
 
 __all__ = ["RUNTIME", "Runtime", "open_configured_store"]
 
@@ -50,6 +51,8 @@ class Runtime:
     dispatcher: Dispatcher | None = None
     # Set by the daemon when an ion-ims source sends ConfirmBODs; woken when one is queued.
     confirms: ConfirmSender | None = None
+    # Set by the daemon once polling runs; the console reads each resource's health from it.
+    poller: PollScheduler | None = None
     # Every ingest request looks its source up by name: a dict, rebuilt when the config is swapped.
     _sources: dict[str, SourceConfig] = field(default_factory=dict, init=False, repr=False)
     _sources_of: Config | None = field(default=None, init=False, repr=False)

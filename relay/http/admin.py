@@ -34,7 +34,7 @@ __all__ = ["add_routes"]
 
 def _authorized(request: web.Request, runtime: Runtime) -> bool:
     # The same check as a bearer source's: exact bytes, constant time, ASCII whitespace only.
-    return check_bearer(request.headers, runtime.config.admin.tokens) is None
+    return check_bearer(request.headers, runtime.config.admin.token_values) is None
 
 
 @web.middleware

@@ -106,4 +106,8 @@ def build_app(runtime: Runtime) -> web.Application:
     json_push.add_routes(app)
     ion_ims.add_routes(app)
     admin.add_routes(app)
+    if runtime.config.console.enabled:
+        from relay.console import routes as console
+
+        console.add_routes(app)
     return app

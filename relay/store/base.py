@@ -132,6 +132,9 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
+    # Additive to the oldest-first listing: the console and lists show the latest arrivals first.
+    newest_first: bool = False
+    event_id: str | None = None  # honoured with newest_first
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +312,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_events(self, flt: EventFilter) -> list[Event]:
-        """Events in arrival order matching the filter."""
+        """Events matching the filter, in arrival order, or the latest first with `flt.newest_first`."""
 
     @abc.abstractmethod
     async def get_event(self, event_id: str) -> Event | None:
@@ -410,6 +413,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         """Attempts of one delivery in order."""
+
+    @abc.abstractmethod
+    async def oldest_pending_overall_at(self) -> datetime | None:
+        """When the oldest delivery still pending was created; None when nothing is pending."""
+
+    @abc.abstractmethod
+    async def make_due_now(self, delivery_id: int) -> bool:
+        """A pending delivery waiting for its next attempt becomes due now; False when it is not pending
+        (delivered, dead, …), unknown, or already due."""
 
     @abc.abstractmethod
     async def redrive(self, flt: DeliveryFilter) -> int:

@@ -701,6 +701,20 @@ class SqliteStore(Store):
         return int(rows[-1][0]) if rows else 0
 
     async def list_events(self, flt: EventFilter) -> list[Event]:
+        if flt.newest_first:
+            rows = await self._read(
+                Q["list_events_newest"],
+                {
+                    "channel": flt.channel,
+                    "source": flt.source,
+                    "entity_key": flt.entity_key,
+                    "event_id": flt.event_id,
+                    "since": db_ts(flt.since) if flt.since else None,
+                    "until": db_ts(flt.until) if flt.until else None,
+                    "limit": flt.limit,
+                },
+            )
+            return [_row_to_event(row) for row in rows]
         rows = await self._read(
             Q["list_events"],
             {
@@ -916,6 +930,22 @@ class SqliteStore(Store):
             }
             for r in rows
         ]
+
+    async def oldest_pending_overall_at(self) -> datetime | None:
+        rows = list(await self._read(Q["oldest_pending_created_at"]))
+        return parse_ts(rows[0][0]) if rows and rows[0][0] else None
+
+    async def make_due_now(self, delivery_id: int) -> bool:
+        params = {"delivery_id": delivery_id, "now": db_ts(_now())}
+
+        async def update(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(Q["make_due_now"], params)
+            return int(cursor.rowcount)
+
+        changed = await self.write(update) > 0
+        if changed:
+            self._notify()
+        return changed
 
     async def redrive(self, flt: DeliveryFilter) -> int:
         params = self._delivery_params(flt)

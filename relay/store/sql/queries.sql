@@ -49,6 +49,20 @@ WHERE (:channel IS NULL OR channel = :channel)
 ORDER BY seq
 LIMIT :limit;
 
+-- name: list_events_newest
+-- The console's and lists' order: the latest arrivals first.
+SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+       payload, original, original_type
+FROM events
+WHERE (:channel IS NULL OR channel = :channel)
+  AND (:source IS NULL OR source = :source)
+  AND (:entity_key IS NULL OR entity_key = :entity_key)
+  AND (:event_id IS NULL OR event_id = :event_id)
+  AND (:since IS NULL OR received_at >= :since)
+  AND (:until IS NULL OR received_at < :until)
+ORDER BY seq DESC
+LIMIT :limit;
+
 -- name: get_event
 SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
        payload, original, original_type
@@ -224,6 +238,14 @@ WHERE d.id = :delivery_id;
 -- name: list_attempts
 SELECT attempt, started_at, duration_ms, status, error, response_excerpt
 FROM attempts WHERE delivery_id = :delivery_id ORDER BY attempt;
+
+-- name: oldest_pending_created_at
+SELECT min(created_at) FROM deliveries INDEXED BY deliveries_state WHERE state = 'pending';
+
+-- name: make_due_now
+-- An operator's "retry now": a waiting delivery becomes due; one in flight keeps its lease and finishes first.
+UPDATE deliveries SET next_attempt_at = :now
+WHERE id = :delivery_id AND state = 'pending' AND next_attempt_at > :now;
 
 -- name: redrive_dead
 UPDATE deliveries
