@@ -187,6 +187,12 @@ class AdminConfig(_Model):
     tokens: list[HeaderCredential] = Field(default_factory=list)
 
 
+class StateConfig(_Model):
+    """Who may read the current state of keys (`GET /v1/state/…`) besides admin tokens."""
+
+    tokens: list[HeaderCredential] = Field(default_factory=list)
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -520,6 +526,7 @@ class Config(_Model):
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     specs: list[str] = Field(default_factory=list)
