@@ -518,6 +518,46 @@ class SubscriberConfig(_Model):
         return self
 
 
+# ---------------------------------------------------------------------------------------- rules
+
+
+class RuleConfig(_Model):
+    """A derived-event rule: `emit` once when `when` becomes true for a key, `emit_clear` once it clears.
+
+    Expressions are CEL over the triggering event (`data`, `event`, `channel`, `key`), compiled and
+    type-checked when the configuration loads.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    on: str = Field(description="the channel whose events the rule watches, e.g. inventory/synced")
+    when: str = Field(description="CEL condition that fires the rule, e.g. data.available <= 10")
+    clear_when: str | None = Field(default=None, description="CEL condition that clears it (default: not `when`)")
+    emit: str = Field(description="channel of the event emitted when the rule fires, e.g. inventory/low-stock")
+    emit_clear: str | None = Field(default=None, description="channel emitted when it clears")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, raw: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean true.
+        if isinstance(raw, Mapping) and True in raw and "on" not in raw:
+            return {("on" if k is True else k): v for k, v in raw.items()}
+        return raw
+
+    @model_validator(mode="after")
+    def _expressions_compile(self) -> RuleConfig:
+        from relay.rules.cel import CelError, compile_condition
+
+        for field_name in ("when", "clear_when"):
+            expression = getattr(self, field_name)
+            if expression is None:
+                continue
+            try:
+                compile_condition(expression)
+            except CelError as exc:
+                raise ValueError(f"rule {self.name!r}: {field_name}: {exc}") from None
+        return self
+
+
 # ---------------------------------------------------------------------------------------- root
 
 
@@ -532,12 +572,14 @@ class Config(_Model):
     specs: list[str] = Field(default_factory=list)
     sources: list[SourceConfig] = Field(default_factory=list)
     subscribers: list[SubscriberConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
         for what, names in (
             ("source", [s.name for s in self.sources]),
             ("subscriber", [s.name for s in self.subscribers]),
+            ("rule", [r.name for r in self.rules]),
         ):
             seen: set[str] = set()
             for name in names:
