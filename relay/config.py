@@ -340,6 +340,22 @@ class X3Resource(_PollBase):
     node: str | None = None  # GraphQL: `package.node`, e.g. x3Purchasing.purchaseOrder; None: the class's default
 
 
+class LookupConfig(_Model):
+    """Live availability lookups through this source (`GET /v1/sources/{source}/availability`)."""
+
+    auth: InboundAuth = Field(description="who may look up: the same auth types as json-push sources")
+    timeout_s: Duration = Field(default=2.0, gt=0, alias="timeout", description="then answer from the store")
+    cache_ttl_s: Duration = Field(default=5.0, alias="cache_ttl", description="how long a live answer is reused")
+    max_in_flight: int = Field(default=4, ge=1, le=256, description="ERP calls at once (protects the ERP)")
+    rate_limit: float | None = Field(default=None, gt=0, description="ERP calls per second at most")
+
+    @model_validator(mode="after")
+    def _header_auth(self) -> LookupConfig:
+        if isinstance(self.auth, StandardWebhooksAuth):
+            raise ValueError("lookup auth takes basic, bearer, api-key or none (a GET has no body to sign)")
+        return self
+
+
 class X3Source(_SourceBase):
     kind: Literal["x3"]
     base_url: str
@@ -349,6 +365,7 @@ class X3Source(_SourceBase):
     auth: OutboundAuth
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     resources: list[X3Resource] = Field(min_length=1)
+    lookup: LookupConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -414,6 +431,7 @@ class SxeSource(_SourceBase):
     fetchwhere_path: str = "SX/rest/serviceinterface/proxy/FetchWhere"
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     feeds: list[SxeFeed] = Field(min_length=1)
+    lookup: LookupConfig | None = None
 
 
 class HttpJsonResource(_PollBase):

@@ -93,6 +93,7 @@ def build_app(runtime: Runtime) -> web.Application:
     from relay.http import admin, state
     from relay.ingest import ion_ims, json_push
     from relay.logs import quiet_client_errors
+    from relay.lookups import routes as lookup_routes
 
     quiet_client_errors()
 
@@ -107,4 +108,5 @@ def build_app(runtime: Runtime) -> web.Application:
     ion_ims.add_routes(app)
     admin.add_routes(app)
     state.add_routes(app)
+    lookup_routes.add_routes(app)
     return app
