@@ -263,6 +263,12 @@ class ConsoleConfig(_Model):
         return raw
 
 
+class StateConfig(_Model):
+    """Who may read the current state of keys (`GET /v1/state/…`) besides admin tokens."""
+
+    tokens: list[HeaderCredential] = Field(default_factory=list)
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -448,6 +454,22 @@ class X3Resource(_PollBase):
     node: str | None = None  # GraphQL: `package.node`, e.g. x3Purchasing.purchaseOrder; None: the class's default
 
 
+class LookupConfig(_Model):
+    """Live availability lookups through this source (`GET /v1/sources/{source}/availability`)."""
+
+    auth: InboundAuth = Field(description="who may look up: the same auth types as json-push sources")
+    timeout_s: Duration = Field(default=2.0, gt=0, alias="timeout", description="then answer from the store")
+    cache_ttl_s: Duration = Field(default=5.0, alias="cache_ttl", description="how long a live answer is reused")
+    max_in_flight: int = Field(default=4, ge=1, le=256, description="ERP calls at once (protects the ERP)")
+    rate_limit: float | None = Field(default=None, gt=0, description="ERP calls per second at most")
+
+    @model_validator(mode="after")
+    def _header_auth(self) -> LookupConfig:
+        if isinstance(self.auth, StandardWebhooksAuth):
+            raise ValueError("lookup auth takes basic, bearer, api-key or none (a GET has no body to sign)")
+        return self
+
+
 class X3Source(_SourceBase):
     kind: Literal["x3"]
     base_url: str
@@ -457,6 +479,7 @@ class X3Source(_SourceBase):
     auth: OutboundAuth
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     resources: list[X3Resource] = Field(min_length=1)
+    lookup: LookupConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -522,6 +545,7 @@ class SxeSource(_SourceBase):
     fetchwhere_path: str = "SX/rest/serviceinterface/proxy/FetchWhere"
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     feeds: list[SxeFeed] = Field(min_length=1)
+    lookup: LookupConfig | None = None
 
 
 class HttpJsonResource(_PollBase):
@@ -620,6 +644,46 @@ class SubscriberConfig(_Model):
         return self
 
 
+# ---------------------------------------------------------------------------------------- rules
+
+
+class RuleConfig(_Model):
+    """A derived-event rule: `emit` once when `when` becomes true for a key, `emit_clear` once it clears.
+
+    Expressions are CEL over the triggering event (`data`, `event`, `channel`, `key`), compiled and
+    type-checked when the configuration loads.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    on: str = Field(description="the channel whose events the rule watches, e.g. inventory/synced")
+    when: str = Field(description="CEL condition that fires the rule, e.g. data.available <= 10")
+    clear_when: str | None = Field(default=None, description="CEL condition that clears it (default: not `when`)")
+    emit: str = Field(description="channel of the event emitted when the rule fires, e.g. inventory/low-stock")
+    emit_clear: str | None = Field(default=None, description="channel emitted when it clears")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, raw: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean true.
+        if isinstance(raw, Mapping) and True in raw and "on" not in raw:
+            return {("on" if k is True else k): v for k, v in raw.items()}
+        return raw
+
+    @model_validator(mode="after")
+    def _expressions_compile(self) -> RuleConfig:
+        from relay.rules.cel import CelError, compile_condition
+
+        for field_name in ("when", "clear_when"):
+            expression = getattr(self, field_name)
+            if expression is None:
+                continue
+            try:
+                compile_condition(expression)
+            except CelError as exc:
+                raise ValueError(f"rule {self.name!r}: {field_name}: {exc}") from None
+        return self
+
+
 # ---------------------------------------------------------------------------------------- root
 
 
@@ -629,17 +693,20 @@ class Config(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     specs: list[str] = Field(default_factory=list)
     sources: list[SourceConfig] = Field(default_factory=list)
     subscribers: list[SubscriberConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
         for what, names in (
             ("source", [s.name for s in self.sources]),
             ("subscriber", [s.name for s in self.subscribers]),
+            ("rule", [r.name for r in self.rules]),
         ):
             seen: set[str] = set()
             for name in names:

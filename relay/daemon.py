@@ -53,7 +53,9 @@ def load_all(config_path: Path) -> tuple[Config, SpecRegistry]:
         specs = load_specs(config.spec_paths)
     except SpecError as exc:
         raise ConfigError([f"specs: {exc}"]) from None
-    problems = source_problems(config, specs)
+    from relay.rules import rule_problems
+
+    problems = source_problems(config, specs) + rule_problems(config, specs)
     if problems:
         raise ConfigError(problems)
     return config, specs

@@ -23,7 +23,15 @@ from relay.events import Event, parse_ts
 from relay.routing import Router
 from relay.runtime import Runtime, open_configured_store
 from relay.spec import SpecRegistry
-from relay.store.base import DeliveryFilter, DeliveryRow, EventFilter, QuarantineRow, Store, SubscriberState
+from relay.store.base import (
+    DeliveryFilter,
+    DeliveryRow,
+    EventFilter,
+    QuarantineRow,
+    StateRecord,
+    Store,
+    SubscriberState,
+)
 
 if TYPE_CHECKING:
     from relay.deliver.dispatcher import Dispatcher
@@ -49,6 +57,7 @@ __all__ = [
     "ReplayCount",
     "ResourceHealth",
     "SourceStatus",
+    "StateRecord",
     "SubscriberHealth",
     "SubscriberStatus",
     "TestDelivery",
@@ -802,6 +811,23 @@ class Operations:
             except (aiohttp.ClientError, OSError) as exc:  # the SSRF resolver refuses with OSError subclasses
                 error = f"{type(exc).__name__}: {exc}"[:300]
         return TestDelivery(name, message_id, status, (time.perf_counter() - started) * 1000, error, excerpt)
+
+    # -------------------------------------------------------------------------------- current state
+
+    async def show_state(self, noun: str, key: str) -> StateRecord:
+        """The latest event of one business key (`inventory`, `P-100|MAIN`).
+
+        Raises:
+            NotFoundError: nothing was ever stored for that key.
+        """
+        record = await self.store.get_state(noun, key)
+        if record is None:
+            raise NotFoundError(f"no state for {noun} key {key!r}")
+        return record
+
+    async def list_state(self, noun: str, *, prefix: str = "", after: str = "", limit: int = 100) -> list[StateRecord]:
+        """The current state of the keys of `noun` starting with `prefix`, in key order after `after`."""
+        return await self.store.list_state(noun, prefix=prefix, after=after, limit=limit)
 
 
 def _with_circuit(health: SubscriberHealth, circuit: str) -> SubscriberHealth:

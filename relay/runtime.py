@@ -60,7 +60,16 @@ class Runtime:
     @classmethod
     def build(cls, config: Config, store: Store, specs: SpecRegistry) -> Runtime:
         metrics.register_config(config, specs)
-        return cls(config=config, store=store, specs=specs, ingestor=Ingestor(store, Router(config.subscribers)))
+        runtime = cls(config=config, store=store, specs=specs, ingestor=Ingestor(store, Router(config.subscribers)))
+        runtime._apply_rules()
+        return runtime
+
+    def _apply_rules(self) -> None:
+        """Give the store the configured derived-event rules (none: the store skips them entirely)."""
+        from relay.rules import RuleEngine
+
+        router = self.ingestor.router
+        self.store.set_deriver(RuleEngine(self.config.rules, self.specs, router.plan) if self.config.rules else None)
 
     def source(self, name: str) -> SourceConfig | None:
         if self._sources_of is not self.config:
@@ -74,6 +83,7 @@ class Runtime:
         self.config = config
         self.specs = specs
         self.ingestor.router = Router(config.subscribers)
+        self._apply_rules()
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

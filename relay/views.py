@@ -19,6 +19,7 @@ from relay.ops import (
     QuarantineRecord,
     QuarantineRetry,
     ReplayCount,
+    StateRecord,
     SubscriberHealth,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "quarantine_json",
     "quarantine_retry_json",
     "replay_json",
+    "state_json",
     "subscriber_json",
     "ts",
 ]
@@ -139,3 +141,17 @@ def subscriber_json(s: SubscriberHealth) -> dict[str, Any]:
 
 def replay_json(r: ReplayCount) -> dict[str, Any]:
     return {"events": r.events, "deliveries": r.deliveries, "dryRun": r.dry_run}
+
+
+def state_json(s: StateRecord) -> dict[str, Any]:
+    """`GET /v1/state/{noun}/{key}`: the latest event of a key; `data` is that event's `data` object."""
+    payload = orjson.loads(s.payload)
+    return {
+        "channel": s.channel,
+        "entityKey": s.entity_key,
+        "version": s.version,
+        "eventId": s.event_id,
+        "receivedAt": format_ts(s.received_at),
+        "deleted": s.deleted,
+        "data": payload.get("data") if isinstance(payload, dict) else None,
+    }

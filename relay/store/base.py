@@ -6,7 +6,7 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from relay.events import Event
 
@@ -19,6 +19,8 @@ __all__ = [
     "DeliveryFilter",
     "DeliveryPlan",
     "DeliveryRow",
+    "Derivation",
+    "Deriver",
     "EventFilter",
     "IngestOutcome",
     "NewEvent",
@@ -26,6 +28,8 @@ __all__ = [
     "QuarantineEntry",
     "QuarantineRow",
     "ReplayEvent",
+    "RuleState",
+    "StateRecord",
     "Store",
     "StoreUnavailable",
     "SubscriberState",
@@ -54,10 +58,15 @@ class DeliveryPlan:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event to store with the deliveries fan-out decided for it."""
+    """An event to store with the deliveries fan-out decided for it.
+
+    `track_state`: the event becomes its key's current state when it is the newest version (derived alert
+    events are not states of their key and set it False).
+    """
 
     event: Event
     deliveries: Sequence[DeliveryPlan] = ()
+    track_state: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +274,52 @@ class PollCommit:
     forget_keys: Sequence[str] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """The latest event of one business key (by version); `deleted` when that event was a deletion."""
+
+    noun: str
+    entity_key: str
+    channel: str
+    version: str | None
+    event_id: str
+    received_at: datetime
+    deleted: bool
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """Where one derived-event rule stands for one key: fired and not cleared (`active`), as of which version."""
+
+    rule: str
+    entity_key: str
+    active: bool
+    version_order: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Derivation:
+    """What the rules make of a batch of new events: derived events to store with it, and the new rule states."""
+
+    events: Sequence[NewEvent] = ()
+    states: Sequence[RuleState] = ()
+
+
+class Deriver(Protocol):
+    """Derived-event rules, run by the store inside the transaction that stores their triggering events."""
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels any rule listens on (the store skips the rule-state read for other batches)."""
+        ...
+
+    def derive(self, events: Sequence[Event], states: dict[tuple[str, str], RuleState]) -> Derivation:
+        """Evaluate the rules over new events (arrival order) given the stored states of their keys."""
+        ...
+
+
 class Store(abc.ABC):
     """Durable storage of events, deliveries and checkpoints.
 
@@ -274,6 +329,12 @@ class Store(abc.ABC):
 
     #: Most bytes quarantined inputs may hold together (`quarantine.max_bytes`); the oldest go first past it.
     quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES
+    #: The derived-event rules applied in every ingest transaction (None: no rules).
+    deriver: Deriver | None = None
+
+    def set_deriver(self, deriver: Deriver | None) -> None:
+        """Apply `deriver` to every later ingest and poll commit, in the same transaction (reload swaps it)."""
+        self.deriver = deriver
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -462,3 +523,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         """Delete up to `limit` events received before `cutoff` with nothing left to deliver."""
+
+    # -------------------------------------------------------------------------------- current state
+
+    @abc.abstractmethod
+    async def get_state(self, noun: str, entity_key: str) -> StateRecord | None:
+        """The latest event of one key of `noun` (`inventory`, `order`, …), or None when none was stored."""
+
+    @abc.abstractmethod
+    async def list_state(self, noun: str, *, prefix: str = "", after: str = "", limit: int = 100) -> list[StateRecord]:
+        """The current state of the keys of `noun` that start with `prefix`, in key order after `after`."""

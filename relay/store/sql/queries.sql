@@ -348,3 +348,34 @@ DELETE FROM ion_confirms WHERE id = :id;
 -- name: retry_ion_confirm
 UPDATE ion_confirms SET attempts = :attempts, next_attempt_at = :next_attempt_at, last_error = :last_error
 WHERE id = :id;
+-- name: upsert_entity_state
+-- The newest version of a key wins; an older one arriving later changes nothing (ties keep the first).
+INSERT INTO entity_state (noun, entity_key, channel, version, version_order, event_id, received_at, deleted, payload)
+VALUES (:noun, :entity_key, :channel, :version, :version_order, :event_id, :received_at, :deleted, :payload)
+ON CONFLICT (noun, entity_key) DO UPDATE SET
+    channel = excluded.channel, version = excluded.version, version_order = excluded.version_order,
+    event_id = excluded.event_id, received_at = excluded.received_at, deleted = excluded.deleted,
+    payload = excluded.payload
+WHERE excluded.version_order > entity_state.version_order;
+
+-- name: get_entity_state
+SELECT noun, entity_key, channel, version, event_id, received_at, deleted, payload
+FROM entity_state WHERE noun = :noun AND entity_key = :entity_key;
+
+-- name: list_entity_state
+-- Keys of a noun in key order from :prefix, after :after (paging); the range test keeps the primary key in use.
+SELECT noun, entity_key, channel, version, event_id, received_at, deleted, payload
+FROM entity_state
+WHERE noun = :noun AND entity_key >= :prefix AND substr(entity_key, 1, length(:prefix)) = :prefix
+  AND entity_key > :after
+ORDER BY entity_key LIMIT :limit;
+
+-- name: rule_states_for
+-- Where the rules stand for the keys of a batch. `:ids` is replaced by one parameter per key.
+SELECT rule, entity_key, active, version_order, event_id FROM rule_state WHERE entity_key IN (:ids);
+
+-- name: upsert_rule_state
+INSERT INTO rule_state (rule, entity_key, active, version_order, event_id)
+VALUES (:rule, :entity_key, :active, :version_order, :event_id)
+ON CONFLICT (rule, entity_key) DO UPDATE SET
+    active = excluded.active, version_order = excluded.version_order, event_id = excluded.event_id;
