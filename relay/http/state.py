@@ -24,7 +24,7 @@ _MAX_LIMIT = 1000
 
 def _authorized(request: web.Request) -> bool:
     config = request.app[RUNTIME].config
-    return check_bearer(request.headers, [*config.state.tokens, *config.admin.tokens]) is None
+    return check_bearer(request.headers, [*config.state.tokens, *config.admin.token_values]) is None
 
 
 async def show_state(request: web.Request) -> web.Response:
