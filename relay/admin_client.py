@@ -106,7 +106,7 @@ class AdminClient:
 
     def list_events(self, flt: EventFilter) -> Any:
         """`GET /v1/admin/events`: a list of event views without payloads."""
-        return self._get("/v1/admin/events", **_event_query(flt), order=flt.order)
+        return self._get("/v1/admin/events", **_event_query(flt), order="newest" if flt.newest_first else "oldest")
 
     def event_feed(self, flt: EventFilter, *, after: int | None = None) -> Any:
         """`GET /v1/admin/events-feed`: `{"cursor": N, "events": [...]}` (see `Operations.event_feed`)."""

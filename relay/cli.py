@@ -36,6 +36,7 @@ from relay.views import (
     quarantine_json,
     quarantine_retry_json,
     replay_json,
+    state_json,
     subscriber_json,
 )
 
@@ -485,7 +486,7 @@ def events_list(
         since=_parse_when(since),
         until=_parse_when(until),
         limit=limit,
-        order="oldest" if oldest_first else "newest",
+        newest_first=not oldest_first,
     )
     if follow:
         _follow(target, flt, first=limit, interval_s=interval_s, as_json=as_json)
@@ -1133,6 +1134,59 @@ def demo(duration: float | None, state_dir: Path) -> None:
 
     configure_logging("warning", "console")
     raise SystemExit(asyncio.run(run_demo(duration, state_dir)))
+
+
+# ------------------------------------------------------------------------------------------- state
+
+
+@main.group()
+def state() -> None:
+    """The current state of business keys: the latest event of each key by version."""
+
+
+@state.command("show")
+@CONFIG_OPTION
+@click.argument("noun")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True)
+def state_show(config_path: Path | None, noun: str, key: str, as_json: bool) -> None:
+    """Show the latest event of one key, e.g. `relay state show inventory 'P-100|MAIN'`."""
+    config = _load(config_path)
+    data = state_json(_run_ops(config, lambda ops: ops.show_state(noun, key)))
+    if as_json:
+        _print_json(data)
+        return
+    for field_name, value in data.items():
+        if field_name != "data":
+            _print_field(field_name, value)
+    body = Text(terminal_safe(orjson.dumps(data["data"], option=orjson.OPT_INDENT_2).decode(), multiline=True))
+    console.print(JSONHighlighter()(body))
+
+
+@state.command("list")
+@CONFIG_OPTION
+@click.argument("noun")
+@click.option("--prefix", default="", help="Only keys that start with this text (e.g. a part number and `|`).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def state_list(config_path: Path | None, noun: str, prefix: str, limit: int, as_json: bool) -> None:
+    """List the current state of the keys of NOUN in key order."""
+    config = _load(config_path)
+    rows = [state_json(r) for r in _run_ops(config, lambda ops: ops.list_state(noun, prefix=prefix, limit=limit))]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("key", "channel", "version", "deleted", "received")
+    for row in rows:
+        table.add_row(
+            _cell(row["entityKey"]),
+            _cell(row["channel"]),
+            _cell(row["version"]),
+            _cell(row["deleted"]),
+            row["receivedAt"],
+        )
+    console.print(table)
+    console.print(f"{len(rows)} key(s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

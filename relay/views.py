@@ -22,6 +22,7 @@ from relay.ops import (
     QuarantineRecord,
     QuarantineRetry,
     ReplayCount,
+    StateRecord,
     SubscriberHealth,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "quarantine_json",
     "quarantine_retry_json",
     "replay_json",
+    "state_json",
     "subscriber_json",
     "ts",
 ]
@@ -319,3 +321,17 @@ VIEW_MODELS: tuple[type[BaseModel], ...] = (
     RedriveView,
     EnabledView,
 )
+
+
+def state_json(s: StateRecord) -> dict[str, Any]:
+    """`GET /v1/state/{noun}/{key}`: the latest event of a key; `data` is that event's `data` object."""
+    payload = orjson.loads(s.payload)
+    return {
+        "channel": s.channel,
+        "entityKey": s.entity_key,
+        "version": s.version,
+        "eventId": s.event_id,
+        "receivedAt": format_ts(s.received_at),
+        "deleted": s.deleted,
+        "data": payload.get("data") if isinstance(payload, dict) else None,
+    }

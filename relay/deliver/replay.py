@@ -40,7 +40,7 @@ async def replay(
         store: the open store.
         router: today's subscribers (channel globs and filters decide who gets what).
         flt: channel (an exact name or a glob such as `order/*`), source, entity key and received-at window
-            (its `limit` and `order` are ignored: events are replayed in arrival order).
+            (its `limit` and `newest_first` are ignored: events are replayed in arrival order).
         event_id: only this event.
         subscriber: only this subscriber.
         dry_run: count, create nothing.

@@ -11,7 +11,7 @@ import functools
 import re
 from datetime import datetime
 from importlib.metadata import version
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -50,7 +50,7 @@ __all__ = ["ROUTES", "add_routes", "openapi_document_of_admin_api"]
 
 def _authorized(request: web.Request, runtime: Runtime) -> bool:
     # The same check as a bearer source's: exact bytes, constant time, ASCII whitespace only.
-    return check_bearer(request.headers, runtime.config.admin.tokens) is None
+    return check_bearer(request.headers, runtime.config.admin.token_values) is None
 
 
 @web.middleware
@@ -97,12 +97,10 @@ def _limit(request: web.Request, default: int = 100, minimum: int = 1) -> int:
     return int(value)
 
 
-def _order(request: web.Request) -> Literal["newest", "oldest"]:
+def _newest_first(request: web.Request) -> bool:
     value = request.query.get("order", "newest")
-    if value == "newest":
-        return "newest"
-    if value == "oldest":
-        return "oldest"
+    if value in ("newest", "oldest"):
+        return value == "newest"
     raise _BadQueryError("order: expected newest or oldest")
 
 
@@ -208,7 +206,7 @@ def _event_filter(request: web.Request, *, minimum_limit: int = 1) -> EventFilte
 
 
 async def list_events(request: web.Request) -> web.Response:
-    flt = dataclasses.replace(_event_filter(request), order=_order(request))
+    flt = dataclasses.replace(_event_filter(request), newest_first=_newest_first(request))
     found = await _ops(request).list_events(flt)
     return json_response([event_json(e, with_payload=False) for e in found])
 

@@ -12,12 +12,18 @@ purchase orders (`poeh`) and vendors (`apsv`), on a server whose clock is in `ti
   {"t-custLstV3": [...]}}}` and `sxapioegetlistofordersv5` (`startEnterDate`/`endEnterDate`) → `tOeordV5`/`t-oeordV5`,
   camelCase as in tests/fixtures/sxe/custlstv3.json and oeordv5.json.
 
+* Availability: `sxapiicgetwhseproductdataquantityv3` (`productCode`, `warehouse` → `quantityOnHand`,
+  `quantityCommitted`, `quantityReserved`, `netAvailable`) and `sxapiicproductavailbywhse` (`productCode` →
+  `tProd_avl`/`t-prod_avl` rows of `whse`, `netAvail`), from the `icsw` rows; `lookup_delay_s` makes them slow,
+  `lookup_down` answers 503; `calls[operation]` counts them.
+
 Knobs for tests: `error_next` (an SX.e `cErrorMessage`), `answer_next` (any JSON body, e.g. an unexpected
 shape), `stall` (FetchWhere ignores `RestartRowID`), `restart_inclusive` (the restart row is repeated).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import re
@@ -43,6 +49,11 @@ _PRODUCTS = ("BRK-20A", "BRK-30A", "WIRE-12-2", "WIRE-14-2", "CONDUIT-EMT-1", "B
 _VENDORS = ("Square D", "Southwire", "Allied Tube", "Raco", "Ilsco", "Leviton")
 _TERM_RE = re.compile(r"^(\w+)\.(\w+)\s*(=|>=)\s*(.+?)$")
 _DATE_RE = re.compile(r"^DATE\((\d+),(\d+),(\d+)\)$")
+_LOOKUP_OPERATIONS = ("sxapiicgetwhseproductdataquantityv3", "sxapiicproductavailbywhse")
+
+
+def _net(row: Mapping[str, Any]) -> float:
+    return float(row["qtyonhand"]) - float(row["qtycommit"]) - float(row["qtyreservd"])
 
 
 class _Gateway(Protocol):
@@ -70,6 +81,9 @@ class SxeSimulator:
     calls: dict[str, int] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     on_call: Callable[[str], None] | None = None
+    # Availability calls (quantityv3, productavailbywhse): answer after this many seconds, or 503 when down.
+    lookup_delay_s: float = 0.0
+    lookup_down: bool = False
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -315,11 +329,53 @@ class SxeSimulator:
         if self.error_next is not None:
             message, self.error_next = self.error_next, None
             return web.json_response({"response": {"cErrorMessage": message}})
+        if op.lower() in _LOOKUP_OPERATIONS:
+            return await self._lookup(op.lower(), req)
         if op.lower() == "sxapiargetcustomerlistv3":
             return web.json_response({"response": {"cErrorMessage": "", **self._customer_list(req)}})
         if op.lower() == "sxapioegetlistofordersv5":
             return web.json_response({"response": {"cErrorMessage": "", **self._order_list(req)}})
         return web.json_response({"response": {"cErrorMessage": f"Unknown operation {op}"}})
+
+    async def _lookup(self, op: str, req: Mapping[str, Any]) -> web.Response:
+        """Availability from the `icsw` rows, in the shapes of the published SX.e REST models."""
+        if self.lookup_delay_s > 0:
+            await asyncio.sleep(self.lookup_delay_s)
+        if self.lookup_down:
+            return web.json_response({"error": "Service Unavailable"}, status=503)
+        product = str(req.get("productCode") or "")
+        rows = [r for r in self.tables["icsw"] if r["prod"] == product]
+        if op == "sxapiicproductavailbywhse":
+            if not rows:
+                return web.json_response({"response": {"cErrorMessage": f"Product not found: {product}"}})
+            listed = [
+                {"prod": r["prod"], "descrip1": "", "descrip2": "", "whse": r["whse"], "netAvail": _net(r)}
+                for r in rows
+            ]
+            return web.json_response({"response": {"cErrorMessage": "", "tProd_avl": {"t-prod_avl": listed}}})
+        row = next((r for r in rows if r["whse"] == req.get("warehouse")), None)
+        if row is None:
+            message = f"Product not set up in Warehouse Product - icsw: {product}"
+            return web.json_response({"response": {"cErrorMessage": message}})
+        answer = {
+            "cErrorMessage": "",
+            "quantityOnHand": row["qtyonhand"],
+            "quantityCommitted": row["qtycommit"],
+            "quantityReserved": row["qtyreservd"],
+            "netAvailable": _net(row),
+            "quantityOnOrder": row["qtyonorder"],
+        }
+        return web.json_response({"response": answer})
+
+    def set_stock(self, product: str, warehouse: str, on_hand: float, committed: float = 0.0) -> None:
+        """Put one warehouse product's quantities in `icsw` (added when it is not there), stamped now."""
+        row = next((r for r in self.tables["icsw"] if r["prod"] == product and r["whse"] == warehouse), None)
+        if row is None:
+            self._next_row += 1
+            row = {**self._row("icsw", len(self.tables["icsw"])), "prod": product, "whse": warehouse}
+            row.update(cono=self.company_number, icswRowID=_row_id(self._next_row))
+            self.tables["icsw"].append(row)
+        row.update(qtyonhand=float(on_hand), qtycommit=float(committed), qtyreservd=0.0, **self._stamp())
 
     def _count(self, what: str) -> None:
         self.calls[what] = self.calls.get(what, 0) + 1
