@@ -29,6 +29,7 @@ from relay.guard import url_refusal
 from relay.signing import header_refusal, parse_secret
 
 __all__ = [
+    "UNRESOLVED_SECRET",
     "Config",
     "ConfigError",
     "ConsoleConfig",
@@ -741,9 +742,17 @@ _SECRET_LIST_KEYS = {"tokens", "viewer_tokens", "secrets", "keys"}
 _PATH_KEYS = {"ionapi"}
 _ENV_PREFIX = "RELAY_"
 _ENV_IGNORED = {"RELAY_CONFIG"}
+#: What stands in for a secret that `load_config(..., secrets=False)` left unresolved: it passes every secret's
+#: validation (a `whsec_` key of 24 zero bytes) and is never a working credential. Only read-only commands load so.
+UNRESOLVED_SECRET = "whsec_" + "A" * 32
 
 
-def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+def _needs_value(path: str) -> bool:
+    # The store section locates the database: a read-only command cannot do without it.
+    return path == "store" or path.startswith("store.")
+
+
+def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str], *, secrets: bool = True) -> Any:
     if isinstance(node, str):
 
         def sub(match: re.Match[str]) -> str:
@@ -752,14 +761,16 @@ def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[st
                 return env[name]
             if default is not None:
                 return default
+            if not secrets and not _needs_value(path):
+                return UNRESOLVED_SECRET
             problems.append(f"{path or '<root>'}: environment variable {name} is not set")
             return ""
 
         return _ENV_RE.sub(sub, node)
     if isinstance(node, dict):
-        return {k: _interpolate(v, env, _join(path, k), problems) for k, v in node.items()}
+        return {k: _interpolate(v, env, _join(path, k), problems, secrets=secrets) for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [_interpolate(v, env, f"{path}[{i}]", problems, secrets=secrets) for i, v in enumerate(node)]
     return node
 
 
@@ -776,9 +787,11 @@ def _secret_path(name: str, base_dir: Path, env: Mapping[str, str]) -> Path:
     return path
 
 
-def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+def _resolve_files(
+    node: Any, base_dir: Path, env: Mapping[str, str], path: str, problems: list[str], *, secrets: bool = True
+) -> Any:
     if isinstance(node, list):
-        return [_resolve_files(v, base_dir, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [_resolve_files(v, base_dir, env, f"{path}[{i}]", problems, secrets=secrets) for i, v in enumerate(node)]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
@@ -796,6 +809,9 @@ def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str,
                 problems.append(f"{key_path}: expected a file path")
                 continue
             secret_path = _secret_path(value, base_dir, env)
+            if not secrets:
+                out[stem] = [UNRESOLVED_SECRET] if stem in _SECRET_LIST_KEYS else UNRESOLVED_SECRET
+                continue
             try:
                 text = secret_path.read_text(encoding="utf-8")
             except OSError as exc:
@@ -809,7 +825,7 @@ def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str,
             else:
                 out[stem] = text.strip()
         else:
-            out[key] = _resolve_files(value, base_dir, env, key_path, problems)
+            out[key] = _resolve_files(value, base_dir, env, key_path, problems, secrets=secrets)
     return out
 
 
@@ -872,8 +888,13 @@ def _iter_problems(exc: ValidationError, data: Any) -> Iterator[str]:
             yield f"{where}: {msg}"
 
 
-def config_from_mapping(raw: Any, *, base_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+def config_from_mapping(
+    raw: Any, *, base_dir: Path | None = None, env: Mapping[str, str] | None = None, secrets: bool = True
+) -> Config:
     """Build a Config from already-parsed YAML data (interpolation, files and overrides applied).
+
+    With `secrets=False` no `*_file` secret is read and an unset `${VAR}` outside `store` is no problem: both
+    become `UNRESOLVED_SECRET`. For read-only commands only; the relay never runs on such a configuration.
 
     Raises:
         ConfigError: with one line per problem.
@@ -885,8 +906,8 @@ def config_from_mapping(raw: Any, *, base_dir: Path | None = None, env: Mapping[
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(["<root>: the configuration must be a mapping of sections"])
-    data = _interpolate(raw, env, "", problems)
-    data = _resolve_files(data, base_dir, env, "", problems)
+    data = _interpolate(raw, env, "", problems, secrets=secrets)
+    data = _resolve_files(data, base_dir, env, "", problems, secrets=secrets)
     _apply_env_overrides(data, env, problems)
     if problems:
         raise ConfigError(problems)
@@ -896,8 +917,8 @@ def config_from_mapping(raw: Any, *, base_dir: Path | None = None, env: Mapping[
         raise ConfigError(list(_iter_problems(exc, data))) from None
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a YAML configuration file.
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, secrets: bool = True) -> Config:
+    """Read and validate a YAML configuration file (`secrets=False`: see `config_from_mapping`).
 
     Raises:
         ConfigError: the file cannot be read, is not YAML, or does not validate (one line per problem).
@@ -914,4 +935,4 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError([f"{where}: {problem}"]) from None
-    return config_from_mapping(raw, base_dir=path.parent.resolve(), env=env)
+    return config_from_mapping(raw, base_dir=path.parent.resolve(), env=env, secrets=secrets)

@@ -7,6 +7,7 @@ record type has on the wire. Nothing here formats text for a person or knows abo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import time
 import uuid
@@ -46,6 +47,7 @@ __all__ = [
     "DeliveryFilter",
     "DeliveryRecord",
     "EventDetail",
+    "EventFeed",
     "EventFilter",
     "NotFoundError",
     "Operations",
@@ -171,6 +173,14 @@ class ReplayCount:
     events: int
     deliveries: int
     dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventFeed:
+    """Events oldest first, and the cursor to ask for the ones stored after them (`events tail`)."""
+
+    events: list[Event]
+    cursor: int
 
 
 # ---------------------------------------------------------------------------------------- the console's records
@@ -625,6 +635,25 @@ class Operations:
         if self.dispatcher is not None:
             self.dispatcher.enable(name)
         return datetime.now(UTC)
+
+    # ------------------------------------------------------------------------------------ following
+
+    async def event_feed(self, flt: EventFilter, *, after: int | None = None) -> EventFeed:
+        """New events as they are stored, for `relay events tail`; oldest first either way.
+
+        Args:
+            flt: which events; `flt.limit` caps the answer (`flt.newest_first` is ignored).
+            after: a cursor from an earlier answer: the matching events stored since. None: the `flt.limit`
+                newest matching events, to start from.
+        """
+        if after is not None:
+            rows = await self.store.list_events_after(dataclasses.replace(flt, newest_first=False), after_seq=after)
+            return EventFeed([e for _, e in rows], rows[-1][0] if rows else after)
+        # The cursor is read first: an event stored while the newest are read is either among them or after it.
+        newest_seq = await self.store.last_event_seq()
+        rows = await self.store.list_events_after(dataclasses.replace(flt, newest_first=True), after_seq=0)
+        rows.reverse()
+        return EventFeed([e for _, e in rows], max(newest_seq, rows[-1][0] if rows else 0))
 
     # ------------------------------------------------------------------------------------ console
 

@@ -135,6 +135,9 @@ class ConfirmRow:
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
+    """Which events: every field narrows; `limit` and `newest_first` apply to lists, a replay reads all in
+    arrival order."""
+
     channel: str | None = None
     source: str | None = None
     entity_key: str | None = None
@@ -143,7 +146,7 @@ class EventFilter:
     limit: int = 100
     # Additive to the oldest-first listing: the console and lists show the latest arrivals first.
     newest_first: bool = False
-    event_id: str | None = None  # honoured with newest_first
+    event_id: str | None = None  # lists only (a replay takes its event id apart)
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +379,18 @@ class Store(abc.ABC):
         """Events matching the filter, in arrival order, or the latest first with `flt.newest_first`."""
 
     @abc.abstractmethod
+    async def list_events_after(self, flt: EventFilter, *, after_seq: int) -> list[tuple[int, Event]]:
+        """Matching events stored after the cursor `after_seq`, each with its own cursor, in the
+        order `flt.newest_first` says.
+
+        Cursors grow in commit order, so a follower that keeps the largest one it saw misses no event.
+        """
+
+    @abc.abstractmethod
+    async def last_event_seq(self) -> int:
+        """The cursor of the newest stored event (0 when there is none)."""
+
+    @abc.abstractmethod
     async def get_event(self, event_id: str) -> Event | None:
         """One event by id."""
 
@@ -492,7 +507,8 @@ class Store(abc.ABC):
     async def events_page(
         self, flt: EventFilter, *, event_id: str | None, after_seq: int, limit: int
     ) -> list[ReplayEvent]:
-        """A page of events for replay, in arrival order after `after_seq`."""
+        """A page of events for replay, in arrival order after `after_seq` (`flt.newest_first`, `flt.limit` and
+        `flt.event_id` unused: the event id is its own argument)."""
 
     @abc.abstractmethod
     async def count_matching_events(self, flt: EventFilter, *, event_id: str | None) -> int:

@@ -786,33 +786,27 @@ class SqliteStore(Store):
         return int(rows[-1][0]) if rows else 0
 
     async def list_events(self, flt: EventFilter) -> list[Event]:
-        if flt.newest_first:
-            rows = await self._read(
-                Q["list_events_newest"],
-                {
-                    "channel": flt.channel,
-                    "source": flt.source,
-                    "entity_key": flt.entity_key,
-                    "event_id": flt.event_id,
-                    "since": db_ts(flt.since) if flt.since else None,
-                    "until": db_ts(flt.until) if flt.until else None,
-                    "limit": flt.limit,
-                },
-            )
-            return [_row_to_event(row) for row in rows]
+        return [event for _, event in await self.list_events_after(flt, after_seq=0)]
+
+    async def list_events_after(self, flt: EventFilter, *, after_seq: int) -> list[tuple[int, Event]]:
         rows = await self._read(
-            Q["list_events"],
+            Q["list_events_newest" if flt.newest_first else "list_events"],
             {
                 "channel": flt.channel,
                 "source": flt.source,
                 "entity_key": flt.entity_key,
+                "event_id": flt.event_id,
                 "since": db_ts(flt.since) if flt.since else None,
                 "until": db_ts(flt.until) if flt.until else None,
-                "after_seq": 0,
+                "after_seq": after_seq,
                 "limit": flt.limit,
             },
         )
-        return [_row_to_event(row) for row in rows]
+        return [(int(row[0]), _row_to_event(row[1:])) for row in rows]
+
+    async def last_event_seq(self) -> int:
+        rows = list(await self._read(Q["last_event_seq"]))
+        return int(rows[0][0])
 
     async def get_event(self, event_id: str) -> Event | None:
         rows = list(await self._read(Q["get_event"], {"event_id": event_id}))
@@ -1051,6 +1045,7 @@ class SqliteStore(Store):
     def _event_params(flt: EventFilter, event_id: str | None) -> dict[str, Any]:
         return {
             "channel": flt.channel,
+            "source": flt.source,
             "event_id": event_id,
             "entity_key": flt.entity_key,
             "since": db_ts(flt.since) if flt.since else None,

@@ -320,6 +320,28 @@ async def test_prune_quarantine_deletes_entries_older_than_the_cutoff(backend: S
     assert [r.id for r in await backend.list_quarantine()] == [second, new]
 
 
+async def test_events_list_newest_or_oldest_first_and_follow_a_cursor(backend: Store) -> None:
+    assert await backend.last_event_seq() == 0
+    await backend.ingest([NewEvent(event(name, key=name)) for name in ("a", "b", "c")])
+    assert [e.event_id for e in await backend.list_events(EventFilter(newest_first=True))] == ["c", "b", "a"]
+    assert [e.event_id for e in await backend.list_events(EventFilter(limit=2))] == ["a", "b"]
+    rows = await backend.list_events_after(EventFilter(), after_seq=0)
+    assert [e.event_id for _, e in rows] == ["a", "b", "c"]
+    cursors = [seq for seq, _ in rows]
+    assert cursors == sorted(cursors)
+    assert cursors[-1] == await backend.last_event_seq()
+    after_b = await backend.list_events_after(EventFilter(), after_seq=cursors[1])
+    assert [e.event_id for _, e in after_b] == ["c"]
+    await backend.ingest([NewEvent(event("d", key="d"))])
+    newer = await backend.list_events_after(EventFilter(entity_key="d"), after_seq=cursors[-1])
+    assert [e.event_id for _, e in newer] == ["d"]
+    # A replay reads in arrival order whatever the list order, and a source narrows it.
+    page = await backend.events_page(EventFilter(newest_first=True), event_id=None, after_seq=0, limit=10)
+    assert [e.event_id for e in page] == ["a", "b", "c", "d"]
+    assert await backend.count_matching_events(EventFilter(source="other"), event_id=None) == 0
+    assert await backend.events_page(EventFilter(source="other"), event_id=None, after_seq=0, limit=10) == []
+
+
 def confirm_entry(bod_id: str, source: str = "ion") -> ConfirmEntry:
     return ConfirmEntry(
         source=source, bod_id=bod_id, parameters='{"documentName":"Confirm.BOD"}', payload=b"<x/>", created_at=NOW

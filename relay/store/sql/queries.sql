@@ -37,21 +37,8 @@ INSERT INTO store_probe (id, checked_at) VALUES (1, :now)
 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at;
 
 -- name: list_events
-SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
-       payload, original, original_type
-FROM events
-WHERE (:channel IS NULL OR channel = :channel)
-  AND (:source IS NULL OR source = :source)
-  AND (:entity_key IS NULL OR entity_key = :entity_key)
-  AND (:since IS NULL OR received_at >= :since)
-  AND (:until IS NULL OR received_at < :until)
-  AND seq > :after_seq
-ORDER BY seq
-LIMIT :limit;
-
--- name: list_events_newest
--- The console's and lists' order: the latest arrivals first.
-SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+-- Oldest first after a cursor (`seq` grows in commit order: a follower that remembers the last one misses nothing).
+SELECT seq, event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
        payload, original, original_type
 FROM events
 WHERE (:channel IS NULL OR channel = :channel)
@@ -60,8 +47,27 @@ WHERE (:channel IS NULL OR channel = :channel)
   AND (:event_id IS NULL OR event_id = :event_id)
   AND (:since IS NULL OR received_at >= :since)
   AND (:until IS NULL OR received_at < :until)
+  AND seq > :after_seq
+ORDER BY seq
+LIMIT :limit;
+
+-- name: list_events_newest
+-- The console's and lists' order: the latest arrivals first (the same filters and lower bound).
+SELECT seq, event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+       payload, original, original_type
+FROM events
+WHERE (:channel IS NULL OR channel = :channel)
+  AND (:source IS NULL OR source = :source)
+  AND (:entity_key IS NULL OR entity_key = :entity_key)
+  AND (:event_id IS NULL OR event_id = :event_id)
+  AND (:since IS NULL OR received_at >= :since)
+  AND (:until IS NULL OR received_at < :until)
+  AND seq > :after_seq
 ORDER BY seq DESC
 LIMIT :limit;
+
+-- name: last_event_seq
+SELECT coalesce(max(seq), 0) FROM events;
 
 -- name: get_event
 SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
@@ -263,6 +269,7 @@ WHERE state = 'dead'
 SELECT seq, event_id, channel, source, entity_key, version_order, payload, received_at
 FROM events
 WHERE (:channel IS NULL OR channel = :channel)
+  AND (:source IS NULL OR source = :source)
   AND (:event_id IS NULL OR event_id = :event_id)
   AND (:entity_key IS NULL OR entity_key = :entity_key)
   AND (:since IS NULL OR received_at >= :since)
@@ -274,6 +281,7 @@ LIMIT :limit;
 -- name: count_events_matching
 SELECT count(*) FROM events
 WHERE (:channel IS NULL OR channel = :channel)
+  AND (:source IS NULL OR source = :source)
   AND (:event_id IS NULL OR event_id = :event_id)
   AND (:entity_key IS NULL OR entity_key = :entity_key)
   AND (:since IS NULL OR received_at >= :since)
