@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import getpass
 import os
 import sys
 import time
@@ -38,6 +39,7 @@ from relay.views import (
     replay_json,
     state_json,
     subscriber_json,
+    test_delivery_json,
 )
 
 T = TypeVar("T")
@@ -898,6 +900,26 @@ def subscribers_enable(config_path: Path | None, name: str) -> None:
     config = _load(config_path)
     _run_ops(config, lambda ops: ops.enable_subscriber(name))
     click.echo(f"{name} enabled")
+
+
+@subscribers.command("test")
+@CONFIG_OPTION
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def subscribers_test(config_path: Path | None, name: str, as_json: bool) -> None:
+    """Send a signed test event (channel relay/test) to a subscriber now and show its answer; exit 1 unless 2xx."""
+    config = _load(config_path)
+    actor = f"cli:{getpass.getuser()}"
+    result = _run_ops(config, lambda ops: ops.send_test_event(name, actor=actor))
+    if as_json:
+        _print_json(test_delivery_json(result))
+    else:
+        answer = f"HTTP {result.status}" if result.status is not None else f"no answer: {result.error}"
+        _echo(f"{name}: {answer} in {result.duration_ms:.0f} ms (webhook-id {result.message_id})")
+        if result.response_excerpt:
+            _echo(result.response_excerpt)
+    if not result.ok:
+        raise SystemExit(1)
 
 
 @main.group()

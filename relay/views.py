@@ -24,6 +24,7 @@ from relay.ops import (
     ReplayCount,
     StateRecord,
     SubscriberHealth,
+    TestDelivery,
 )
 
 __all__ = [
@@ -334,4 +335,17 @@ def state_json(s: StateRecord) -> dict[str, Any]:
         "receivedAt": format_ts(s.received_at),
         "deleted": s.deleted,
         "data": payload.get("data") if isinstance(payload, dict) else None,
+    }
+
+
+def test_delivery_json(t: TestDelivery) -> dict[str, Any]:
+    """`relay subscribers test`: what one signed test event got from the subscriber."""
+    return {
+        "subscriber": t.subscriber,
+        "webhookId": t.message_id,
+        "status": t.status,
+        "ok": t.ok,
+        "durationMs": round(t.duration_ms, 1),
+        "error": t.error,
+        "response": t.response_excerpt,
     }
