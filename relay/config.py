@@ -504,11 +504,16 @@ class X3Source(_SourceBase):
 
 
 class SxeFeed(_PollBase):
-    """One SX.e feed: a FetchWhere table (icsw, arsc, oeeh, poeh, apsv, or `table:` + `mapping:`) or a search."""
+    """One SX.e feed: a FetchWhere table (icsw, arsc, oeeh, poeh, receipts, apsv, or `table:`) or a search."""
 
-    feed: str = Field(description="icsw, arsc, oeeh, poeh, apsv (FetchWhere tables), customer-search, order-list")
+    feed: str = Field(
+        description="icsw, arsc, oeeh, poeh, receipts, apsv (FetchWhere tables), customer-search, order-list"
+    )
     table: str | None = Field(default=None, description="any other SX.e table read with FetchWhere (give `mapping`)")
-    where: str | None = Field(default=None, description="extra FetchWhere WhereClause, ANDed with the company and date")
+    where: str | None = Field(
+        default=None,
+        description="extra FetchWhere WhereClause, ANDed with the company and date (replaces `receipts`' stages)",
+    )
     lookback_s: Duration = Field(default=0.0, alias="lookback", description="order-list: days before the last poll")
     record_limit: int = Field(default=500, ge=1, description="FetchWhere BatchSize; recordLimit of searches")
 
