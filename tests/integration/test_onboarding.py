@@ -1,0 +1,120 @@
+"""Onboarding a connection against the simulators: custom fields, discovery, dry runs by key, the permissions
+checklist, schema drift and source health."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import start_stack, stop_stack
+from helpers import base_config, until
+from subscriber import Subscriber, subscriber_config
+
+from relay.config import config_from_mapping
+from relay.poll import load_builders
+from relay.poll.engine import Poller
+from relay.poll.scheduler import build_source
+from relay.sim.ion import IonSimulator, running_ion_simulator
+from relay.sim.sxe import SxeSimulator
+from relay.sim.x3 import X3Simulator, running_x3_simulator
+from relay.spec import builtin_spec_paths, load_specs
+
+BASIC = {"type": "basic", "username": "admin", "password": "aldgate"}
+
+
+def lead_time_days(record: dict[str, Any]) -> str:
+    """Halloran-style availability code: lead time in days, as X3 keeps a customer-added field (text)."""
+    return str(len(str(record["ITMREF"])) % 9 + 2)
+
+
+@pytest.fixture
+async def x3() -> AsyncIterator[tuple[X3Simulator, str]]:
+    async with running_x3_simulator(seed_data=False) as (sim, base_url):
+        yield sim, base_url
+
+
+@pytest.fixture
+async def sxe(tmp_path: Path) -> AsyncIterator[tuple[SxeSimulator, IonSimulator, Path]]:
+    sim = SxeSimulator()
+    async with running_ion_simulator() as (ion, base_url):
+        sim.install(ion)
+        yield sim, ion, ion.write_ionapi(tmp_path / "halloran.ionapi", base_url)
+
+
+def x3_source(base_url: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": "aldgate-x3", "kind": "x3", "base_url": base_url, "folder": "ALDGATE", "auth": BASIC,
+            "resources": resources}  # fmt: skip
+
+
+def sxe_source(ionapi: Path, feeds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": "halloran-sxe", "kind": "sxe", "ionapi_file": str(ionapi), "timezone": "America/Chicago",
+            "feeds": feeds}  # fmt: skip
+
+
+async def _poll_into(stack: Any, source: dict[str, Any]) -> None:
+    config = config_from_mapping({"sources": [source]})
+    load_builders()
+    async with aiohttp.ClientSession() as session:
+        built = build_source(config.sources[0], session, stack.runtime.specs)
+        assert built is not None
+        fetcher, resources = built
+        for resource in resources:
+            poller = Poller(store=stack.store, specs=stack.runtime.specs, router=stack.runtime.ingestor.router,
+                            source=source["name"], fetcher=fetcher, resource=resource)  # fmt: skip
+            report = await poller.poll_once()
+            assert report.invalid == 0
+
+
+# ------------------------------------------------------------------------------------------ custom fields
+
+
+async def test_custom_fields_reach_a_subscriber_inside_extensions(
+    tmp_path: Path, x3: tuple[X3Simulator, str], sxe: tuple[SxeSimulator, IonSimulator, Path]
+) -> None:
+    x3_sim, base_url = x3
+    x3_sim.seed_records("ITMMVT", 4)
+    x3_sim.set_field("ITMMVT", "ZLEADTIME", lead_time_days)
+    sxe_sim, _, ionapi = sxe
+    sxe_sim.seed_rows("poeh", 3)
+    sxe_sim.set_field("poeh", "user5", lambda row: f"DOCK-{int(row['pono']) % 4}")
+    receiver = Subscriber()
+    url = await receiver.start()
+    stack = await start_stack(
+        tmp_path, base_config(tmp_path, subscribers=[subscriber_config("dashboard", url, channels=["*"])])
+    )
+    try:
+        await _poll_into(stack, x3_source(base_url, [{
+            "class": "ITMMVT", "channel": "inventory/synced",
+            "mapping": {"fields": {"extensions.leadTimeDays": {"path": "ZLEADTIME", "type": "integer"}}},
+        }]))  # fmt: skip
+        await _poll_into(stack, sxe_source(ionapi, [{
+            "feed": "poeh", "channel": "purchaseorder/synced",
+            "mapping": {"fields": {"extensions.receivingDock": "user5"}},
+        }]))  # fmt: skip
+        await until(lambda: len(receiver.delivered) == 7)
+    finally:
+        await stop_stack(stack)
+        await receiver.stop()
+    specs = load_specs(builtin_spec_paths())
+    by_key: dict[str, dict[str, Any]] = {}
+    for item in receiver.delivered:
+        assert specs.validate(item.headers["relay-channel"], item.payload) == []
+        data = item.payload["data"]
+        by_key[data.get("purchaseOrderNumber") or f"{data['partNumber']}|{data['warehouse']}"] = data
+    for record in x3_sim.records["ITMMVT"].values():
+        data = by_key[f"{record['ITMREF']}|{record['STOFCY']}"]
+        assert data["extensions"] == {"leadTimeDays": int(record["ZLEADTIME"])}
+    assert by_key["300001-00"]["extensions"] == {"receivingDock": "DOCK-1"}
+
+
+async def test_a_custom_field_of_the_wrong_shape_is_refused_by_the_spec() -> None:
+    specs = load_specs(builtin_spec_paths())
+    payload = {"eventId": "e1", "documentType": "SyncPurchaseOrder", "timestamp": "2026-11-20T07:00:00Z",
+               "data": {"purchaseOrderNumber": "P1", "extensions": {"dock": {"nested": 1}}}}  # fmt: skip
+    (issue,) = specs.validate("purchaseorder/synced", payload)
+    assert "extensions" in issue.path
+    payload["data"]["extensions"] = {"dock": "D1", "leadTimeDays": 4}
+    assert specs.validate("purchaseorder/synced", payload) == []
