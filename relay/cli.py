@@ -358,6 +358,52 @@ async def _probe(config: Config, specs: Any) -> int:
     return failed
 
 
+def _run_store_free(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an operation that reads the ERP and stores nothing; an OpsError is one line on stderr and exit 1."""
+    try:
+        return asyncio.run(coro)
+    except OpsError as exc:
+        raise _fail([str(exc)]) from None
+
+
+@main.command("discover")
+@CONFIG_OPTION
+@click.argument("source_name", metavar="SOURCE")
+@click.option("--resource", default=None, help="Only this resource (X3 class, SX.e feed, http-json url).")
+@click.option("--sample", type=click.IntRange(1, 10_000), default=20, show_default=True, help="Records per resource.")
+@click.option(
+    "--mask",
+    default=None,
+    help="Regular expression of field names whose examples are masked [default: e-mail, phone, names, addresses, "
+    "secrets]; values that look like e-mail addresses or phone numbers are always masked.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The draft as JSON.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here.")
+def discover_cmd(
+    config_path: Path | None, source_name: str, resource: str | None, sample: int, mask: str | None,
+    as_json: bool, out_path: Path | None,
+) -> None:  # fmt: skip
+    """Sample SOURCE's records and print a mapping draft (fields, fill rates, proposals, custom fields).
+
+    Reads the ERP only: nothing is stored and no database file is created.
+    """
+    from relay.onboarding.discover import draft_json, render_draft
+    from relay.ops import discover_source
+
+    _, config, specs = _load_all(config_path)
+    drafts = _run_store_free(discover_source(config, specs, source_name, resource=resource, sample=sample, mask=mask))
+    text = (
+        orjson.dumps(draft_json(source_name, drafts), option=orjson.OPT_INDENT_2).decode() + "\n"
+        if as_json
+        else render_draft(source_name, drafts)
+    )
+    if out_path is not None:
+        out_path.write_text(text, encoding="utf-8")
+        click.echo(f"mapping draft of {len(drafts)} resource(s) written to {out_path}", err=True)
+    else:
+        click.echo(terminal_safe(text, multiline=True), nl=False)
+
+
 @main.command("poll")
 @CONFIG_OPTION
 @click.argument("source_name", metavar="SOURCE")

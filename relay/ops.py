@@ -21,6 +21,7 @@ import structlog
 
 from relay.config import Config
 from relay.events import Event, parse_ts
+from relay.onboarding.discover import ResourceDraft
 from relay.routing import Router
 from relay.runtime import Runtime, open_configured_store
 from relay.spec import SpecRegistry
@@ -64,6 +65,7 @@ __all__ = [
     "SubscriberStatus",
     "TestDelivery",
     "UnknownSubscriberError",
+    "discover_source",
     "operations",
     "operator_action",
     "parse_when",
@@ -894,3 +896,111 @@ async def operations(config: Config, specs: SpecRegistry | None = None) -> Async
         yield Operations(store, config, specs=specs)
     finally:
         await store.close()
+
+
+# ------------------------------------------------------------------------------------ onboarding (no store)
+
+
+@contextlib.asynccontextmanager
+async def _polled_source(config: Config, specs: SpecRegistry, source_name: str) -> AsyncIterator[tuple[Any, list[Any]]]:
+    """The fetcher and resources of a polled source, for commands that read the ERP and store nothing.
+
+    Raises:
+        OpsError: no such source, a push source, or a source that cannot start (the message says why).
+    """
+    import aiohttp
+
+    from relay.poll import load_builders
+    from relay.poll.scheduler import build_source
+
+    source = config.source(source_name)
+    if source is None:
+        raise NotFoundError(f"no source named {source_name!r}")
+    load_builders()
+    async with aiohttp.ClientSession(headers={"User-Agent": "erp-relay"}) as session:
+        try:
+            built = build_source(source, session, specs)
+        except (ValueError, OSError) as exc:
+            raise OpsError(f"{source_name}: cannot start: {exc}") from None
+        if built is None:
+            raise OpsError(f"{source_name} is a push source ({source.kind}): it has nothing to read")
+        fetcher, resources = built
+        try:
+            yield fetcher, resources
+        finally:
+            await fetcher.close()
+
+
+def _resource_key(kind: str) -> str:
+    return {"x3": "class", "sxe": "feed"}.get(kind, "url")
+
+
+def _resource_label(kind: str, resource: Any) -> str:
+    # http-json resources are named `index:url` inside the relay; the configuration names them by `url`.
+    return str(resource.options.get("url", resource.name)) if kind == "http-json" else str(resource.name)
+
+
+async def discover_source(
+    config: Config,
+    specs: SpecRegistry,
+    source_name: str,
+    *,
+    resource: str | None = None,
+    sample: int = 20,
+    mask: str | None = None,
+) -> list[ResourceDraft]:
+    """Sample up to `sample` records of each resource of a polled source and draft its mapping; stores nothing.
+
+    Returns `relay.onboarding.discover.ResourceDraft`s, one per resource (only `resource` when given).
+
+    Raises:
+        OpsError: no such source or resource, a push source, a bad mask pattern, or a read that failed.
+    """
+    from relay.onboarding.discover import (
+        DEFAULT_MASK,
+        canonical_fields,
+        custom_fields,
+        profile_fields,
+        propose,
+    )
+    from relay.poll.base import PollError
+
+    try:
+        pattern = re.compile(mask if mask is not None else DEFAULT_MASK)
+    except re.error as exc:
+        raise OpsError(f"--mask: not a regular expression: {exc}") from None
+    found = config.source(source_name)
+    kind = found.kind if found is not None else ""
+    drafts: list[ResourceDraft] = []
+    async with _polled_source(config, specs, source_name) as (fetcher, resources):
+        chosen = [r for r in resources if resource is None or resource in (r.name, _resource_label(kind, r))]
+        if not chosen:
+            names = ", ".join(_resource_label(kind, r) for r in resources)
+            raise NotFoundError(f"{source_name} has no resource {resource!r} (it has {names})")
+        for spec in chosen:
+            records: list[Any] = []
+            cursor: str | None = None
+            try:
+                while len(records) < sample:
+                    page = await fetcher.listing(spec, cursor=cursor)
+                    records.extend(page.records)
+                    if not page.next_cursor:
+                        break
+                    cursor = page.next_cursor
+            except PollError as exc:
+                raise OpsError(f"{source_name} {_resource_label(kind, spec)}: read failed: {exc}") from None
+            records = records[:sample]
+            profiles = profile_fields(records, pattern)
+            proposals = propose(canonical_fields(specs.channels[spec.channel].payload_schema), spec.mapping, profiles)
+            drafts.append(
+                ResourceDraft(
+                    _resource_key(kind),
+                    _resource_label(kind, spec),
+                    spec.channel,
+                    len(records),
+                    profiles,
+                    proposals,
+                    custom_fields(profiles, spec.mapping, proposals),
+                )
+            )
+    return drafts

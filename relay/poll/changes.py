@@ -19,6 +19,7 @@ __all__ = [
     "EXTENSIONS_FIELD",
     "Change",
     "FieldRule",
+    "FieldType",
     "RecordMapping",
     "content_hash",
     "deleted_payload",

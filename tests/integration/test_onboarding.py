@@ -3,14 +3,16 @@ checklist, schema drift and source health."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from conftest import start_stack, stop_stack
-from helpers import base_config, until
+from helpers import arun_cli, base_config, until, write_config
 from subscriber import Subscriber, subscriber_config
 
 from relay.config import config_from_mapping
@@ -118,3 +120,51 @@ async def test_a_custom_field_of_the_wrong_shape_is_refused_by_the_spec() -> Non
     assert "extensions" in issue.path
     payload["data"]["extensions"] = {"dock": "D1", "leadTimeDays": 4}
     assert specs.validate("purchaseorder/synced", payload) == []
+
+
+# ------------------------------------------------------------------------------------------ discovery
+
+
+async def test_discover_lists_customer_added_fields_with_a_suggestion_and_stores_nothing(
+    tmp_path: Path, x3: tuple[X3Simulator, str], sxe: tuple[SxeSimulator, IonSimulator, Path]
+) -> None:
+    x3_sim, base_url = x3
+    x3_sim.seed_records("ITMMVT", 30)
+    x3_sim.seed_records("BPCUSTOMER", 5)
+    x3_sim.set_field("ITMMVT", "ZLEADTIME", lead_time_days)
+    sxe_sim, _, ionapi = sxe
+    sxe_sim.seed_rows("icsw", 12)
+    sxe_sim.set_field("icsw", "user5", lambda row: 3 if row["whse"] == "MAIN" else None)
+    config = base_config(tmp_path, sources=[
+        x3_source(base_url, [{"class": "ITMMVT", "channel": "inventory/synced"},
+                             {"class": "BPCUSTOMER", "channel": "customer/synced"}]),
+        sxe_source(ionapi, [{"feed": "icsw", "channel": "inventory/synced"}]),
+    ])  # fmt: skip
+    path = write_config(tmp_path, config)
+
+    result = await arun_cli("discover", "aldgate-x3", "--sample", "10", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    draft = yaml.safe_load(result.stdout)  # the draft is YAML as it prints
+    assert [r["class"] for r in draft["resources"]] == ["ITMMVT", "BPCUSTOMER"]
+    assert "#   ZLEADTIME: string, 100% filled" in result.stdout
+    assert '# extensions.zleadtime: "ZLEADTIME"   # custom field (100% filled)' in result.stdout
+    itmmvt = draft["resources"][0]["mapping"]["fields"]
+    assert itmmvt["partNumber"] == "ITMREF"
+    assert itmmvt["onHand"] == {"path": "PHYSTO", "type": "number"}
+    assert "#   BPCNAM: string, 100% filled, e.g. " in result.stdout
+    assert not {"Thames", "Mercia", "Wessex"} & set(result.stdout.replace('"', " ").split())  # names masked
+
+    result = await arun_cli("discover", "halloran-sxe", "--json", "--out", str(tmp_path / "d.json"), "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    (icsw,) = json.loads((tmp_path / "d.json").read_text())["resources"]
+    assert (icsw["feed"], icsw["sampled"]) == ("icsw", 12)
+    custom = {c["path"]: c for c in icsw["customFields"]}
+    assert custom["user5"] == {"path": "user5", "suggestion": "extensions.user5", "type": "integer",
+                               "fillRate": 0.3333}  # fmt: skip
+    assert not {"prod", "icswRowID"} & set(custom)  # mapped by default; an API row id
+    assert {p["canonical"]: p["how"] for p in icsw["proposals"]}["partNumber"] == "default"
+
+    unknown = await arun_cli("discover", "aldgate-x3", "--resource", "SORDER", "-c", str(path))
+    assert unknown.returncode == 1
+    assert "aldgate-x3 has no resource 'SORDER' (it has ITMMVT, BPCUSTOMER)" in unknown.stderr
+    assert not (tmp_path / "relay.db").exists()
