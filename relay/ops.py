@@ -22,6 +22,7 @@ import structlog
 from relay.config import Config
 from relay.events import Event, parse_ts
 from relay.onboarding.discover import ResourceDraft
+from relay.onboarding.preview import PreviewRow
 from relay.routing import Router
 from relay.runtime import Runtime, open_configured_store
 from relay.spec import SpecRegistry
@@ -69,6 +70,7 @@ __all__ = [
     "operations",
     "operator_action",
     "parse_when",
+    "preview_source",
 ]
 
 
@@ -571,53 +573,6 @@ class Operations:
 
     # ------------------------------------------------------------------------------------ sources
 
-    async def poll_preview(self, source_name: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """What one poll of a source would emit now (each resource from its checkpoint); stores nothing.
-
-        Returns one payload per event, with `resource` and `channel` added.
-
-        Raises:
-            OpsError: no such source, a push source, or the poll failed (the message says why).
-        """
-        import aiohttp
-
-        from relay.poll import load_builders
-        from relay.poll.base import PollError
-        from relay.poll.engine import Poller
-        from relay.poll.scheduler import build_source
-
-        source = self.config.source(source_name)
-        if source is None:
-            raise NotFoundError(f"no source named {source_name!r}")
-        if self.specs is None:
-            raise OpsError("a poll preview needs the channel schemas")
-        load_builders()
-        emitted: list[dict[str, Any]] = []
-        async with aiohttp.ClientSession() as session:
-            built = build_source(source, session, self.specs)
-            if built is None:
-                raise OpsError(f"{source_name} is a push source ({source.kind}): nothing to poll")
-            fetcher, resources = built
-            try:
-                for resource in resources:
-                    poller = Poller(
-                        store=self.store,
-                        specs=self.specs,
-                        router=self.router,
-                        source=source.name,
-                        fetcher=fetcher,
-                        resource=resource,
-                    )
-                    report = await poller.poll_once(dry_run=True, limit=limit)
-                    emitted.extend(
-                        {"resource": resource.name, "channel": resource.channel, **p} for p in report.emitted
-                    )
-            except PollError as exc:
-                raise OpsError(f"poll failed: {exc}") from None
-            finally:
-                await fetcher.close()
-        return emitted
-
     # ------------------------------------------------------------------------------------ subscribers
 
     async def subscribers(self) -> list[SubscriberHealth]:
@@ -1004,3 +959,46 @@ async def discover_source(
                 )
             )
     return drafts
+
+
+async def preview_source(
+    config: Config,
+    specs: SpecRegistry,
+    source_name: str,
+    *,
+    keys: list[str] | None = None,
+    limit: int | None = None,
+) -> list[PreviewRow]:
+    """What subscribers would receive from a polled source's current records; stores nothing, opens no store.
+
+    With `keys`, exactly those entity keys (filtered from a scan of every resource; a key no resource has is
+    a `not found` row); without, every record up to `limit` records in total.
+
+    Raises:
+        OpsError: no such source, a push source, or a read that failed (the message says why).
+    """
+    from relay.onboarding.preview import missing_rows, preview_row
+    from relay.poll.base import PollError
+
+    wanted = set(keys) if keys is not None else None
+    rows: list[PreviewRow] = []
+    now = datetime.now(UTC)
+    async with _polled_source(config, specs, source_name) as (fetcher, resources):
+        try:
+            for spec in resources:
+                cursor: str | None = None
+                while limit is None or len(rows) < limit:
+                    page = await fetcher.changes(spec, since=None, cursor=cursor)
+                    for record in page.records:
+                        row = preview_row(source_name, spec, record, specs, now)
+                        if wanted is None or row.key in wanted:
+                            rows.append(row)
+                    if not page.next_cursor:
+                        break
+                    cursor = page.next_cursor
+        except PollError as exc:
+            raise OpsError(f"poll failed: {exc}") from None
+    if keys is not None:
+        by_key = {row.key: row for row in rows if row.key is not None}  # a key read twice is shown once
+        rows = [by_key[k] for k in keys if k in by_key] + missing_rows(keys, by_key, resources)
+    return rows[:limit] if limit is not None else rows

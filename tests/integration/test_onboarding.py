@@ -168,3 +168,53 @@ async def test_discover_lists_customer_added_fields_with_a_suggestion_and_stores
     assert unknown.returncode == 1
     assert "aldgate-x3 has no resource 'SORDER' (it has ITMMVT, BPCUSTOMER)" in unknown.stderr
     assert not (tmp_path / "relay.db").exists()
+
+
+# ------------------------------------------------------------------------------------------ dry run by keys
+
+
+async def test_dry_run_by_keys_shows_each_record_beside_its_source_values_and_stores_nothing(
+    tmp_path: Path, x3: tuple[X3Simulator, str]
+) -> None:
+    sim, base_url = x3
+    sim.seed_records("SORDER", 260)
+    keys = sorted(sim.records["SORDER"])[30:230]
+    broken = keys[17]
+    sim.records["SORDER"][broken]["ORDDAT"] = "0000-00-00"  # an ERP's empty date: not a date subscribers accept
+    (tmp_path / "orders.txt").write_text("# 200 orders of the first customers\n" + "\n".join(keys) + "\n\n")
+    config = base_config(tmp_path, sources=[x3_source(base_url, [{"class": "SORDER", "channel": "order/synced"}])])
+    path = write_config(tmp_path, config)
+
+    result = await arun_cli("poll", "aldgate-x3", "--dry-run", "--keys", str(tmp_path / "orders.txt"),
+                            "--format", "json", "-c", str(path))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["key"] for r in rows] == keys
+    failing = [r for r in rows if r["status"] != "ok"]
+    assert [r["key"] for r in failing] == [broken]
+    (reason,) = failing[0]["problems"]
+    assert reason == '$.data.orderDate: "0000-00-00" is not a "date"'
+    first = {f["canonical"]: f for f in rows[0]["fields"]}
+    record = sim.records["SORDER"][keys[0]]
+    assert first["totalAmount"] == {"canonical": "totalAmount", "value": record["ORDINVATI"], "path": "ORDINVATI",
+                                    "source": record["ORDINVATI"]}  # fmt: skip
+    assert rows[0]["event"]["data"]["orderNumber"] == keys[0]
+    assert "200 record(s), 1 would not be delivered; nothing was stored" in result.stderr
+
+    result = await arun_cli("poll", "aldgate-x3", "--dry-run", "--keys", str(tmp_path / "orders.txt"),
+                            "--format", "csv", "-c", str(path))  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert len(lines) == 201
+    assert lines[0].startswith("resource,channel,key,status,problems,orderNumber,orderNumber source,")
+    assert next(line for line in lines if line.split(",")[2] == broken).split(",")[3] == "invalid"
+
+    result = await arun_cli("poll", "aldgate-x3", "--dry-run", "--limit", "25", "--format", "json", "-c", str(path))
+    assert len(json.loads(result.stdout)) == 25  # records in total
+    (tmp_path / "few.txt").write_text("SO000001\nSO999999\n")
+    result = await arun_cli("poll", "aldgate-x3", "--dry-run", "--keys", str(tmp_path / "few.txt"), "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "SO999999" in result.stdout
+    assert "not found" in result.stdout
+    assert "PHYSTO" not in result.stdout
+    assert "ORDINVATI=" in result.stdout
+    assert not (tmp_path / "relay.db").exists()
