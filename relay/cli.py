@@ -316,9 +316,13 @@ def _relay_answers(host: str, port: int) -> bool:
 
 
 async def _probe(config: Config, specs: Any) -> int:
-    """Fetch one page of every polled resource; print a line each; return how many failed."""
+    """A permissions checklist: one line per resource a source needs (answered, refused with the exact grant,
+    missing, failed) and the document names an ION source accepts; returns how many need an admin's action."""
     import aiohttp
 
+    from relay.config import IonImsSource
+    from relay.ingest.ion_ims import accepted_documents
+    from relay.onboarding.checklist import checklist_line, grant_needed, verdict
     from relay.poll import load_builders
     from relay.poll.base import PollError
     from relay.poll.scheduler import build_source
@@ -328,6 +332,10 @@ async def _probe(config: Config, specs: Any) -> int:
     failed = 0
     async with aiohttp.ClientSession() as session:
         for source in config.sources:
+            if isinstance(source, IonImsSource):
+                for name in accepted_documents(source):
+                    click.echo(f"{source.name} {name}: [accepted] IMS document {name} (route it to this connection)")
+                continue
             try:
                 built = build_source(source, session, specs)
             except (ValueError, OSError) as exc:
@@ -338,6 +346,7 @@ async def _probe(config: Config, specs: Any) -> int:
                 continue
             fetcher, resources = built
             for resource in resources:
+                grant = grant_needed(source, resource)
                 try:
                     page = await fetcher.changes(resource, since=None, cursor=None)
                     # X3: an incremental poll and the representation's $query facet (X3 answers 500 for
@@ -345,14 +354,16 @@ async def _probe(config: Config, specs: Any) -> int:
                     problems = await fetcher.probe(resource) if isinstance(fetcher, X3Fetcher) else []
                 except PollError as exc:
                     failed += 1
-                    what = "permission denied" if exc.permission else "failed"
-                    _echo(f"{source.name} {resource.name}: {what}: {exc}")
+                    _echo(
+                        checklist_line(source.name, resource.name, verdict(exc.status, exc.permission), grant, str(exc))
+                    )
                 else:
                     if problems:
                         failed += 1
                         for problem in problems:
                             click.echo(f"{source.name} {resource.name}: {problem}")
                     else:
+                        _echo(checklist_line(source.name, resource.name, "answered", grant))
                         click.echo(f"{source.name} {resource.name}: ok ({len(page.records)} records in the first page)")
             await fetcher.close()
     return failed

@@ -218,3 +218,45 @@ async def test_dry_run_by_keys_shows_each_record_beside_its_source_values_and_st
     assert "PHYSTO" not in result.stdout
     assert "ORDINVATI=" in result.stdout
     assert not (tmp_path / "relay.db").exists()
+
+
+# ------------------------------------------------------------------------------------------ permissions checklist
+
+
+async def test_probe_prints_a_permissions_checklist_with_the_grant_a_refused_resource_needs(
+    tmp_path: Path, x3: tuple[X3Simulator, str], sxe: tuple[SxeSimulator, IonSimulator, Path]
+) -> None:
+    x3_sim, base_url = x3
+    x3_sim.seed_records("BPCUSTOMER", 3)
+    x3_sim.seed_records("ITMMVT", 3)
+    x3_sim.class_status["ITMMVT"] = 403
+    sxe_sim, _, ionapi = sxe
+    sxe_sim.seed_rows("icsw", 3)
+    sxe_sim.seed_rows("poeh", 3)
+    sxe_sim.table_status["poeh"] = 403
+    config = base_config(tmp_path, sources=[
+        x3_source(base_url, [{"class": "BPCUSTOMER", "channel": "customer/synced"},
+                             {"class": "ITMMVT", "channel": "inventory/synced", "representation": "ZITMMVT"}]),
+        sxe_source(ionapi, [{"feed": "icsw", "channel": "inventory/synced"},
+                            {"feed": "poeh", "channel": "purchaseorder/synced"}]),
+        {"name": "halloran-ion", "kind": "ion-ims", "auth": {"type": "bearer", "tokens": ["t0ken"]},
+         "accepted_documents": ["Sync.ItemMaster", "Sync.SalesOrder"]},
+    ])  # fmt: skip
+    path = write_config(tmp_path, config)
+    result = await arun_cli("check-config", "--probe", "-c", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "aldgate-x3 BPCUSTOMER: [answered] class BPCUSTOMER, representation BPCUSTOMER (folder ALDGATE) for the " \
+        "web-service user" in lines  # fmt: skip
+    (itmmvt,) = [line for line in lines if line.startswith("aldgate-x3 ITMMVT:")]
+    assert itmmvt.startswith(
+        "aldgate-x3 ITMMVT: [refused] permission denied: grant class ITMMVT, representation ZITMMVT (folder ALDGATE)"
+    )
+    assert any(line.startswith("halloran-sxe icsw: [answered] ION API SX/rest/serviceinterface/proxy/FetchWhere "
+                               "(SX.e table icsw)") for line in lines)  # fmt: skip
+    (poeh,) = [line for line in lines if line.startswith("halloran-sxe poeh:")]
+    assert "[refused] permission denied: grant ION API SX/rest/serviceinterface/proxy/FetchWhere (SX.e table poeh)" in (
+        poeh
+    )
+    assert "halloran-ion Sync.ItemMaster: [accepted] IMS document Sync.ItemMaster" in result.stdout
+    assert "halloran-ion Sync.SalesOrder: [accepted]" in result.stdout

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from relay.onboarding.checklist import verdict
 from relay.onboarding.discover import (
     DEFAULT_MASK,
     canonical_fields,
@@ -121,3 +122,12 @@ def test_canonical_fields_of_a_message_and_their_types() -> None:
         "extensions": {"type": "object"}}}}}  # fmt: skip
     assert canonical_fields(schema) == {"a": "str", "n": "number", "i": "integer", "b": "bool", "d": "date",
                                         "t": "date-time"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "permission", "expected"),
+    [(403, True, "refused"), (401, False, "refused"), (404, False, "missing"), (500, False, "failed"),
+     (None, False, "failed")],
+)  # fmt: skip
+def test_probe_verdicts(status: int | None, permission: bool, expected: str) -> None:
+    assert verdict(status, permission) == expected
