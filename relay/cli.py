@@ -316,9 +316,13 @@ def _relay_answers(host: str, port: int) -> bool:
 
 
 async def _probe(config: Config, specs: Any) -> int:
-    """Fetch one page of every polled resource; print a line each; return how many failed."""
+    """A permissions checklist: one line per resource a source needs (answered, refused with the exact grant,
+    missing, failed) and the document names an ION source accepts; returns how many need an admin's action."""
     import aiohttp
 
+    from relay.config import IonImsSource
+    from relay.ingest.ion_ims import accepted_documents
+    from relay.onboarding.checklist import checklist_line, grant_needed, verdict
     from relay.poll import load_builders
     from relay.poll.base import PollError
     from relay.poll.scheduler import build_source
@@ -328,6 +332,10 @@ async def _probe(config: Config, specs: Any) -> int:
     failed = 0
     async with aiohttp.ClientSession() as session:
         for source in config.sources:
+            if isinstance(source, IonImsSource):
+                for name in accepted_documents(source):
+                    click.echo(f"{source.name} {name}: [accepted] IMS document {name} (route it to this connection)")
+                continue
             try:
                 built = build_source(source, session, specs)
             except (ValueError, OSError) as exc:
@@ -338,6 +346,7 @@ async def _probe(config: Config, specs: Any) -> int:
                 continue
             fetcher, resources = built
             for resource in resources:
+                grant = grant_needed(source, resource)
                 try:
                     page = await fetcher.changes(resource, since=None, cursor=None)
                     # X3: an incremental poll and the representation's $query facet (X3 answers 500 for
@@ -345,42 +354,142 @@ async def _probe(config: Config, specs: Any) -> int:
                     problems = await fetcher.probe(resource) if isinstance(fetcher, X3Fetcher) else []
                 except PollError as exc:
                     failed += 1
-                    what = "permission denied" if exc.permission else "failed"
-                    _echo(f"{source.name} {resource.name}: {what}: {exc}")
+                    _echo(
+                        checklist_line(source.name, resource.name, verdict(exc.status, exc.permission), grant, str(exc))
+                    )
                 else:
                     if problems:
                         failed += 1
                         for problem in problems:
                             click.echo(f"{source.name} {resource.name}: {problem}")
                     else:
+                        _echo(checklist_line(source.name, resource.name, "answered", grant))
                         click.echo(f"{source.name} {resource.name}: ok ({len(page.records)} records in the first page)")
             await fetcher.close()
     return failed
 
 
+def _run_store_free(coro: Coroutine[Any, Any, T]) -> T:
+    """Run an operation that reads the ERP and stores nothing; an OpsError is one line on stderr and exit 1."""
+    try:
+        return asyncio.run(coro)
+    except OpsError as exc:
+        raise _fail([str(exc)]) from None
+
+
+@main.command("discover")
+@CONFIG_OPTION
+@click.argument("source_name", metavar="SOURCE")
+@click.option("--resource", default=None, help="Only this resource (X3 class, SX.e feed, http-json url).")
+@click.option("--sample", type=click.IntRange(1, 10_000), default=20, show_default=True, help="Records per resource.")
+@click.option(
+    "--mask",
+    default=None,
+    help="Regular expression of field names whose examples are masked [default: e-mail, phone, names, addresses, "
+    "secrets]; values that look like e-mail addresses or phone numbers are always masked.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The draft as JSON.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here.")
+def discover_cmd(
+    config_path: Path | None, source_name: str, resource: str | None, sample: int, mask: str | None,
+    as_json: bool, out_path: Path | None,
+) -> None:  # fmt: skip
+    """Sample SOURCE's records and print a mapping draft (fields, fill rates, proposals, custom fields).
+
+    Reads the ERP only: nothing is stored and no database file is created.
+    """
+    from relay.onboarding.discover import draft_json, render_draft
+    from relay.ops import discover_source
+
+    _, config, specs = _load_all(config_path)
+    drafts = _run_store_free(discover_source(config, specs, source_name, resource=resource, sample=sample, mask=mask))
+    text = (
+        orjson.dumps(draft_json(source_name, drafts), option=orjson.OPT_INDENT_2).decode() + "\n"
+        if as_json
+        else render_draft(source_name, drafts)
+    )
+    if out_path is not None:
+        out_path.write_text(text, encoding="utf-8")
+        click.echo(f"mapping draft of {len(drafts)} resource(s) written to {out_path}", err=True)
+    else:
+        click.echo(terminal_safe(text, multiline=True), nl=False)
+
+
 @main.command("poll")
 @CONFIG_OPTION
 @click.argument("source_name", metavar="SOURCE")
-@click.option("--dry-run", is_flag=True, required=True, help="Print what one poll would emit; store nothing.")
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=None, help="Stop after N events.")
-@click.option("--json", "as_json", is_flag=True)
-def poll_cmd(config_path: Path | None, source_name: str, dry_run: bool, limit: int | None, as_json: bool) -> None:
-    """Run one poll of SOURCE without storing anything."""
+@click.option("--dry-run", is_flag=True, required=True, help="Print what subscribers would receive; store nothing.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=None, help="Stop after N records in total.")
+@click.option(
+    "--keys",
+    "keys_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Exactly these records: a file of entity keys, one a line (C00042, BOX-S-KRAFT-0001|ALD01).",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
+def poll_cmd(
+    config_path: Path | None, source_name: str, dry_run: bool, limit: int | None, keys_path: Path | None, fmt: str,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Read SOURCE's current records and show the events subscribers would receive, beside the source values
+    they come from, and which records fail validation and why. Stores nothing; opens no database."""
+    from relay.onboarding.preview import parse_keys
+    from relay.ops import preview_source
+    from relay.views import preview_row_json
+
     config_path, config, specs = _load_all(config_path)
     if config.source(source_name) is None:
         click.echo(f"no source named {source_name!r} in {config_path}", err=True)
         raise SystemExit(1)
-    emitted = _run_ops(config, lambda ops: ops.poll_preview(source_name, limit=limit), specs)
-    if as_json:
-        _print_json(emitted)
-        return
-    table = Table("resource", "channel", "event id", "key fields", "version")
-    for p in emitted:
-        data = p.get("data", {})
-        keys = ", ".join(f"{k}={v}" for k, v in list(data.items())[:2])
-        table.add_row(*map(_cell, (p["resource"], p["channel"], p["eventId"], keys, p.get("timestamp", ""))))
-    console.print(table)
-    console.print(f"dry run: {len(emitted)} event(s) would be emitted; nothing was stored")
+    keys = None
+    if keys_path is not None:
+        try:
+            keys = parse_keys(keys_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise _fail([f"--keys {keys_path}: {exc}"]) from None
+    rows = _run_store_free(preview_source(config, specs, source_name, keys=keys, limit=limit))
+    failing = sum(1 for r in rows if r.status != "ok")
+    if as_json or fmt == "json":
+        _print_json([preview_row_json(r) for r in rows])
+    elif fmt == "csv":
+        _print_preview_csv([preview_row_json(r) for r in rows])
+    else:
+        table = Table("resource", "key", "status", "canonical ← source", "problems")
+        for r in rows:
+            pairs = "\n".join(
+                terminal_safe(f"{f.canonical}={_plain(f.value)} ← {f.path}={_plain(f.source)}") for f in r.fields
+            )
+            problems = "\n".join(terminal_safe(p) for p in r.problems)
+            table.add_row(_cell(r.resource), _cell(r.key), _cell(r.status), Text(pairs), Text(problems))
+        _print_table(table, wide=False)
+    click.echo(f"dry run: {len(rows)} record(s), {failing} would not be delivered; nothing was stored", err=True)
+
+
+def _plain(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _print_preview_csv(rows: list[dict[str, Any]]) -> None:
+    """One line per record: key, status, problems, then each canonical field and its `path=source value`."""
+    import csv
+
+    names = list(dict.fromkeys(f["canonical"] for row in rows for f in row["fields"]))
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(
+        ["resource", "channel", "key", "status", "problems", *(c for n in names for c in (n, f"{n} source"))]
+    )
+    for row in rows:
+        by_name = {f["canonical"]: f for f in row["fields"]}
+        cells = []
+        for name in names:
+            pair = by_name.get(name)
+            cells += [_plain(pair["value"]), f"{pair['path']}={_plain(pair['source'])}"] if pair else ["", ""]
+        writer.writerow(
+            [terminal_safe(c) for c in (row["resource"], row["channel"], row["key"] or "", row["status"],
+                                        "; ".join(row["problems"]), *cells)]
+        )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- events

@@ -21,6 +21,8 @@ import structlog
 
 from relay.config import Config
 from relay.events import Event, parse_ts
+from relay.onboarding.discover import ResourceDraft
+from relay.onboarding.preview import PreviewRow
 from relay.routing import Router
 from relay.runtime import Runtime, apply_rules, open_configured_store
 from relay.spec import SpecRegistry
@@ -64,9 +66,11 @@ __all__ = [
     "SubscriberStatus",
     "TestDelivery",
     "UnknownSubscriberError",
+    "discover_source",
     "operations",
     "operator_action",
     "parse_when",
+    "preview_source",
 ]
 
 
@@ -569,53 +573,6 @@ class Operations:
 
     # ------------------------------------------------------------------------------------ sources
 
-    async def poll_preview(self, source_name: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """What one poll of a source would emit now (each resource from its checkpoint); stores nothing.
-
-        Returns one payload per event, with `resource` and `channel` added.
-
-        Raises:
-            OpsError: no such source, a push source, or the poll failed (the message says why).
-        """
-        import aiohttp
-
-        from relay.poll import load_builders
-        from relay.poll.base import PollError
-        from relay.poll.engine import Poller
-        from relay.poll.scheduler import build_source
-
-        source = self.config.source(source_name)
-        if source is None:
-            raise NotFoundError(f"no source named {source_name!r}")
-        if self.specs is None:
-            raise OpsError("a poll preview needs the channel schemas")
-        load_builders()
-        emitted: list[dict[str, Any]] = []
-        async with aiohttp.ClientSession() as session:
-            built = build_source(source, session, self.specs)
-            if built is None:
-                raise OpsError(f"{source_name} is a push source ({source.kind}): nothing to poll")
-            fetcher, resources = built
-            try:
-                for resource in resources:
-                    poller = Poller(
-                        store=self.store,
-                        specs=self.specs,
-                        router=self.router,
-                        source=source.name,
-                        fetcher=fetcher,
-                        resource=resource,
-                    )
-                    report = await poller.poll_once(dry_run=True, limit=limit)
-                    emitted.extend(
-                        {"resource": resource.name, "channel": resource.channel, **p} for p in report.emitted
-                    )
-            except PollError as exc:
-                raise OpsError(f"poll failed: {exc}") from None
-            finally:
-                await fetcher.close()
-        return emitted
-
     # ------------------------------------------------------------------------------------ subscribers
 
     async def subscribers(self) -> list[SubscriberHealth]:
@@ -901,3 +858,154 @@ async def operations(config: Config, specs: SpecRegistry | None = None) -> Async
         yield ops
     finally:
         await store.close()
+
+
+# ------------------------------------------------------------------------------------ onboarding (no store)
+
+
+@contextlib.asynccontextmanager
+async def _polled_source(config: Config, specs: SpecRegistry, source_name: str) -> AsyncIterator[tuple[Any, list[Any]]]:
+    """The fetcher and resources of a polled source, for commands that read the ERP and store nothing.
+
+    Raises:
+        OpsError: no such source, a push source, or a source that cannot start (the message says why).
+    """
+    import aiohttp
+
+    from relay.poll import load_builders
+    from relay.poll.scheduler import build_source
+
+    source = config.source(source_name)
+    if source is None:
+        raise NotFoundError(f"no source named {source_name!r}")
+    load_builders()
+    async with aiohttp.ClientSession(headers={"User-Agent": "erp-relay"}) as session:
+        try:
+            built = build_source(source, session, specs)
+        except (ValueError, OSError) as exc:
+            raise OpsError(f"{source_name}: cannot start: {exc}") from None
+        if built is None:
+            raise OpsError(f"{source_name} is a push source ({source.kind}): it has nothing to read")
+        fetcher, resources = built
+        try:
+            yield fetcher, resources
+        finally:
+            await fetcher.close()
+
+
+def _resource_key(kind: str) -> str:
+    return {"x3": "class", "sxe": "feed"}.get(kind, "url")
+
+
+def _resource_label(kind: str, resource: Any) -> str:
+    # http-json resources are named `index:url` inside the relay; the configuration names them by `url`.
+    return str(resource.options.get("url", resource.name)) if kind == "http-json" else str(resource.name)
+
+
+async def discover_source(
+    config: Config,
+    specs: SpecRegistry,
+    source_name: str,
+    *,
+    resource: str | None = None,
+    sample: int = 20,
+    mask: str | None = None,
+) -> list[ResourceDraft]:
+    """Sample up to `sample` records of each resource of a polled source and draft its mapping; stores nothing.
+
+    Returns `relay.onboarding.discover.ResourceDraft`s, one per resource (only `resource` when given).
+
+    Raises:
+        OpsError: no such source or resource, a push source, a bad mask pattern, or a read that failed.
+    """
+    from relay.onboarding.discover import (
+        DEFAULT_MASK,
+        canonical_fields,
+        custom_fields,
+        profile_fields,
+        propose,
+    )
+    from relay.poll.base import PollError
+
+    try:
+        pattern = re.compile(mask if mask is not None else DEFAULT_MASK)
+    except re.error as exc:
+        raise OpsError(f"--mask: not a regular expression: {exc}") from None
+    found = config.source(source_name)
+    kind = found.kind if found is not None else ""
+    drafts: list[ResourceDraft] = []
+    async with _polled_source(config, specs, source_name) as (fetcher, resources):
+        chosen = [r for r in resources if resource is None or resource in (r.name, _resource_label(kind, r))]
+        if not chosen:
+            names = ", ".join(_resource_label(kind, r) for r in resources)
+            raise NotFoundError(f"{source_name} has no resource {resource!r} (it has {names})")
+        for spec in chosen:
+            records: list[Any] = []
+            cursor: str | None = None
+            try:
+                while len(records) < sample:
+                    page = await fetcher.listing(spec, cursor=cursor)
+                    records.extend(page.records)
+                    if not page.next_cursor:
+                        break
+                    cursor = page.next_cursor
+            except PollError as exc:
+                raise OpsError(f"{source_name} {_resource_label(kind, spec)}: read failed: {exc}") from None
+            records = records[:sample]
+            profiles = profile_fields(records, pattern)
+            proposals = propose(canonical_fields(specs.channels[spec.channel].payload_schema), spec.mapping, profiles)
+            drafts.append(
+                ResourceDraft(
+                    _resource_key(kind),
+                    _resource_label(kind, spec),
+                    spec.channel,
+                    len(records),
+                    profiles,
+                    proposals,
+                    custom_fields(profiles, spec.mapping, proposals),
+                )
+            )
+    return drafts
+
+
+async def preview_source(
+    config: Config,
+    specs: SpecRegistry,
+    source_name: str,
+    *,
+    keys: list[str] | None = None,
+    limit: int | None = None,
+) -> list[PreviewRow]:
+    """What subscribers would receive from a polled source's current records; stores nothing, opens no store.
+
+    With `keys`, exactly those entity keys (filtered from a scan of every resource; a key no resource has is
+    a `not found` row); without, every record up to `limit` records in total.
+
+    Raises:
+        OpsError: no such source, a push source, or a read that failed (the message says why).
+    """
+    from relay.onboarding.preview import missing_rows, preview_row
+    from relay.poll.base import PollError
+
+    wanted = set(keys) if keys is not None else None
+    rows: list[PreviewRow] = []
+    now = datetime.now(UTC)
+    async with _polled_source(config, specs, source_name) as (fetcher, resources):
+        try:
+            for spec in resources:
+                cursor: str | None = None
+                while limit is None or len(rows) < limit:
+                    page = await fetcher.changes(spec, since=None, cursor=cursor)
+                    for record in page.records:
+                        row = preview_row(source_name, spec, record, specs, now)
+                        if wanted is None or row.key in wanted:
+                            rows.append(row)
+                    if not page.next_cursor:
+                        break
+                    cursor = page.next_cursor
+        except PollError as exc:
+            raise OpsError(f"poll failed: {exc}") from None
+    if keys is not None:
+        by_key = {row.key: row for row in rows if row.key is not None}  # a key read twice is shown once
+        rows = [by_key[k] for k in keys if k in by_key] + missing_rows(keys, by_key, resources)
+    return rows[:limit] if limit is not None else rows

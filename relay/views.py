@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from relay.events import Event, format_ts
+from relay.onboarding.preview import PreviewRow
 from relay.ops import (
     Attempt,
     DeliveryDetail,
@@ -47,6 +48,7 @@ __all__ = [
     "event_detail_json",
     "event_feed_json",
     "event_json",
+    "preview_row_json",
     "quarantine_json",
     "quarantine_retry_json",
     "replay_json",
@@ -348,4 +350,19 @@ def test_delivery_json(t: TestDelivery) -> dict[str, Any]:
         "durationMs": round(t.duration_ms, 1),
         "error": t.error,
         "response": t.response_excerpt,
+    }
+
+
+def preview_row_json(row: PreviewRow) -> dict[str, Any]:
+    """A dry-run record: verdict, reasons, each canonical field beside its source path and value, the event."""
+    return {
+        "resource": row.resource,
+        "channel": row.channel,
+        "key": row.key,
+        "status": row.status,
+        "problems": row.problems,
+        "fields": [
+            {"canonical": f.canonical, "value": f.value, "path": f.path, "source": f.source} for f in row.fields
+        ],
+        "event": row.payload,
     }

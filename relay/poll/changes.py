@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,17 +16,31 @@ import orjson
 from relay.events import KEY_FIELDS, parse_ts
 
 __all__ = [
+    "EXTENSIONS_FIELD",
     "Change",
     "FieldRule",
+    "FieldType",
     "RecordMapping",
     "content_hash",
     "deleted_payload",
     "detect_changes",
+    "extension_name",
     "poll_event_id",
     "vanished_keys",
 ]
 
 FieldType = Literal["str", "number", "integer", "date", "date-time", "bool"]
+#: The object of `data` that carries customer-added fields (`mapping.fields` names `extensions.NAME`).
+EXTENSIONS_FIELD = "extensions"
+
+
+_EXTENSION_RE = re.compile(r"^extensions\.[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+
+
+def extension_name(field_name: str) -> str | None:
+    """`extensions.leadTimeDays` → `leadTimeDays`; None for a canonical field name."""
+    prefix, dot, rest = field_name.partition(".")
+    return rest if dot and prefix == EXTENSIONS_FIELD and rest else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +117,10 @@ class RecordMapping:
         """
         fields = dict(defaults.fields) if defaults else {}
         for name, rule in (raw.get("fields") or {}).items():
+            if name == EXTENSIONS_FIELD or (name.startswith(EXTENSIONS_FIELD + ".") and not _EXTENSION_RE.match(name)):
+                raise ValueError(
+                    f"mapping field {name!r}: a custom field is named extensions.NAME (letters, digits, _ and -)"
+                )
             if isinstance(rule, str):
                 fields[name] = FieldRule(rule)
             elif isinstance(rule, Mapping) and isinstance(rule.get("path"), str):
@@ -115,11 +134,17 @@ class RecordMapping:
         return cls(fields=fields, updated_path=updated)
 
     def data(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        out = {}
+        """The canonical `data` of one record; `extensions.NAME` fields go into the `extensions` object."""
+        out: dict[str, Any] = {}
         for name, rule in self.fields.items():
             value = _coerce(_lookup(record, rule.path), rule.type)
-            if value is not None:
+            if value is None:
+                continue
+            extension = extension_name(name)
+            if extension is None:
                 out[name] = value
+            else:
+                out.setdefault(EXTENSIONS_FIELD, {})[extension] = value
         return out
 
     def updated(self, record: Mapping[str, Any]) -> str | None:

@@ -23,7 +23,7 @@ from relay.store import Checkpoint, NewEvent, PollCommit, QuarantineEntry, Store
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["PollReport", "Poller"]
+__all__ = ["PollReport", "Poller", "event_payload"]
 
 
 @dataclass
@@ -35,6 +35,21 @@ class PollReport:
     duplicates: int = 0
     invalid: int = 0
     deleted: list[str] = field(default_factory=list)
+
+
+def event_payload(source: str, r: ResourceSpec, change: Change, now: datetime) -> dict[str, Any]:
+    """The canonical payload of one changed record (deterministic event id from source, resource, key, content)."""
+    payload: dict[str, Any] = {
+        "eventId": poll_event_id(source, r.name, change.key, change.digest),
+        "documentType": r.document_type,
+        "timestamp": change.version or format_ts(now),
+        "data": change.data,
+    }
+    if r.tenant_id:
+        payload["tenantId"] = r.tenant_id
+    if r.logical_id and r.channel.startswith("customer/"):
+        payload["logicalId"] = r.logical_id
+    return payload
 
 
 def _utcnow() -> datetime:
@@ -66,18 +81,7 @@ class Poller:
         self.clock = clock
 
     def _payload(self, change: Change, now: datetime) -> dict[str, Any]:
-        r = self.resource
-        payload: dict[str, Any] = {
-            "eventId": poll_event_id(self.source, r.name, change.key, change.digest),
-            "documentType": r.document_type,
-            "timestamp": change.version or format_ts(now),
-            "data": change.data,
-        }
-        if r.tenant_id:
-            payload["tenantId"] = r.tenant_id
-        if r.logical_id and r.channel.startswith("customer/"):
-            payload["logicalId"] = r.logical_id
-        return payload
+        return event_payload(self.source, self.resource, change, now)
 
     async def poll_once(self, *, dry_run: bool = False, limit: int | None = None) -> PollReport:
         """Poll until the last page (or `limit` records in a dry run); returns what was emitted.

@@ -20,7 +20,8 @@ server whose clock is in `timezone`.
   `lookup_down` answers 503; `calls[operation]` counts them.
 
 Knobs for tests: `error_next` (an SX.e `cErrorMessage`), `answer_next` (any JSON body, e.g. an unexpected
-shape), `stall` (FetchWhere ignores `RestartRowID`), `restart_inclusive` (the restart row is repeated).
+shape), `stall` (FetchWhere ignores `RestartRowID`), `restart_inclusive` (the restart row is repeated),
+`set_field` (a user field added or retyped), `table_status` (a table refused with 403 or broken with 500).
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ class SxeSimulator:
     # Availability calls (quantityv3, productavailbywhse): answer after this many seconds, or 503 when down.
     lookup_delay_s: float = 0.0
     lookup_down: bool = False
+    # Onboarding: user fields a customer added to a table (`set_field`), and tables answered with a fixed status
+    # instead of rows (403: the ION API service account lacks the authorization; 500: broken after an upgrade).
+    custom_fields: dict[str, dict[str, Callable[[Mapping[str, Any]], Any]]] = field(default_factory=dict)
+    table_status: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -197,8 +202,25 @@ class SxeSimulator:
         for n in range(start, start + count):
             self._next_row += 1
             row = {"cono": self.company_number, **self._row(self._table(table), n), **self._stamp()}
+            for name, value_of in self.custom_fields.get(self._table(table), {}).items():
+                row[name] = value_of(row)
             row[f"{self._table(table)}RowID"] = _row_id(self._next_row)
             rows.append(row)
+
+    def set_field(
+        self, table: str, name: str, value_of: Callable[[Mapping[str, Any]], Any], *, touch: bool = True
+    ) -> None:
+        """Give every row of `table` (and every one seeded later) column `name` = `value_of(row)`.
+
+        A user field (`user5` on icsw) or a column retyped by an upgrade; `touch` stamps each row with the
+        server's time, so an incremental FetchWhere reads them again.
+        """
+        table = self._table(table)
+        self.custom_fields.setdefault(table, {})[name] = value_of
+        for row in self.tables[table]:
+            row[name] = value_of(row)
+            if touch:
+                row.update(self._stamp())
 
     def change(self, table: str, count: int) -> list[dict[str, Any]]:
         """Change `count` random rows of `table` (quantities or stage), stamping them with the server's time."""
@@ -278,6 +300,8 @@ class SxeSimulator:
         if self.answer_next is not None:
             answer, self.answer_next = self.answer_next, None
             return web.json_response(answer)
+        if (status := self.table_status.get(table)) is not None:
+            return web.json_response({"error": f"FetchWhere on {table}: simulated HTTP {status}"}, status=status)
         if table not in self.tables:
             return web.json_response({"error": f"table {table} is not available"}, status=400)
         try:

@@ -11,7 +11,8 @@ orderBy) { edges { node { … } } pageInfo { endCursor hasNextPage } } } } }` fo
 selected properties (an unknown one is a GraphQL error). Connected applications
 (`add_connected_app`): an HS256 JWT whose `iss`, `sub`, `aud` and `exp` are checked; anything else is 401.
 
-Records change and disappear over time (`change`, `delete`); failures on demand (`fail_next`).
+Records change and disappear over time (`change`, `delete`); failures on demand (`fail_next`); customer-added
+or retyped fields (`set_field`); a class refused (403) or broken (500) on demand (`class_status`).
 Availability lookups (ITMMVT with `where=ITMREF eq '…'`, parts joined by `or`, optionally `and STOFCY eq '…'`)
 are counted in `lookup_calls` and made slow (`lookup_delay_s`) or down (`lookup_down`, 503) on demand. Basic auth
 or a bearer token from `/auth/token` are accepted too.
@@ -164,6 +165,10 @@ class X3Simulator:
         self.links = True  # False: answers without `$links` (key paging only)
         self.query_facets: dict[str, set[str]] = {}  # class → properties of its `$query` facet (absent: all)
         self.connected_apps: list[ConnectedApp] = []
+        # Onboarding: fields a customer added to a class (`set_field`), and classes answered with a fixed
+        # status instead of records (403: the account lacks the grant; 500: broken after an upgrade).
+        self.custom_fields: dict[str, dict[str, Any]] = {}
+        self.class_status: dict[str, int] = {}
         self._failures: list[tuple[int, str | None, int]] = []
         self._tokens: set[str] = set()
         # Availability lookups (ITMMVT by ITMREF): counted, made slow or down on demand.
@@ -215,7 +220,21 @@ class X3Simulator:
             record = self._record(cls, n)
             stamp = self._tick()
             record.update({"CREDATTIM": stamp, "UPDDATTIM": stamp})
+            for name, value_of in self.custom_fields.get(cls, {}).items():
+                record[name] = value_of(record)
             table[self.key(cls, record)] = record
+
+    def set_field(self, cls: str, name: str, value_of: Any, *, touch: bool = True) -> None:
+        """Give every record of `cls` (and every one seeded later) field `name` = `value_of(record)`.
+
+        A customer-added field (`ZLEADTIME` on ITMMVT) or a retyped one after an upgrade; `touch` moves each
+        record's UPDDATTIM on, so an incremental poll reads them again.
+        """
+        self.custom_fields.setdefault(cls, {})[name] = value_of
+        for record in self.records[cls].values():
+            record[name] = value_of(record)
+            if touch:
+                record["UPDDATTIM"] = self._tick()
 
     def set_stock(self, item: str, site: str, on_hand: float, allocated: float = 0) -> None:
         """Put one product-site total (ITMMVT) in place, stamped now."""
@@ -364,6 +383,9 @@ class X3Simulator:
         if self._auth_problem(request) is not None:
             return web.json_response({"$diagnoses": [{"$message": "unauthorized"}]}, status=401)
         cls = request.match_info["cls"]
+        if (status := self.class_status.get(cls)) is not None:
+            message = "access denied to class " + cls if status in (401, 403) else "internal error"
+            return web.json_response({"$diagnoses": [{"$severity": "error", "$message": message}]}, status=status)
         if cls not in self.records:
             return web.json_response({"$diagnoses": [{"$message": f"unknown class {cls}"}]}, status=404)
         lookup_where = request.query.get("where", "")
