@@ -345,7 +345,8 @@ def parse_rate(value: Any) -> float | None:
 
 
 Rate = Annotated[float | None, BeforeValidator(parse_rate)]
-COMMAND_NAMES = ("order/create", "customer/create", "customer/update")
+CommandName = Literal["order/create", "customer/create", "customer/update"]
+COMMAND_NAMES: tuple[CommandName, ...] = ("order/create", "customer/create", "customer/update")
 _DEFAULT_COMMAND_SCHEDULE = [2.0, 10.0, 60.0, 300.0, 1800.0]
 
 
@@ -358,9 +359,7 @@ class CommandsConfig(_Model):
     """Write-back: services send commands (create an order, a customer) that the relay executes in the ERP."""
 
     auth: InboundAuth
-    allow: list[Literal["order/create", "customer/create", "customer/update"]] = Field(
-        default_factory=lambda: list(COMMAND_NAMES)
-    )
+    allow: list[CommandName] = Field(default_factory=lambda: list(COMMAND_NAMES))
     max_in_flight: int = Field(default=2, ge=1)
     rate_limit: Rate = None
     retry: CommandRetryConfig = Field(default_factory=CommandRetryConfig)

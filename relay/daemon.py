@@ -257,15 +257,22 @@ class Relay:
         load_builders()
         dispatcher = Dispatcher(self.runtime)
         self.runtime.dispatcher = dispatcher
+        from relay.commands.executor import CommandExecutor
+
+        executor = CommandExecutor(self.runtime)
         services: list[Service] = [
             dispatcher,
             PollScheduler(self.runtime),
             Retention(self.runtime),
+            executor,
         ]
         for service in services:
             await service.start()
             self.services.append(service)  # only started services are stopped
         app = build_app(self.runtime)
+        from relay.commands.http import COMMAND_NOTIFY
+
+        app[COMMAND_NOTIFY].append(executor.notify)
         # keepalive_timeout also bounds how long a new connection may take to send its first request's
         # headers (aiohttp closes a connection still waiting for them), which stops slow-loris senders.
         self.runner = web.AppRunner(
