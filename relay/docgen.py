@@ -65,7 +65,7 @@ NOTES: dict[str, str] = {
     "CommandsConfig.max_in_flight": "most commands executing at once against this ERP (per relay process)",
     "CommandsConfig.rate_limit": "most ERP calls per time (`5/s`, `30/m`); calls are spaced evenly; none: unlimited",
     "CommandsConfig.lease": "how long an attempt may take before another executor takes the command over",
-    "CommandsConfig.mappings": "per command: `fields`, `line_fields`, `defaults`, `class`, `representation`, … (docs/write-back.md)",
+    "CommandsConfig.mappings": "per command: `fields`, `line_fields`, `defaults`, … (see docs/write-back.md)",
     "CommandRetryConfig.schedule": "delay before each retry of an attempt that failed or whose outcome was unknown",
     "CommandRetryConfig.max_age": "no retry starts later than this after the command was accepted; then it fails",
     "CircuitConfig.failure_threshold": "consecutive failures that open the circuit",
