@@ -1,0 +1,158 @@
+"""Write-back to Infor SX.e through the ION API gateway simulator: orders created once (found again by their
+customer PO after a timeout), `cErrorMessage` refusals, customer maintenance."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import start_stack, stop_stack
+from helpers import base_config, until
+from subscriber import Subscriber, subscriber_config
+
+from relay.commands.executor import CommandExecutor
+from relay.sim.ion import IonSimulator, running_ion_simulator
+from relay.sim.sxe import SxeSimulator
+
+TOKEN = "storefront-token-0123456789"
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[tuple[SxeSimulator, IonSimulator, str]]:
+    sxe = SxeSimulator(hang_s=3.0)
+    sxe.seed_rows("arsc", 5)
+    sxe.seed_rows("icsw", 9)
+    async with running_ion_simulator() as (ion, base_url):
+        sxe.install(ion)
+        yield sxe, ion, base_url
+
+
+async def run(tmp_path: Path, gateway: tuple[SxeSimulator, IonSimulator, str]) -> Any:
+    _, ion, base_url = gateway
+    ionapi = ion.write_ionapi(tmp_path / "halloran.ionapi", base_url)
+    subscriber = Subscriber()
+    hook = await subscriber.start()
+    source = {
+        "name": "halloran-sxe",
+        "kind": "sxe",
+        "ionapi_file": str(ionapi),
+        "timezone": "America/Chicago",
+        "timeout": "1s",
+        "commands": {
+            "auth": {"type": "bearer", "tokens": [TOKEN]},
+            "retry": {"schedule": ["50ms", "100ms"], "max_age": "1h"},
+            "lease": "5s",
+        },
+    }
+    data = base_config(
+        tmp_path,
+        sources=[source],
+        subscribers=[subscriber_config("shop", hook, channels=["order/created", "customer/*", "command/failed"])],
+    )
+    stack = await start_stack(tmp_path, data)
+    executor = CommandExecutor(stack.runtime, poll_interval_s=0.05)
+    await executor.start()
+    return stack, executor, subscriber
+
+
+async def post(stack: Any, command: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+    path = f"/v1/sources/halloran-sxe/commands/{command}"
+    async with stack.client.post(path, data=orjson.dumps(body), headers={**HEADERS, "Idempotency-Key": key}) as r:
+        assert r.status == 202, await r.text()
+        return dict(orjson.loads(await r.read()))
+
+
+async def finished(stack: Any, command_id: str) -> dict[str, Any]:
+    async def status() -> dict[str, Any]:
+        async with stack.client.get(f"/v1/commands/{command_id}", headers=HEADERS) as r:
+            return dict(orjson.loads(await r.read()))
+
+    async def done() -> bool:
+        return (await status())["status"] in ("succeeded", "failed")
+
+    await until(done, timeout=10)
+    return await status()
+
+
+def order(sxe: SxeSimulator, reference: str, item: str | None = None) -> dict[str, Any]:
+    return {
+        "customerNumber": str(sxe.tables["arsc"][1]["custno"]),
+        "customerReference": reference,
+        "warehouse": "MAIN",
+        "lines": [{"partNumber": item or sxe.tables["icsw"][0]["prod"], "quantity": 4, "unitOfMeasure": "EA"}],
+        "notes": "leave at dock 3",
+    }
+
+
+async def test_order_created_once_even_when_the_first_answer_never_comes(
+    tmp_path: Path, gateway: tuple[SxeSimulator, IonSimulator, str]
+) -> None:
+    sxe = gateway[0]
+    sxe.fail_after_create("timeout")
+    stack, executor, subscriber = await run(tmp_path, gateway)
+    try:
+        accepted = await post(stack, "order/create", order(sxe, "WEB-1001"), "cart-1001")
+        doc = await finished(stack, accepted["commandId"])
+        assert doc["status"] == "succeeded"
+        assert doc["attempts"] == 2
+        assert doc["result"]["adopted"] is True
+        (created,) = sxe.created_orders
+        assert str(created["orderno"]) == doc["result"]["documentNumber"]
+        assert created["custpo"] == "WEB-1001"
+        first_line = created["lines"][0]
+        assert (first_line["itemnumber"], first_line["orderqty"]) == (sxe.tables["icsw"][0]["prod"], 4)
+        assert created["lines"][-1]["itemdesc1"] == "leave at dock 3"
+        await until(lambda: subscriber.delivered, timeout=10)
+        assert subscriber.delivered[0].payload["data"]["orderNumber"] == doc["result"]["documentNumber"]
+        assert subscriber.delivered[0].verified
+    finally:
+        await executor.stop(1.0)
+        await stop_stack(stack)
+        await subscriber.stop()
+
+
+async def test_c_error_message_fails_at_once_with_sxe_message(
+    tmp_path: Path, gateway: tuple[SxeSimulator, IonSimulator, str]
+) -> None:
+    sxe = gateway[0]
+    stack, executor, subscriber = await run(tmp_path, gateway)
+    try:
+        accepted = await post(stack, "order/create", order(sxe, "WEB-2", item="NO-SUCH"), "cart-2")
+        doc = await finished(stack, accepted["commandId"])
+        assert doc["status"] == "failed"
+        assert doc["attempts"] == 1
+        assert doc["error"]["erpMessages"] == ["Product NO-SUCH Not Set Up in Warehouse Products - ICSW (4602)"]
+        assert sxe.created_orders == []
+        await until(lambda: subscriber.delivered, timeout=10)
+        assert subscriber.delivered[0].headers["relay-channel"] == "command/failed"
+    finally:
+        await executor.stop(1.0)
+        await stop_stack(stack)
+        await subscriber.stop()
+
+
+async def test_customer_created_then_updated_in_order(
+    tmp_path: Path, gateway: tuple[SxeSimulator, IonSimulator, str]
+) -> None:
+    sxe = gateway[0]
+    stack, executor, subscriber = await run(tmp_path, gateway)
+    try:
+        created = await post(stack, "customer/create", {"name": "Brightline Electric", "phone": "2175550199"}, "c1")
+        doc = await finished(stack, created["commandId"])
+        assert doc["status"] == "succeeded"
+        number = doc["result"]["documentNumber"]
+        assert sxe.tables["arsc"][-1]["custno"] == int(number)
+        updated = await post(stack, "customer/update", {"customerNumber": number, "creditStatus": "onHold"}, "c2")
+        assert (await finished(stack, updated["commandId"]))["status"] == "succeeded"
+        assert sxe.tables["arsc"][-1]["statustype"] == "onHold"
+        await until(lambda: len(subscriber.delivered) == 2, timeout=10)
+        channels = [r.headers["relay-channel"] for r in subscriber.delivered]
+        assert channels == ["customer/created", "customer/updated"]
+    finally:
+        await executor.stop(1.0)
+        await stop_stack(stack)
+        await subscriber.stop()
