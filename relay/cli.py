@@ -24,6 +24,7 @@ from relay.events import format_ts
 from relay.ops import DeliveryFilter, EventFilter, Operations, OpsError, operations, parse_when
 from relay.spec import SpecRegistry
 from relay.views import (
+    command_json,
     delivery_detail_json,
     delivery_json,
     event_detail_json,
@@ -913,3 +914,96 @@ def demo(duration: float | None, state_dir: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+@main.group()
+def commands() -> None:
+    """Write-back commands sent by services to the ERP (create orders and customers)."""
+
+
+@commands.command("list")
+@CONFIG_OPTION
+@click.option("--source")
+@click.option("--status", type=click.Choice(["accepted", "running", "succeeded", "failed"]))
+@click.option("--command", "command_name", type=click.Choice(["order/create", "customer/create", "customer/update"]))
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@WIDE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def commands_list(
+    config_path: Path,
+    source: str | None,
+    status: str | None,
+    command_name: str | None,
+    limit: int,
+    wide: bool,
+    as_json: bool,
+) -> None:
+    """Newest commands first."""
+    config = _load(config_path)
+    found = _run_ops(
+        config, lambda ops: ops.list_commands(source=source, status=status, command=command_name, limit=limit)
+    )
+    rows = [command_json(r) for r in found]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "created", "source", "command", "status", "attempts", "document", "error")
+    for r in rows:
+        document = (r["result"] or {}).get("documentNumber")
+        problem = (r["error"] or {}).get("message", "")[:60] if r["status"] != "succeeded" else ""
+        table.add_row(
+            *map(
+                _cell,
+                (
+                    r["commandId"],
+                    r["createdAt"],
+                    r["source"],
+                    r["command"],
+                    r["status"],
+                    r["attempts"],
+                    document,
+                    problem,
+                ),
+            )
+        )
+    _print_table(table, wide)
+
+
+@commands.command("show")
+@CONFIG_OPTION
+@click.argument("command_id")
+@click.option("--json", "as_json", is_flag=True)
+def commands_show(config_path: Path, command_id: str, as_json: bool) -> None:
+    """One command: status, attempts, the ERP's document number or messages, and the command sent."""
+    config = _load(config_path)
+    data = command_json(_run_ops(config, lambda ops: ops.show_command(command_id)), with_body=True)
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("commandId", "source", "command", "idempotencyKey", "reference", "status", "attempts", "createdAt",
+                "finishedAt", "nextAttemptAt"):  # fmt: skip
+        _print_field(key, data[key])
+    if data["result"]:
+        _print_field("documentNumber", data["result"].get("documentNumber"))
+    if data["error"]:
+        _print_field("error", f"{data['error'].get('code')}: {data['error'].get('message')}")
+        for message in data["error"].get("erpMessages") or []:
+            console.print(Text.assemble("  ", _cell(message)))
+    _print_block(orjson.dumps(data["body"], option=orjson.OPT_INDENT_2).decode())
+
+
+@commands.command("retry")
+@CONFIG_OPTION
+@click.argument("command_id")
+@click.option("--json", "as_json", is_flag=True)
+def commands_retry(config_path: Path, command_id: str, as_json: bool) -> None:
+    """Restart a failed command; a create is first looked up in the ERP so it is never made twice."""
+    config = _load(config_path)
+    data = command_json(_run_ops(config, lambda ops: ops.retry_command(command_id)))
+    if as_json:
+        _print_json(data)
+        return
+    click.echo(f"command {command_id} accepted again; a running relay executes it shortly")

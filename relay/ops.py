@@ -18,7 +18,16 @@ from relay.events import Event, parse_ts
 from relay.routing import Router
 from relay.runtime import Runtime, open_configured_store
 from relay.spec import SpecRegistry
-from relay.store.base import DeliveryFilter, DeliveryRow, EventFilter, QuarantineRow, Store, SubscriberState
+from relay.store.base import (
+    CommandFilter,
+    CommandRow,
+    DeliveryFilter,
+    DeliveryRow,
+    EventFilter,
+    QuarantineRow,
+    Store,
+    SubscriberState,
+)
 
 if TYPE_CHECKING:
     from relay.deliver.dispatcher import Dispatcher
@@ -468,6 +477,37 @@ class Operations:
         if self.dispatcher is not None:
             self.dispatcher.enable(name)
         return datetime.now(UTC)
+
+    # ------------------------------------------------------------------------------------ commands
+
+    async def list_commands(
+        self, *, source: str | None = None, status: str | None = None, command: str | None = None, limit: int = 100
+    ) -> list[CommandRow]:
+        """Write-back commands, newest first."""
+        return await self.store.list_commands(CommandFilter(source=source, status=status, command=command, limit=limit))
+
+    async def show_command(self, command_id: str) -> CommandRow:
+        """One command with its body, result and error.
+
+        Raises:
+            NotFoundError: no such command.
+        """
+        row = await self.store.get_command(command_id)
+        if row is None:
+            raise NotFoundError(f"no command {command_id}")
+        return row
+
+    async def retry_command(self, command_id: str) -> CommandRow:
+        """Restart a failed command (a fresh retry window; a create is looked up before it is sent again).
+
+        Raises:
+            NotFoundError: no such command.
+            OpsError: the command has not failed.
+        """
+        row = await self.show_command(command_id)
+        if not await self.store.retry_command(command_id, datetime.now(UTC)):
+            raise OpsError(f"command {command_id} is {row.status}; only a failed command can be retried")
+        return await self.show_command(command_id)
 
 
 def _with_state(flt: DeliveryFilter, state: str, *, limit: int | None = None) -> DeliveryFilter:

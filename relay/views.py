@@ -21,6 +21,7 @@ from relay.ops import (
     ReplayCount,
     SubscriberHealth,
 )
+from relay.store import CommandRow
 
 __all__ = [
     "attempt_json",
@@ -139,3 +140,24 @@ def subscriber_json(s: SubscriberHealth) -> dict[str, Any]:
 
 def replay_json(r: ReplayCount) -> dict[str, Any]:
     return {"events": r.events, "deliveries": r.deliveries, "dryRun": r.dry_run}
+
+
+def command_json(row: CommandRow, *, with_body: bool = False) -> dict[str, Any]:
+    """A write-back command: its status document, and with `with_body` the canonical command it carries."""
+    out: dict[str, Any] = {
+        "commandId": row.id,
+        "source": row.source,
+        "command": row.command,
+        "idempotencyKey": row.idempotency_key,
+        "status": row.status,
+        "attempts": row.attempts,
+        "result": row.result,
+        "error": row.error,
+        "createdAt": ts(row.created_at),
+        "finishedAt": ts(row.finished_at),
+        "nextAttemptAt": ts(row.next_attempt_at) if row.status == "accepted" else None,
+        "reference": row.reference,
+    }
+    if with_body:
+        out["body"] = orjson.loads(row.body)
+    return out

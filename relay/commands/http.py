@@ -19,7 +19,7 @@ from aiohttp import web
 
 from relay import metrics
 from relay.auth.inbound import authenticate, check_bearer
-from relay.commands.policy import body_hash, command_identity, idempotency_key_problem, status_document
+from relay.commands.policy import body_hash, command_identity, idempotency_key_problem
 from relay.config import SxeSource, X3Source
 from relay.http.headers import header_for_record
 from relay.http.responses import error, json_response, unauthorized
@@ -27,6 +27,7 @@ from relay.ingest.json_push import DECOY_AUTH, _credentials_problem, is_json_med
 from relay.runtime import RUNTIME, Runtime
 from relay.spec import SpecError, SpecRegistry, load_specs
 from relay.store import NewCommand, StoreUnavailable
+from relay.views import command_json
 
 log = structlog.get_logger(__name__)
 
@@ -136,7 +137,7 @@ async def handle_submit(request: web.Request) -> web.Response:
             409, "idempotency_key_reused", "this Idempotency-Key was used with a different body", commandId=row.id
         )
     _count(name, command, "replayed")
-    return json_response(status_document(row), 200)
+    return json_response(command_json(row), 200)
 
 
 async def handle_status(request: web.Request) -> web.Response:
@@ -158,7 +159,7 @@ async def handle_status(request: web.Request) -> web.Response:
             return unauthorized()
     if row is None:
         return error(404, "not_found", "no such command")
-    return json_response(status_document(row))
+    return json_response(command_json(row))
 
 
 async def _quarantine(

@@ -25,7 +25,6 @@ __all__ = [
     "next_retry_at",
     "next_start_at",
     "outcome_event_id",
-    "status_document",
     "succeeded_event_payload",
 ]
 
@@ -111,22 +110,6 @@ def next_start_at(previous_start: datetime | None, rate_per_s: float | None, now
     if rate_per_s is None or previous_start is None:
         return now
     return max(now, previous_start + timedelta(seconds=1.0 / rate_per_s))
-
-
-def status_document(row: CommandRow) -> dict[str, Any]:
-    """The status a caller reads from `GET /v1/commands/{id}` (and the repeat of a POST)."""
-    return {
-        "commandId": row.id,
-        "source": row.source,
-        "command": row.command,
-        "idempotencyKey": row.idempotency_key,
-        "status": row.status,
-        "attempts": row.attempts,
-        "result": row.result,
-        "error": row.error,
-        "createdAt": format_ts(row.created_at),
-        "finishedAt": format_ts(row.finished_at) if row.finished_at else None,
-    }
 
 
 def outcome_event_id(command_id: str, outcome: str) -> str:

@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationErr
 from relay.auth.inbound import check_bearer
 from relay.events import format_ts, parse_ts
 from relay.http.responses import error, json_response
-from relay.ops import DeliveryFilter, EventFilter, NotFoundError, Operations, UnknownSubscriberError
+from relay.ops import DeliveryFilter, EventFilter, NotFoundError, Operations, OpsError, UnknownSubscriberError
 from relay.runtime import RUNTIME, Runtime
 from relay.views import (
+    command_json,
     delivery_detail_json,
     delivery_json,
     event_detail_json,
@@ -237,6 +238,29 @@ async def enable_subscriber(request: web.Request) -> web.Response:
     return json_response({"name": name, "disabled": False, "at": format_ts(at)})
 
 
+async def list_commands(request: web.Request) -> web.Response:
+    q = request.query
+    rows = await _ops(request).list_commands(
+        source=q.get("source"), status=q.get("status"), command=q.get("command"), limit=_limit(request)
+    )
+    return json_response([command_json(r) for r in rows])
+
+
+async def show_command(request: web.Request) -> web.Response:
+    row = await _ops(request).show_command(request.match_info["command_id"][:64])
+    return json_response(command_json(row, with_body=True))
+
+
+async def retry_command(request: web.Request) -> web.Response:
+    try:
+        row = await _ops(request).retry_command(request.match_info["command_id"][:64])
+    except NotFoundError:
+        raise
+    except OpsError as exc:
+        return error(409, "not_failed", str(exc))
+    return json_response(command_json(row), 202)
+
+
 @web.middleware
 async def _bad_query(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -269,3 +293,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/admin/quarantine/{quarantine_id}", show_quarantine)
     r.add_get("/v1/admin/subscribers", list_subscribers)
     r.add_post("/v1/admin/subscribers/{name}/enable", enable_subscriber)
+    r.add_get("/v1/admin/commands", list_commands)
+    r.add_get("/v1/admin/commands/{command_id}", show_command)
+    r.add_post("/v1/admin/commands/{command_id}/retry", retry_command)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import Stack, start_stack, stop_stack
-from helpers import base_config, until
+from helpers import ainvoke_cli, base_config, until, write_config
 from subscriber import Subscriber, subscriber_config
 
 from relay.commands.executor import CommandExecutor
@@ -277,3 +277,49 @@ async def test_commands_of_one_customer_run_in_order(tmp_path: Path, x3: tuple[X
         assert sim.max_creates_in_flight == 1  # one customer: one at a time despite max_in_flight 4
     finally:
         await stop(wb)
+
+
+async def test_operators_list_show_and_retry_a_failed_command_through_the_cli_and_the_admin_api(
+    tmp_path: Path, x3: tuple[X3Simulator, str]
+) -> None:
+    sim, url = x3
+    admin_token = "admin-token-for-tests-0123456789"
+    subscriber = Subscriber()
+    await subscriber.start()
+    data = base_config(tmp_path, sources=[x3_source(url, sim)], admin={"tokens": [admin_token]})
+    config_path = write_config(tmp_path, data)
+    stack = await start_stack(tmp_path, data)
+    executor = CommandExecutor(stack.runtime, poll_interval_s=0.05)
+    await executor.start()
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    try:
+        # A customer X3 does not know yet: refused; once the customer exists, an operator retries it.
+        _, accepted = await post(stack, order("Q-OPS", customer="C77777"), "ops-1")
+        command_id = accepted["commandId"]
+        failed = await finished(stack, command_id)
+        assert failed["error"]["erpMessages"] == ["BPCORD: Record does not exist (C77777) [Customers]"]
+        listed = await ainvoke_cli("commands", "list", "-c", str(config_path), "--status", "failed", "--json")
+        assert [r["commandId"] for r in orjson.loads(listed.stdout)] == [command_id]
+        shown = await ainvoke_cli("commands", "show", command_id, "-c", str(config_path), "--json")
+        assert orjson.loads(shown.stdout)["body"]["customerReference"] == "Q-OPS"
+        async with stack.client.get(f"/v1/admin/commands/{command_id}", headers=admin) as r:
+            assert (r.status, (await r.json())["status"]) == (200, "failed")
+        async with stack.client.get(f"/v1/commands/{command_id}", headers=admin) as r:
+            assert r.status == 200
+        sim.records["BPCUSTOMER"]["C77777"] = {"BPCNUM": "C77777", "BPCNAM": "Late Customer"}
+        retried = await ainvoke_cli("commands", "retry", command_id, "-c", str(config_path))
+        assert retried.returncode == 0, retried.stderr
+        doc = await finished(stack, command_id)
+        assert (doc["status"], doc["attempts"]) == ("succeeded", 2)
+        assert [o["CUSORDREF"] for o in sim.orders] == ["Q-OPS"]
+        # Only a failed command can be retried.
+        async with stack.client.post(f"/v1/admin/commands/{command_id}/retry", headers=admin) as r:
+            assert r.status == 409
+        again = await ainvoke_cli("commands", "retry", command_id, "-c", str(config_path))
+        assert again.returncode == 1
+        async with stack.client.get("/v1/admin/commands?source=aldgate-x3", headers=admin) as r:
+            assert [c["commandId"] for c in await r.json()] == [command_id]
+    finally:
+        await executor.stop(1.0)
+        await stop_stack(stack)
+        await subscriber.stop()
