@@ -23,3 +23,7 @@ async def test_demo_runs_and_shows_both_erps_reaching_both_subscribers(tmp_path:
     assert "signature BAD" not in out
     assert "some signatures did not verify" not in out
     assert "dead letters redriven: 1" in out
+    # Write-back: the accepted quote became an X3 order, and its number reached the storefront by webhook.
+    created = re.search(r"quote QUOTE-2026-0042 became X3 order (SO\d+) \(succeeded", out)
+    assert created is not None
+    assert f"storefront received order/created: X3 order {created.group(1)} for quote QUOTE-2026-0042" in out
