@@ -21,9 +21,10 @@ from relay import metrics
 from relay.auth.inbound import authenticate, check_bearer
 from relay.commands.policy import body_hash, command_identity, idempotency_key_problem
 from relay.config import SxeSource, X3Source
-from relay.http.headers import header_for_record
 from relay.http.responses import error, json_response, unauthorized
-from relay.ingest.json_push import DECOY_AUTH, _credentials_problem, is_json_media_type, read_body
+
+# The JSON push route's checks and quarantine, shared so both answer alike.
+from relay.ingest.json_push import DECOY_AUTH, _credentials_problem, _quarantine, is_json_media_type, read_body
 from relay.runtime import RUNTIME, Runtime
 from relay.spec import SpecError, SpecRegistry, load_specs
 from relay.store import NewCommand, StoreUnavailable
@@ -94,7 +95,7 @@ async def handle_submit(request: web.Request) -> web.Response:
     try:
         payload = orjson.loads(body) if body.strip() else None
     except orjson.JSONDecodeError as exc:
-        qid = await _quarantine(runtime, name, body, f"malformed JSON: {exc}", [], request)
+        qid = await _quarantine(runtime, name, body, f"malformed JSON: {exc}", None, [], request)
         _count(name, command, "invalid")
         return error(400, "malformed_body", f"the body is not valid JSON: {exc}", quarantineId=qid)
     if payload is None:
@@ -103,7 +104,7 @@ async def handle_submit(request: web.Request) -> web.Response:
     if issues := command_specs().validate(command, payload):
         details = [{"path": i.path, "message": i.message} for i in issues]
         reason = "; ".join(f"{d['path']}: {d['message']}" for d in details)
-        qid = await _quarantine(runtime, name, body, f"{command}: {reason}", details, request)
+        qid = await _quarantine(runtime, name, body, f"{command}: {reason}", None, details, request)
         _count(name, command, "invalid")
         return json_response(
             {"error": "invalid_payload", "message": reason[:1000], "details": details, "quarantineId": qid}, 422
@@ -160,25 +161,6 @@ async def handle_status(request: web.Request) -> web.Response:
     if row is None:
         return error(404, "not_found", "no such command")
     return json_response(command_json(row))
-
-
-async def _quarantine(
-    runtime: Runtime, source: str, body: bytes, reason: str, details: list[dict[str, str]], request: web.Request
-) -> int | None:
-    try:
-        qid = await runtime.ingestor.quarantine(
-            source=source,
-            body=body,
-            reason=reason,
-            received_at=datetime.now(UTC),
-            details=list(details),
-            content_type=header_for_record(request.headers, "Content-Type"),
-        )
-    except StoreUnavailable as exc:
-        log.warning("quarantine not stored", source=source, error=str(exc))
-        return None
-    metrics.labelled(metrics.QUARANTINED, source).inc()
-    return qid
 
 
 def add_routes(app: web.Application) -> None:

@@ -26,7 +26,6 @@ shape), `stall` (FetchWhere ignores `RestartRowID`), `restart_inclusive` (the re
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import random
 import re
@@ -38,6 +37,8 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+
+from relay.sim import fail_after_create
 
 __all__ = ["FETCHWHERE_PATH", "OPERATIONS", "SERVICE_PATH", "TABLES", "SxeSimulator"]
 
@@ -381,12 +382,7 @@ class SxeSimulator:
         row["oeehRowID"] = _row_id(self._next_row)
         self.tables["oeeh"].append(row)
         mode = self.after_create.pop(0) if self.after_create else None
-        if mode == "timeout":
-            await asyncio.sleep(self.hang_s)
-        elif mode == "drop":
-            assert request.transport is not None
-            request.transport.abort()
-            raise ConnectionResetError("simulated: connection dropped after the order was created")
+        await fail_after_create(request, mode, self.hang_s)
         answer = {"orderno": row["orderno"], "ordersuf": 0, "custno": row["custno"], "totinvamt": 0.0}
         return web.json_response({"response": {"cErrorMessage": "", "tOrdloadhdrdata": {"t-ordloadhdrdata": [answer]}}})
 

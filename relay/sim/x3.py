@@ -43,6 +43,7 @@ import orjson
 from aiohttp import web
 
 from relay._net import bound_port
+from relay.sim import fail_after_create
 
 __all__ = ["GRAPHQL_NODES", "X3Simulator", "running_x3_simulator"]
 
@@ -526,12 +527,7 @@ class X3Simulator:
             mode = self._after_create.pop(0) if self._after_create else None
             if mode is None and first and self.after_create_rate and self.rng.random() < self.after_create_rate:
                 mode = self.after_create_mode
-            if mode == "timeout":
-                await asyncio.sleep(self.hang_s)
-            elif mode == "drop":
-                assert request.transport is not None
-                request.transport.abort()
-                raise ConnectionResetError("simulated: connection dropped after the order was created")
+            await fail_after_create(request, mode, self.hang_s)
             return web.json_response(record, status=201, headers={"Location": f"{request.url.path}('{number}')"})
         finally:
             self.creates_in_flight -= 1
