@@ -10,6 +10,7 @@ import pytest
 from relay.commands.erp import _status_attempt, x3_diagnoses
 from relay.commands.mapping import build_body, mapping_for
 from relay.commands.policy import body_hash, command_identity, idempotency_key_problem, next_retry_at, next_start_at
+from relay.config import ConfigError, X3Source, config_from_mapping, parse_rate
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -162,3 +163,48 @@ def test_x3_diagnoses_are_read_from_the_resource_its_properties_and_lines() -> N
         "SOHSOP": [{"$diagnoses": [{"$message": "line 1"}]}],
     }
     assert x3_diagnoses(body) == ["top", "BPCORD: no such customer", "line 1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "per_s"),
+    [("5/s", 5.0), ("30/m", 0.5), ("360/h", 0.1), (2, 2.0), ("0/s", None), (None, None), ("1.5 / s", 1.5)],
+)
+def test_rate_limits(text: Any, per_s: float | None) -> None:
+    assert parse_rate(text) == per_s
+
+
+@pytest.mark.parametrize("text", ["fast", "5/d", "-1/s", "5 per s"])
+def test_bad_rate_limits_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the message is checked through the config error below
+        parse_rate(text)
+
+
+X3 = {"name": "aldgate-x3", "kind": "x3", "base_url": "http://x3", "folder": "ALDGATE", "auth": {"type": "none"}}
+BEARER = {"type": "bearer", "tokens": ["quotes-token-0123456789"]}
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        (X3, "needs `resources` to poll or `commands` to accept"),
+        ({**X3, "commands": {"auth": BEARER, "rate_limit": "often"}}, "not a rate"),
+        ({**X3, "commands": {"auth": BEARER, "allow": ["order/delete"]}}, "allow[0]: Input should be 'order/create'"),
+        ({**X3, "commands": {"auth": BEARER, "mappings": {"order/cancel": {}}}}, "mappings for unknown commands"),
+        ({**X3, "commands": {"auth": BEARER, "max_in_flight": 0}}, "max_in_flight"),
+        ({**X3, "commands": {"allow": ["order/create"]}}, "auth"),
+    ],
+)
+def test_commands_configuration_problems_are_named(source: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"sources": [source]})
+    assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+def test_a_write_only_connection_is_valid() -> None:
+    config = config_from_mapping({"sources": [{**X3, "commands": {"auth": BEARER, "rate_limit": "5/s"}}]})
+    source = config.sources[0]
+    assert isinstance(source, X3Source)
+    assert source.resources == []
+    assert source.commands is not None
+    assert source.commands.rate_limit == 5.0
+    assert source.commands.allow == ["order/create", "customer/create", "customer/update"]
