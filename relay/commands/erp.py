@@ -284,38 +284,7 @@ class SxeConnector:
     async def execute(self, command: str, payload: Mapping[str, Any]) -> Attempt:
         mapping = self.mappings[command]
         operation = mapping.setting("operation")
-        header, lines = build_body(mapping, payload)
-        if command == "order/create":
-            header["customerid"] = _sxe_number(header.get("customerid", ""))
-            rows = [{"seqno": i, **row} for i, row in enumerate(lines, start=1)]
-            if payload.get("notes"):
-                # SX.e takes order notes as a comment line (`lineitemtype` C, item `/`), as public clients send them.
-                rows.append(
-                    {"seqno": len(rows) + 1, "itemnumber": "/", "lineitemtype": "C", "itemdesc1": payload["notes"]}
-                )
-            body = self._request(
-                tInputheaderdata={"t-inputheaderdata": [header]},
-                tInputlinedata={"t-inputlinedata": rows},
-                tInputheaderextradata={"t-inputheaderextradata": []},
-                tInputlineextradata={"t-inputlineextradata": []},
-                tInfieldvalue={"t-infieldvalue": []},
-            )
-        else:
-            key = str(payload.get("customerNumber") or "") if command == "customer/update" else ""
-            mode = "chg" if command == "customer/update" else "add"
-            rows = [
-                {
-                    "setNo": 1,
-                    "seqNo": i,
-                    "key1": key,
-                    "key2": "",
-                    "updateMode": mode,
-                    "fieldName": name,
-                    "fieldValue": str(value),
-                }
-                for i, (name, value) in enumerate(header.items(), start=1)
-            ]
-            body = self._request(tMntTt={"t-mnt-tt": rows})
+        body = self._request(**sxe_request_tables(command, mapping, payload))
         what = f"SX.e {operation}"
         try:
             status, answer, retry_after = await self._call(operation, body)
@@ -347,6 +316,33 @@ class SxeConnector:
 
     async def close(self) -> None:
         return None
+
+
+def sxe_request_tables(command: str, mapping: CommandMapping, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The tables of an SX.e request for a canonical command (inside `request`, next to the company and operator)."""
+    header, lines = build_body(mapping, payload)
+    if command == "order/create":
+        header["customerid"] = _sxe_number(header.get("customerid", ""))
+        rows = [{"seqno": i, **row} for i, row in enumerate(lines, start=1)]
+        if payload.get("notes"):
+            # SX.e takes order notes as a comment line (`lineitemtype` C, item `/`), as public clients send them.
+            rows.append({"seqno": len(rows) + 1, "itemnumber": "/", "lineitemtype": "C", "itemdesc1": payload["notes"]})
+        return {
+            "tInputccdata": {"t-Inputccdata": []},
+            "tInputheaderdata": {"t-inputheaderdata": [header]},
+            "tInputlinedata": {"t-inputlinedata": rows},
+            "tInputheaderextradata": {"t-inputheaderextradata": []},
+            "tInputlineextradata": {"t-inputlineextradata": []},
+            "tInfieldvalue": {"t-infieldvalue": []},
+        }
+    key = str(payload.get("customerNumber") or "") if command == "customer/update" else ""
+    mode = "chg" if command == "customer/update" else "add"
+    rows = [
+        {"setNo": 1, "seqNo": i, "key1": key, "key2": "", "updateMode": mode, "fieldName": name,
+         "fieldValue": str(value)}
+        for i, (name, value) in enumerate(header.items(), start=1)
+    ]  # fmt: skip
+    return {"tMntTt": {"t-mnt-tt": rows}}
 
 
 def _sxe_number(value: Any) -> Any:

@@ -3,21 +3,32 @@ customer PO after a timeout), `cErrorMessage` refusals, customer maintenance."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from conftest import start_stack, stop_stack
 from helpers import base_config, until
 from subscriber import Subscriber, subscriber_config
 
+from relay.auth.ionapi import TokenManager, load_ionapi
+from relay.commands.erp import sxe_request_tables
 from relay.commands.executor import CommandExecutor
+from relay.commands.mapping import mapping_for
 from relay.sim.ion import IonSimulator, running_ion_simulator
 from relay.sim.sxe import SxeSimulator
+from relay.sim.x3 import running_x3_simulator
 
 TOKEN = "storefront-token-0123456789"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+ORDER_LOAD = orjson.loads((FIXTURES / "sxe" / "sfoeordertotloadv4_request.json").read_bytes())
+ORDER_LOADED = orjson.loads((FIXTURES / "sxe" / "sfoeordertotloadv4_response.json").read_bytes())
+CUSTOMER_MNT = orjson.loads((FIXTURES / "sxe" / "arcustomermnt_request.json").read_bytes())
+X3_ORDER = orjson.loads((FIXTURES / "x3" / "sorder_create.json").read_bytes())
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
@@ -156,3 +167,57 @@ async def test_customer_created_then_updated_in_order(
         await executor.stop(1.0)
         await stop_stack(stack)
         await subscriber.stop()
+
+
+def test_requests_the_relay_sends_have_the_shape_of_the_public_client() -> None:
+    """Every table and key the relay sends to SX.e appears in the public client's request (tests/fixtures/sxe)."""
+    public = ORDER_LOAD["request"]
+    canonical = {
+        "customerNumber": "10042",
+        "customerReference": "PO-WEB-1001",
+        "warehouse": "MAIN",
+        "shipTo": {"name": "Volt Electric", "city": "Springfield"},
+        "lines": [{"partNumber": "WIRE-12-2", "quantity": 4, "unitOfMeasure": "EA"}],
+        "notes": "leave at dock 3",
+    }
+    ours = sxe_request_tables("order/create", mapping_for("sxe", "order/create"), canonical)
+    assert set(ours) <= set(public)
+    for table, wrapped in ours.items():
+        (inner,) = wrapped
+        assert inner in public[table]
+    public_header = public["tInputheaderdata"]["t-inputheaderdata"][0]
+    public_line_keys = {k for line in public["tInputlinedata"]["t-inputlinedata"] for k in line}
+    assert set(ours["tInputheaderdata"]["t-inputheaderdata"][0]) - set(public_header) == set()
+    assert {k for line in ours["tInputlinedata"]["t-inputlinedata"] for k in line} <= public_line_keys
+    customer = CUSTOMER_MNT["request"]
+    rows = sxe_request_tables("customer/create", mapping_for("sxe", "customer/create"), {"name": "Brightline"})
+    assert set(rows["tMntTt"]["t-mnt-tt"][0]) == set(customer["tMntTt"]["t-mnt-tt"][0])
+
+
+async def test_the_simulators_answer_the_public_shapes(tmp_path: Path) -> None:
+    """The SX.e simulator answers an order load as the public client reads it; the X3 simulator creates the
+    fixture order."""
+    expected = ORDER_LOADED
+    sxe = SxeSimulator()
+    sxe.seed_rows("arsc", 1)
+    sxe.seed_rows("icsw", 1)
+    async with running_ion_simulator() as (ion, base_url), aiohttp.ClientSession() as session:
+        sxe.install(ion)
+        token = await TokenManager(load_ionapi(ion.write_ionapi(tmp_path / "h.ionapi", base_url)), session).token()
+        body = orjson.loads(orjson.dumps(ORDER_LOAD))  # a copy to fill in
+        header = body["request"]["tInputheaderdata"]["t-inputheaderdata"][0]
+        header["customerid"] = sxe.tables["arsc"][0]["custno"]
+        body["request"]["tInputlinedata"]["t-inputlinedata"][0]["itemnumber"] = sxe.tables["icsw"][0]["prod"]
+        url = f"{base_url}/{ion.tenant}/SX/rest/sxapirestservice/sxapisfoeordertotloadv4"
+        async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+            answer = await r.json()
+        assert answer["response"]["cErrorMessage"] == ""
+        (row,) = answer["response"]["tOrdloadhdrdata"]["t-ordloadhdrdata"]
+        assert set(expected["response"]["tOrdloadhdrdata"]["t-ordloadhdrdata"][0]) <= set(row)
+    async with running_x3_simulator() as (x3, url), aiohttp.ClientSession() as session:
+        order = X3_ORDER
+        auth = {"Authorization": "Basic " + base64.b64encode(f"{x3.user}:{x3.password}".encode()).decode()}
+        create = f"{url}/api1/x3/erp/ALDGATE/SORDER?representation=SORDER.$create"
+        async with session.post(create, json=order, headers=auth) as r:
+            assert r.status == 201
+            assert (await r.json())["CUSORDREF"] == "Q-2026-0042"
