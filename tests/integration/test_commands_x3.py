@@ -110,12 +110,25 @@ async def finished(wb: Stack, command_id: str, timeout: float = 10.0) -> dict[st
     return await status_of(wb, command_id)
 
 
+async def command_counts(wb: Stack) -> dict[str, float]:
+    """`relay_commands_total` of aldgate-x3 order/create by outcome, as /metrics shows it."""
+    async with wb.client.get("/metrics") as r:
+        text = await r.text()
+    prefix = 'relay_commands_total{command="order/create",outcome="'
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith(prefix) and 'source="aldgate-x3"' in line:
+            counts[line[len(prefix) :].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 async def test_accepted_quote_becomes_one_x3_order_and_its_number_reaches_the_subscriber(
     tmp_path: Path, x3: tuple[X3Simulator, str]
 ) -> None:
     sim, url = x3
     wb = await start(tmp_path, sim, url)
     try:
+        before = await command_counts(wb)
         status, body = await post(wb, order(), "quote-1001-accepted")
         assert status == 202
         assert body["status"] == "accepted"
@@ -145,6 +158,9 @@ async def test_accepted_quote_becomes_one_x3_order_and_its_number_reaches_the_su
         status, again = await post(wb, order(), "quote-1001-accepted")
         assert (status, again["commandId"], again["status"]) == (200, body["commandId"], "succeeded")
         assert len(sim.orders) == 1
+        after = await command_counts(wb)
+        changed = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
+        assert changed == {"accepted": 1, "succeeded": 1, "replayed": 1}
     finally:
         await stop(wb)
 
