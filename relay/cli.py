@@ -816,13 +816,30 @@ def simulate_ion(
 @click.option("--rows", type=int, default=200, show_default=True, help="Item balance rows to start with.")
 @click.option("--changes-per-s", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-def simulate_sxe(host: str, port: int, ionapi_out: Path | None, rows: int, changes_per_s: float, seed: int) -> None:
-    """SX.e's sxapirestservice feeds behind a simulated ION API gateway and token endpoint."""
+@click.option(
+    "--fail-after-create",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of first order creates that are carried out and then not answered (write-back tests).",
+)
+@click.option("--after-create", type=click.Choice(["timeout", "drop"]), default="timeout", show_default=True)
+def simulate_sxe(
+    host: str,
+    port: int,
+    ionapi_out: Path | None,
+    rows: int,
+    changes_per_s: float,
+    seed: int,
+    fail_after_create: float,
+    after_create: str,
+) -> None:
+    """SX.e's sxapirestservice feeds and order/customer creates behind a simulated ION API gateway and token."""
     from relay.sim.ion import IonSimulator
     from relay.sim.sxe import OPERATIONS, SxeSimulator
 
     sim = IonSimulator()
-    sxe = SxeSimulator(seed=seed)
+    sxe = SxeSimulator(seed=seed, after_create_rate=fail_after_create, after_create_mode=after_create)
     for op in OPERATIONS:
         sxe.seed_rows(op, rows)
     sxe.install(sim)
@@ -848,11 +865,23 @@ def simulate_sxe(host: str, port: int, ionapi_out: Path | None, rows: int, chang
 @click.option("--port", type=int, default=0, help="Default: a free port.")
 @click.option("--changes-per-s", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-def simulate_x3(host: str, port: int, changes_per_s: float, seed: int) -> None:
-    """Sage X3 (folder ALDGATE): api1 REST and GraphQL, records that change and disappear over time."""
+@click.option(
+    "--fail-after-create",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of first order creates that are carried out and then not answered (write-back tests).",
+)
+@click.option("--after-create", type=click.Choice(["timeout", "drop"]), default="timeout", show_default=True)
+def simulate_x3(
+    host: str, port: int, changes_per_s: float, seed: int, fail_after_create: float, after_create: str
+) -> None:
+    """Sage X3 (folder ALDGATE): api1 REST and GraphQL, records that change and disappear over time; sales order and
+    customer creates (write-back)."""
     from relay.sim.x3 import X3Simulator
 
     sim = X3Simulator(seed=seed)
+    sim.after_create_rate, sim.after_create_mode = fail_after_create, after_create
     sim.seed_records("BPCUSTOMER", 200)
     sim.seed_records("ITMMVT", 100)
     sim.seed_records("SORDER", 100)

@@ -82,6 +82,8 @@ class SxeSimulator:
     on_call: Callable[[str], None] | None = None
     hang_s: float = 30.0
     after_create: list[str] = field(default_factory=list)
+    after_create_rate: float = 0.0  # share of first attempts (per customer PO) created, then failed
+    after_create_mode: str = "timeout"
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -380,8 +382,11 @@ class SxeSimulator:
         )
         self._next_row += 1
         row["oeehRowID"] = _row_id(self._next_row)
+        first = not any(r["custpo"] == row["custpo"] for r in self.created_orders)
         self.tables["oeeh"].append(row)
         mode = self.after_create.pop(0) if self.after_create else None
+        if mode is None and first and self.after_create_rate and self.rng.random() < self.after_create_rate:
+            mode = self.after_create_mode
         await fail_after_create(request, mode, self.hang_s)
         answer = {"orderno": row["orderno"], "ordersuf": 0, "custno": row["custno"], "totinvamt": 0.0}
         return web.json_response({"response": {"cErrorMessage": "", "tOrdloadhdrdata": {"t-ordloadhdrdata": [answer]}}})

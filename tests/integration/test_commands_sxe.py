@@ -221,3 +221,20 @@ async def test_the_simulators_answer_the_public_shapes(tmp_path: Path) -> None:
         async with session.post(create, json=order, headers=auth) as r:
             assert r.status == 201
             assert (await r.json())["CUSORDREF"] == "Q-2026-0042"
+
+
+async def test_every_first_attempt_dropped_after_create_still_makes_one_order_each(
+    tmp_path: Path, gateway: tuple[SxeSimulator, IonSimulator, str]
+) -> None:
+    sxe = gateway[0]
+    sxe.after_create_rate, sxe.after_create_mode = 1.0, "drop"
+    stack, executor, subscriber = await run(tmp_path, gateway)
+    try:
+        ids = [(await post(stack, "order/create", order(sxe, f"WEB-D{n}"), f"d{n}"))["commandId"] for n in range(3)]
+        docs = [await finished(stack, command_id) for command_id in ids]
+        assert [(d["status"], d["attempts"], d["result"]["adopted"]) for d in docs] == [("succeeded", 2, True)] * 3
+        assert sorted(o["custpo"] for o in sxe.created_orders) == ["WEB-D0", "WEB-D1", "WEB-D2"]
+    finally:
+        await executor.stop(1.0)
+        await stop_stack(stack)
+        await subscriber.stop()
