@@ -348,6 +348,11 @@ Rate = Annotated[float | None, BeforeValidator(parse_rate)]
 CommandName = Literal["order/create", "customer/create", "customer/update"]
 COMMAND_NAMES: tuple[CommandName, ...] = ("order/create", "customer/create", "customer/update")
 _DEFAULT_COMMAND_SCHEDULE = [2.0, 10.0, 60.0, 300.0, 1800.0]
+# What `commands.mappings.<command>` may override (relay/commands/mapping.py reads them).
+_MAPPING_KEYS = frozenset(
+    {"fields", "line_fields", "defaults", "lines_field", "class", "representation", "reference_field", "number_field",
+     "operation", "lookup"}
+)  # fmt: skip
 
 
 class CommandRetryConfig(_Model):
@@ -370,6 +375,14 @@ class CommandsConfig(_Model):
     def _known_mappings(self) -> CommandsConfig:
         if unknown := sorted(set(self.mappings) - set(COMMAND_NAMES)):
             raise ValueError(f"mappings for unknown commands: {', '.join(unknown)} (known: {', '.join(COMMAND_NAMES)})")
+        for command, override in self.mappings.items():
+            if unknown := sorted(set(override) - _MAPPING_KEYS):
+                raise ValueError(
+                    f"mappings.{command}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(_MAPPING_KEYS))})"
+                )
+            for table in ("fields", "line_fields", "defaults"):
+                if not isinstance(override.get(table, {}), Mapping):
+                    raise ValueError(f"mappings.{command}.{table} must map ERP fields to canonical fields")
         return self
 
 

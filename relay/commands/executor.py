@@ -232,6 +232,11 @@ class CommandExecutor:
             started = time.perf_counter()
             try:
                 attempt = await self._attempt(worker, row, payload)
+            except Exception as exc:
+                # A fault of ours (a mapping that does not fit the command, …): treated as an unknown outcome, so
+                # the command is retried on its schedule, looked up first, and fails once the schedule is over.
+                log.exception("commands: attempt failed inside the relay")
+                attempt = Attempt("unknown", f"the relay could not run the attempt: {type(exc).__name__}: {exc}")
             finally:
                 metrics.labelled(metrics.COMMAND_DURATION, source.name, row.command).observe(
                     time.perf_counter() - started

@@ -191,6 +191,8 @@ BEARER = {"type": "bearer", "tokens": ["quotes-token-0123456789"]}
         ({**X3, "commands": {"auth": BEARER, "allow": ["order/delete"]}}, "allow[0]: Input should be 'order/create'"),
         ({**X3, "commands": {"auth": BEARER, "mappings": {"order/cancel": {}}}}, "mappings for unknown commands"),
         ({**X3, "commands": {"auth": BEARER, "max_in_flight": 0}}, "max_in_flight"),
+        ({**X3, "commands": {"auth": BEARER, "mappings": {"order/create": {"colour": 1}}}}, "unknown keys colour"),
+        ({**X3, "commands": {"auth": BEARER, "mappings": {"order/create": {"fields": ["BPCORD"]}}}}, "must map"),
         ({**X3, "commands": {"allow": ["order/create"]}}, "auth"),
     ],
 )
