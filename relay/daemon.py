@@ -53,7 +53,9 @@ def load_all(config_path: Path) -> tuple[Config, SpecRegistry]:
         specs = load_specs(config.spec_paths)
     except SpecError as exc:
         raise ConfigError([f"specs: {exc}"]) from None
-    problems = source_problems(config, specs)
+    from relay.rules import rule_problems
+
+    problems = source_problems(config, specs) + rule_problems(config, specs)
     if problems:
         raise ConfigError(problems)
     return config, specs
@@ -61,7 +63,7 @@ def load_all(config_path: Path) -> tuple[Config, SpecRegistry]:
 
 def source_problems(config: Config, specs: SpecRegistry) -> list[str]:
     """What the models cannot see: channels missing from the specs, unreadable `.ionapi` files."""
-    from relay.config import HttpJsonSource, JsonPushSource, SxeSource, X3Source
+    from relay.config import HttpJsonSource, IonImsSource, JsonPushSource, SxeSource, X3Source
 
     problems: list[str] = []
     for source in config.sources:
@@ -85,6 +87,13 @@ def source_problems(config: Config, specs: SpecRegistry) -> list[str]:
                 problems.append(f"sources[{source.name}].ionapi_file: {exc}")
         elif isinstance(source, HttpJsonSource):
             polled = [(r.url, r.channel, r.reconcile_every_s) for r in source.resources]
+        elif isinstance(source, IonImsSource) and source.confirm is not None:
+            from relay.auth.ionapi import IonApiError, load_ionapi
+
+            try:
+                load_ionapi(source.confirm.ionapi_file)
+            except IonApiError as exc:
+                problems.append(f"sources[{source.name}].confirm.ionapi_file: {exc}")
         for name, channel, reconcile in polled:
             where = f"sources[{source.name}] {name}"
             if not specs.has_channel(channel):
@@ -257,15 +266,23 @@ class Relay:
         load_builders()
         dispatcher = Dispatcher(self.runtime)
         self.runtime.dispatcher = dispatcher
+        poller = PollScheduler(self.runtime)
+        self.runtime.poller = poller
+
         from relay.commands.executor import CommandExecutor
 
         executor = CommandExecutor(self.runtime)
         services: list[Service] = [
             dispatcher,
-            PollScheduler(self.runtime),
+            poller,
             Retention(self.runtime),
             executor,
         ]
+        from relay.ingest.ion_confirm import ConfirmSender
+
+        # Always started: ConfirmBODs queued before a restart or a reload that removed `confirm:` are still sent.
+        self.runtime.confirms = ConfirmSender(self.runtime)
+        services.append(self.runtime.confirms)
         for service in services:
             await service.start()
             self.services.append(service)  # only started services are stopped

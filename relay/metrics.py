@@ -34,6 +34,11 @@ _KNOWN: dict[str, set[str]] = {
     # refused: a PollError), crash (anything else, e.g. the store refused the commit).
     "outcome": {"delivered", "retry", "dead", "disabled", "success", "error", "crash"},
     "reason": {"budget", "retention"},
+    "state": {"queued", "sent", "retry", "failed", "dropped"},
+    # Availability lookups: where an answer came from, cache hits, and why the ERP did not answer.
+    "origin": {"live", "cache", "store", "none"},
+    "cache": {"hit", "miss"},
+    "error": {"timeout", "unreachable", "refused", "shape"},
     # Write-back commands: the command names are fixed by the code.
     "command": {"order/create", "customer/create", "customer/update"},
 }
@@ -73,6 +78,11 @@ QUARANTINE_DROPPED = Counter(
     "relay_quarantine_dropped_total",
     "Quarantined inputs deleted, by reason (budget: past quarantine.max_bytes; retention: older than its age).",
     ["reason"],
+)
+ION_CONFIRMS = Counter(
+    "relay_ion_confirms_total",
+    "ConfirmBODs to ION by source and state (queued, sent, retry, failed: given up, dropped: not queued).",
+    ["source", "state"],
 )
 QUARANTINE_BYTES = Gauge("relay_quarantine_bytes", "Bytes held by quarantined inputs (bodies, reasons, details).")
 WEBHOOK_ATTEMPTS = Counter(
@@ -233,3 +243,19 @@ def forget(metric: Counter | Gauge | Histogram, *values: str) -> None:
     for cached in [k for k, v in _children.items() if v is child]:
         del _children[cached]
     metric.remove(*key[1])
+
+
+LOOKUP_SECONDS = Histogram(
+    "relay_lookup_seconds",
+    "Time to answer one availability lookup request, by where the answer came from (live, cache, store, none).",
+    ["source", "origin"],
+    buckets=_FAST_BUCKETS,
+)
+LOOKUP_CACHE = Counter(
+    "relay_lookup_cache_total", "Availability lookups answered from the cache (hit) or not (miss).", ["source", "cache"]
+)
+LOOKUP_ERP_ERRORS = Counter(
+    "relay_lookup_erp_errors_total",
+    "Live availability calls to the ERP that failed: timeout, unreachable, refused (HTTP or ERP error), shape.",
+    ["source", "error"],
+)

@@ -14,7 +14,7 @@ from typing import Any
 from relay.config import SubscriberConfig
 from relay.store.base import DeliveryPlan
 
-__all__ = ["ChannelMatcher", "PayloadFilter", "Router", "channel_matches"]
+__all__ = ["ChannelMatcher", "PayloadFilter", "Router", "channel_matches", "is_channel_glob"]
 
 _GLOB_CHARS = frozenset("*?[")
 _INDEX = re.compile(r"[0-9]+")
@@ -49,6 +49,11 @@ class ChannelMatcher:
         if self._everything or channel in self._exact:
             return True
         return self._regex is not None and self._regex.match(channel) is not None
+
+
+def is_channel_glob(pattern: str) -> bool:
+    """Whether `pattern` has glob characters (`*`, `?`, `[`) rather than naming one channel exactly."""
+    return not _GLOB_CHARS.isdisjoint(pattern)
 
 
 def channel_matches(patterns: Sequence[str], channel: str) -> bool:

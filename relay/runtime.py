@@ -18,6 +18,8 @@ from relay.store import Store, create_store
 if TYPE_CHECKING:
     # The dispatcher is built from a Runtime: a type-only import, so no import circle at run time.
     from relay.deliver.dispatcher import Dispatcher
+    from relay.ingest.ion_confirm import ConfirmSender
+    from relay.poll.scheduler import PollScheduler
 
 __all__ = ["RUNTIME", "Runtime", "open_configured_store"]
 
@@ -47,6 +49,10 @@ class Runtime:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # Set by the daemon once the delivery engine runs; the admin API reads it.
     dispatcher: Dispatcher | None = None
+    # Set by the daemon when an ion-ims source sends ConfirmBODs; woken when one is queued.
+    confirms: ConfirmSender | None = None
+    # Set by the daemon once polling runs; the console reads each resource's health from it.
+    poller: PollScheduler | None = None
     # Every ingest request looks its source up by name: a dict, rebuilt when the config is swapped.
     _sources: dict[str, SourceConfig] = field(default_factory=dict, init=False, repr=False)
     _sources_of: Config | None = field(default=None, init=False, repr=False)
@@ -54,7 +60,16 @@ class Runtime:
     @classmethod
     def build(cls, config: Config, store: Store, specs: SpecRegistry) -> Runtime:
         metrics.register_config(config, specs)
-        return cls(config=config, store=store, specs=specs, ingestor=Ingestor(store, Router(config.subscribers)))
+        runtime = cls(config=config, store=store, specs=specs, ingestor=Ingestor(store, Router(config.subscribers)))
+        runtime._apply_rules()
+        return runtime
+
+    def _apply_rules(self) -> None:
+        """Give the store the configured derived-event rules (none: the store skips them entirely)."""
+        from relay.rules import RuleEngine
+
+        router = self.ingestor.router
+        self.store.set_deriver(RuleEngine(self.config.rules, self.specs, router.plan) if self.config.rules else None)
 
     def source(self, name: str) -> SourceConfig | None:
         if self._sources_of is not self.config:
@@ -68,6 +83,7 @@ class Runtime:
         self.config = config
         self.specs = specs
         self.ingestor.router = Router(config.subscribers)
+        self._apply_rules()
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

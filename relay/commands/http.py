@@ -144,7 +144,7 @@ async def handle_submit(request: web.Request) -> web.Response:
 async def handle_status(request: web.Request) -> web.Response:
     runtime: Runtime = request.app[RUNTIME]
     now = datetime.now(UTC)
-    is_admin = check_bearer(request.headers, runtime.config.admin.tokens) is None
+    is_admin = check_bearer(request.headers, runtime.config.admin.token_values) is None
     row = await runtime.store.get_command(request.match_info["command_id"][:64])
     if not is_admin:
         source = _commands_source(runtime, row.source) if row is not None else None

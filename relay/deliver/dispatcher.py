@@ -173,6 +173,23 @@ class Dispatcher:
             sub.disabled = False
             self.wake()
 
+    def circuit_status(self, name: str) -> tuple[str, int] | None:
+        """(circuit state, consecutive failures) of a subscriber in this process; None for an unknown name."""
+        sub = self._subs.get(name)
+        if sub is None:
+            return None
+        return sub.breaker.state, sub.breaker.consecutive_failures
+
+    def record_probe(self, name: str, status: int | None, error: str | None) -> str | None:
+        """An operator's probe (a signed test event) counts for the circuit like an attempt: a 2xx closes it
+        and deliveries flow at once; a failure counts. Returns the state after; None for an unknown name."""
+        sub = self._subs.get(name)
+        if sub is None:
+            return None
+        self._record_circuit(sub, AttemptOutcome(status=status, error=error), self._clock.steady(time.monotonic()))
+        self.wake()
+        return sub.breaker.state
+
     async def stop(self, grace_s: float) -> None:
         """Stop claiming, let attempts in flight finish within `grace_s`, release the rest's leases."""
         self._stopping = True

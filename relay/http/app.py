@@ -91,9 +91,10 @@ async def asyncapi_route(request: web.Request) -> web.Response:
 def build_app(runtime: Runtime) -> web.Application:
     """The relay's HTTP application bound to `runtime`."""
     from relay.commands import http as commands_http
-    from relay.http import admin
+    from relay.http import admin, state
     from relay.ingest import ion_ims, json_push
     from relay.logs import quiet_client_errors
+    from relay.lookups import routes as lookup_routes
 
     quiet_client_errors()
 
@@ -107,5 +108,11 @@ def build_app(runtime: Runtime) -> web.Application:
     json_push.add_routes(app)
     ion_ims.add_routes(app)
     admin.add_routes(app)
+    if runtime.config.console.enabled:
+        from relay.console import routes as console
+
+        console.add_routes(app)
+    state.add_routes(app)
+    lookup_routes.add_routes(app)
     commands_http.add_routes(app)
     return app

@@ -30,12 +30,14 @@ from relay.http.headers import MalformedHeader, header_text
 from relay.http.responses import error, json_response, unauthorized
 from relay.ingest.bod import (
     BodError,
+    ParsedBod,
     UnmappedDocument,
     mapped_document_names,
     parse_bod,
     parse_mapping_overrides,
 )
 from relay.ingest.bod_events import XML, ImsContext, bod_candidates
+from relay.ingest.ion_confirm import Refused, queue_confirm
 from relay.ingest.json_push import DECOY_AUTH
 from relay.runtime import RUNTIME, Runtime
 from relay.store import StoreUnavailable
@@ -53,13 +55,21 @@ _TOO_MANY_PARTS = f"the multipart body has more than {MAX_PARTS} parts (IMS send
 
 class _Refusal(Exception):
     def __init__(
-        self, status: int, code: str, message: str, *, body: bytes | None = None, context: ImsContext | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        body: bytes | None = None,
+        context: ImsContext | None = None,
+        bod: ParsedBod | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.body = body
         self.context = context
+        self.bod = bod
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +281,9 @@ async def multipart_message(request: web.Request) -> web.Response:
         qid = None
         if refusal.body is not None:
             qid = await _quarantine(runtime, source.name, refusal.body, str(refusal), refusal.context)
+        if source.confirm is not None and (refused := _refused(refusal)) is not None:
+            # After the quarantine commit; it never changes the answer (a failure is logged and counted).
+            await queue_confirm(runtime, source, refused)
         result = "invalid" if refusal.status in (400, 422) else "refused"
         metrics.labelled(metrics.EVENTS_RECEIVED, source.name, "-", result).inc()
         log.info("IMS message refused", source=source.name, status=refusal.status, reason=str(refusal)[:300])
@@ -342,15 +355,14 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
     try:
         candidates, problems = bod_candidates(bod, payload, context, mappings=_mappings(source), specs=runtime.specs)
     except UnmappedDocument as exc:
-        raise _Refusal(412, "document_not_accepted", str(exc)) from None
+        raise _Refusal(412, "document_not_accepted", str(exc), bod=bod) from None
     except BodError as exc:
-        raise _Refusal(400, "malformed_xml", str(exc), body=payload, context=context) from None
+        raise _Refusal(400, "malformed_xml", str(exc), body=payload, context=context, bod=bod) from None
     if problems:
-        raise _Refusal(422, "invalid_payload", "; ".join(problems), body=payload, context=context)
+        raise _Refusal(422, "invalid_payload", "; ".join(problems), body=payload, context=context, bod=bod)
     if not candidates:
-        raise _Refusal(
-            422, "invalid_payload", f"{document_name} carried no entity to map", body=payload, context=context
-        )
+        message = f"{document_name} carried no entity to map"
+        raise _Refusal(422, "invalid_payload", message, body=payload, context=context, bod=bod)
     try:
         outcomes = await runtime.ingestor.commit(source.name, candidates, received_at=datetime.now(UTC))
     except StoreUnavailable as exc:
@@ -365,6 +377,19 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
         "events": [{"eventId": o.event_id, "status": o.status, "deliveries": o.deliveries} for o in outcomes],
     }
     return json_response(body, 202 if accepted else 200)
+
+
+def _refused(refusal: _Refusal) -> Refused | None:
+    """What a ConfirmBOD reports for a refusal, when its BOD can be read (broken XML has no ConfirmationCode)."""
+    bod = refusal.bod
+    if bod is None and refusal.body is not None:
+        try:
+            bod = parse_bod(refusal.body)
+        except BodError:
+            return None
+    if bod is None:
+        return None
+    return Refused(bod, str(refusal), refusal.code, refusal.context)
 
 
 def _variation_id(value: Any, payload: bytes, context: ImsContext) -> str | None:

@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 __all__ = [
     "BUILDERS",
     "PollScheduler",
+    "ResourceStatus",
     "backoff_s",
     "build_source",
     "cron_delay_s",
@@ -195,6 +196,19 @@ def _interval_s(resource: ResourceSpec) -> float:
     return resource.every_s
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceStatus:
+    """How one polled resource is doing in this process (operators' view; kept in memory only)."""
+
+    source: str
+    resource: str
+    channel: str
+    last_poll_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    failures: int
+
+
 @dataclass(eq=False)
 class _Job:
     source: str
@@ -204,6 +218,7 @@ class _Job:
     failures: int = 0
     last_error: str | None = None
     last_success: datetime | None = None
+    last_poll: datetime | None = None
     rng: random.Random = field(default_factory=random.Random)
 
     @property
@@ -296,6 +311,21 @@ class PollScheduler:
         if self._session is not None:
             await self._session.close()
 
+    def status(self) -> list[ResourceStatus]:
+        """Every polled resource's last poll, last success, last error and failure streak."""
+        return [
+            ResourceStatus(
+                job.source,
+                job.resource.name,
+                job.resource.channel,
+                job.last_poll,
+                job.last_success,
+                job.last_error,
+                job.failures,
+            )
+            for job in self._jobs
+        ]
+
     def _poller(self, job: _Job) -> Poller:
         return Poller(
             store=self.runtime.store,
@@ -311,6 +341,7 @@ class PollScheduler:
         next_reconcile = datetime.now(UTC) + timedelta(seconds=r.reconcile_every_s) if r.reconcile_every_s else None
         while True:
             started = time.perf_counter()
+            job.last_poll = datetime.now(UTC)
             try:
                 report = await self._poller(job).poll_once()
                 if next_reconcile is not None and datetime.now(UTC) >= next_reconcile:

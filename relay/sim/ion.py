@@ -6,7 +6,9 @@ here as the simulator's choice.
 
 * `IonSimulator` serves, for one tenant, `POST /{tenant}/as/token.oauth2` (password and refresh_token grants;
   like the ION API it has no client_credentials grant), `POST /{tenant}/as/revoke_token.oauth2`, and a gateway
-  under `/{tenant}/…` that checks bearer tokens and routes to handlers added with `add_gateway_route`.
+  under `/{tenant}/…` that checks bearer tokens and routes to handlers added with `add_gateway_route`; behind
+  it, IMS `IONSERVICES/api/ion/messaging/service/v2/multipartMessage` takes messages from applications and
+  checks ConfirmBODs (`check_confirm_bod`), kept in `ims_messages` and `confirms` for tests.
 * `BodFactory` writes realistic BODs for Halloran Electrical Supply with the element paths that
   `relay.ingest.bod.DEFAULT_MAPPINGS` reads.
 * `plan_ims_traffic` makes a deterministic mix of new, duplicate, out-of-order and malformed IMS messages,
@@ -32,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from xml.etree import ElementTree
+from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape, quoteattr
 
 import aiohttp
@@ -50,9 +54,13 @@ __all__ = [
     "ImsMessage",
     "IonSimulator",
     "PushResult",
+    "ReceivedConfirm",
+    "ReceivedImsMessage",
+    "check_confirm_bod",
     "make_ims_message",
     "plan_ims_traffic",
     "push_bods",
+    "read_ims_message",
     "running_ion_simulator",
 ]
 
@@ -161,6 +169,12 @@ class IonSimulator:
         self._app.router.add_post(f"{prefix}/as/revoke_token.oauth2", self._revoke)
         self._app.router.add_route("*", prefix + "/{tail:.*}", self._gateway)
         self.add_gateway_route("IONSERVICES/api/ion/messaging/service/ping", self._ping, method="GET")
+        self.add_gateway_route(IMS_MESSAGE_PATH, self._ims_message, method="POST")
+        # What applications sent to ION over IMS: every accepted message, and the ConfirmBODs among them.
+        self.ims_messages: list[ReceivedImsMessage] = []
+        self.confirms: list[ReceivedConfirm] = []
+        # Why IMS messages were refused (400), newest last.
+        self.ims_refusals: list[str] = []
 
     @property
     def app(self) -> web.Application:
@@ -321,6 +335,21 @@ class IonSimulator:
     async def _ping(self, request: web.Request, params: Mapping[str, str]) -> web.StreamResponse:
         return web.json_response({"status": "OK", "tenant": self.tenant})
 
+    async def _ims_message(self, request: web.Request, params: Mapping[str, str]) -> web.StreamResponse:
+        """IMS v2 `multipartMessage`, application → ION: parts `ParameterRequest` (JSON) and `MessagePayload`."""
+        try:
+            parts = await _read_named_parts(request)
+            message = read_ims_message(parts)
+            confirm = check_confirm_bod(message.payload) if message.document_name == CONFIRM_DOCUMENT else None
+        except ValueError as exc:
+            self.ims_refusals.append(str(exc))
+            return web.json_response({"error": "Bad Request", "message": str(exc)}, status=400)
+        self.ims_messages.append(message)
+        if confirm is not None:
+            self.confirms.append(replace(confirm, parameters=message.parameters))
+        # The v2 method answers 201 Created (the inforion client's test expects it).
+        return web.json_response({"status": "Created", "messageId": message.parameters.get("messageId")}, status=201)
+
     def _bearer(self, request: web.Request) -> str | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -364,14 +393,152 @@ class IonSimulator:
         return web.json_response({"error": "Not Found", "path": path}, status=404)
 
 
+# --- IMS, application → ION ------------------------------------------------------------------------
+
+IMS_MESSAGE_PATH = "IONSERVICES/api/ion/messaging/service/v2/multipartMessage"
+CONFIRM_DOCUMENT = "Confirm.BOD"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedImsMessage:
+    """An IMS message an application sent to ION: its ParameterRequest and payload."""
+
+    parameters: Mapping[str, Any]
+    payload: bytes
+
+    @property
+    def document_name(self) -> str:
+        """The ParameterRequest `documentName`."""
+        return str(self.parameters.get("documentName", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedConfirm:
+    """A ConfirmBOD as ION would read it.
+
+    Attributes:
+        original_bod_id: `DataArea/Confirm/OriginalApplicationArea/BODID`: the BOD it reports on.
+        original_sender: `OriginalApplicationArea/Sender/LogicalID`, if present.
+        descriptions: Every `BODFailureMessage/ErrorProcessMessage/Description`.
+        reason_codes: Every `ErrorProcessMessage/ReasonCode`.
+        sender: `ApplicationArea/Sender/LogicalID` of the ConfirmBOD.
+        bod_id: `ApplicationArea/BODID` of the ConfirmBOD.
+        tenant_id: `DataArea/Confirm/TenantID`, if present.
+        parameters: The IMS ParameterRequest it came with (empty when checked alone).
+    """
+
+    original_bod_id: str
+    original_sender: str | None
+    descriptions: tuple[str, ...]
+    reason_codes: tuple[str, ...]
+    sender: str | None
+    bod_id: str | None
+    tenant_id: str | None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def _read_named_parts(request: web.Request) -> dict[str, bytes]:
+    if not request.content_type.startswith("multipart/"):
+        raise ValueError("expected multipart/form-data with ParameterRequest and MessagePayload")
+    parts: dict[str, bytes] = {}
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        name = getattr(part, "name", None) or ""
+        parts[name] = await part.read()  # type: ignore[union-attr]
+    return parts
+
+
+def read_ims_message(parts: Mapping[str, bytes]) -> ReceivedImsMessage:
+    """Check the two IMS parts: ParameterRequest a JSON object with `documentName`, `messageId`, and logical ids.
+
+    Raises:
+        ValueError: What is missing or wrong.
+    """
+    if "ParameterRequest" not in parts or "MessagePayload" not in parts:
+        raise ValueError(f"the parts ParameterRequest and MessagePayload are required (received: {sorted(parts)})")
+    try:
+        parameters = orjson.loads(parts["ParameterRequest"])
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"ParameterRequest is not JSON: {exc}") from None
+    if not isinstance(parameters, dict):
+        raise ValueError("ParameterRequest must be a JSON object")
+    problems = [f"ParameterRequest.{k} is required" for k in ("documentName", "messageId") if not parameters.get(k)]
+    for key in ("fromLogicalId", "toLogicalId"):
+        value = parameters.get(key)
+        if not isinstance(value, str) or not value.startswith("lid://"):
+            problems.append(f"ParameterRequest.{key} must be a logical id (lid://…)")
+    if parameters.get("encoding", "NONE") not in ("NONE", "DEFLATE"):
+        problems.append("ParameterRequest.encoding must be NONE or DEFLATE")
+    if problems:
+        raise ValueError("; ".join(problems))
+    payload = parts["MessagePayload"]
+    if parameters.get("encoding") == "DEFLATE":
+        payload = zlib.decompress(payload)
+    return ReceivedImsMessage(parameters, payload)
+
+
+def _find(element: Element | None, *path: str) -> Element | None:
+    for name in path:
+        if element is None:
+            return None
+        element = next((c for c in element if isinstance(c.tag, str) and c.tag.rsplit("}", 1)[-1] == name), None)
+    return element
+
+
+def _texts(element: Element | None, *path: str) -> list[str]:
+    """The non-empty texts of every element at `path` (each step may repeat)."""
+    found = [element] if element is not None else []
+    for name in path:
+        found = [c for e in found for c in e if isinstance(c.tag, str) and c.tag.rsplit("}", 1)[-1] == name]
+    return [e.text.strip() for e in found if e.text and e.text.strip()]
+
+
+def check_confirm_bod(xml: bytes) -> ReceivedConfirm:
+    """Read a ConfirmBOD as ION would and check its shape (OAGIS 9 / Infor: the Confirm verb holds the
+    OriginalApplicationArea; the BOD noun holds a BODFailureMessage or a BODSuccessMessage).
+
+    Raises:
+        ValueError: Not XML, not a ConfirmBOD, no original BODID referenced, or a failure without a description.
+    """
+    try:
+        root = ElementTree.fromstring(xml)  # noqa: S314 - the simulator reads what the relay under test sent
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"the ConfirmBOD is not well-formed XML: {exc}") from None
+    if root.tag.rsplit("}", 1)[-1] != "ConfirmBOD":
+        raise ValueError(f"expected a ConfirmBOD, got <{root.tag.rsplit('}', 1)[-1]}>")
+    problems: list[str] = []
+    original = _find(root, "DataArea", "Confirm", "OriginalApplicationArea")
+    original_bod_id = _texts(original, "BODID")
+    if not original_bod_id:
+        problems.append("DataArea/Confirm/OriginalApplicationArea/BODID is missing: which BOD does it confirm?")
+    bod = _find(root, "DataArea", "BOD")
+    failure = _find(bod, "BODFailureMessage")
+    descriptions = _texts(failure, "ErrorProcessMessage", "Description")
+    if bod is None or (failure is None and _find(bod, "BODSuccessMessage") is None):
+        problems.append("DataArea/BOD needs a BODFailureMessage or a BODSuccessMessage")
+    elif failure is not None and not descriptions:
+        problems.append("DataArea/BOD/BODFailureMessage/ErrorProcessMessage/Description is missing: why did it fail?")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return ReceivedConfirm(
+        original_bod_id=original_bod_id[0],
+        original_sender=next(iter(_texts(original, "Sender", "LogicalID")), None),
+        descriptions=tuple(descriptions),
+        reason_codes=tuple(_texts(failure, "ErrorProcessMessage", "ReasonCode")),
+        sender=next(iter(_texts(root, "ApplicationArea", "Sender", "LogicalID")), None),
+        bod_id=next(iter(_texts(root, "ApplicationArea", "BODID")), None),
+        tenant_id=next(iter(_texts(root, "DataArea", "Confirm", "TenantID")), None),
+    )
+
+
 @contextlib.asynccontextmanager
-async def running_ion_simulator(**kwargs: Any) -> AsyncIterator[tuple[IonSimulator, str]]:
-    """Run an `IonSimulator(**kwargs)` on 127.0.0.1 (a free port) and yield it with its base URL."""
+async def running_ion_simulator(port: int = 0, **kwargs: Any) -> AsyncIterator[tuple[IonSimulator, str]]:
+    """Run an `IonSimulator(**kwargs)` on 127.0.0.1 (`port`, by default a free one) and yield it with its base URL."""
     sim = IonSimulator(**kwargs)
     runner = web.AppRunner(sim.app, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         port = runner.addresses[0][1]
         yield sim, f"http://127.0.0.1:{port}"

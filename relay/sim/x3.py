@@ -11,7 +11,9 @@ orderBy) { edges { node { … } } pageInfo { endCursor hasNextPage } } } } }` fo
 selected properties (an unknown one is a GraphQL error). Connected applications
 (`add_connected_app`): an HS256 JWT whose `iss`, `sub`, `aud` and `exp` are checked; anything else is 401.
 
-Records change and disappear over time (`change`, `delete`); failures on demand (`fail_next`). Basic auth
+Records change and disappear over time (`change`, `delete`); failures on demand (`fail_next`).
+Availability lookups (ITMMVT with `where=ITMREF eq '…'`, parts joined by `or`, optionally `and STOFCY eq '…'`)
+are counted in `lookup_calls` and made slow (`lookup_delay_s`) or down (`lookup_down`, 503) on demand. Basic auth
 or a bearer token from `/auth/token` are accepted too.
 
 Write-back (api1 create/update, docs/sources.md): `POST /api1/x3/erp/{folder}/SORDER?representation=….$create`
@@ -48,6 +50,11 @@ from relay.sim import fail_after_create
 __all__ = ["GRAPHQL_NODES", "X3Simulator", "running_x3_simulator"]
 
 _WHERE = re.compile(r"^\s*(\w+)\s+(ge|gt|le|lt|eq)\s+@([^@]+)@\s*$")
+# Lookups: `ITMREF eq 'A'`, `(ITMREF eq 'A' or ITMREF eq 'B') and STOFCY eq 'S'` (quotes doubled in values).
+_STRING_TERM = re.compile(r"(\w+) eq '((?:[^']|'')*)'")
+_LOOKUP_WHERE = re.compile(
+    r"^\(?ITMREF eq '(?:[^']|'')*'(?: or ITMREF eq '(?:[^']|'')*')*\)?(?: and STOFCY eq '(?:[^']|'')*')?$"
+)
 _WHERE_TEXT = re.compile(r"^\s*(\w+)\s+eq\s+'((?:[^']|'')*)'\s*$")
 _ONE = re.compile(r"^(\w+)\('((?:[^']|'')*)'\)$")
 _GQL_FILTER = re.compile(r"^\s*\{\s*(\w+)\s*:\s*\{\s*_gte\s*:\s*'([^']*)'\s*\}\s*\}\s*$")
@@ -170,6 +177,10 @@ class X3Simulator:
         self.connected_apps: list[ConnectedApp] = []
         self._failures: list[tuple[int, str | None, int]] = []
         self._tokens: set[str] = set()
+        # Availability lookups (ITMMVT by ITMREF): counted, made slow or down on demand.
+        self.lookup_calls = 0
+        self.lookup_delay_s = 0.0
+        self.lookup_down = False
         self.app = web.Application()
         # Write-back: what was created, how many creates ran at once, and when each started (rate limits).
         self.creates = 0
@@ -230,6 +241,30 @@ class X3Simulator:
             stamp = self._tick()
             record.update({"CREDATTIM": stamp, "UPDDATTIM": stamp})
             table[self.key(cls, record)] = record
+
+    def set_stock(self, item: str, site: str, on_hand: float, allocated: float = 0) -> None:
+        """Put one product-site total (ITMMVT) in place, stamped now."""
+        stamp = self._tick()
+        record = {"ITMREF": item, "STOFCY": site, "PHYSTO": on_hand, "ALLSTO": allocated, "UPDDATTIM": stamp}
+        self.records["ITMMVT"].setdefault(self.key("ITMMVT", record), {"CREDATTIM": stamp}).update(record)
+
+    async def _lookup(self, where: str) -> web.StreamResponse:
+        self.lookup_calls += 1
+        if self.lookup_delay_s > 0:
+            await asyncio.sleep(self.lookup_delay_s)
+        if self.lookup_down:
+            return web.json_response({"$diagnoses": [{"$message": "service unavailable"}]}, status=503)
+        wanted: dict[str, set[str]] = {}
+        for field, value in _STRING_TERM.findall(where):
+            wanted.setdefault(field, set()).add(value.replace("''", "'"))
+        rows = [
+            r
+            for r in self.records["ITMMVT"].values()
+            if all(str(r.get(field)) in values for field, values in wanted.items())
+        ]
+        return web.json_response(
+            {"$itemsPerPage": len(rows), "$resources": sorted(rows, key=lambda r: self.key("ITMMVT", r))}
+        )
 
     def change(self, cls: str, count: int) -> list[str]:
         """Change `count` random records of `cls` (their UPDDATTIM moves on); returns their keys."""
@@ -358,6 +393,9 @@ class X3Simulator:
             return self._details(one.group(1), one.group(2).replace("''", "'"))
         if cls not in self.records:
             return web.json_response({"$diagnoses": [{"$message": f"unknown class {cls}"}]}, status=404)
+        lookup_where = request.query.get("where", "")
+        if cls == "ITMMVT" and _LOOKUP_WHERE.match(lookup_where):
+            return await self._lookup(lookup_where)
         if (text := _WHERE_TEXT.match(request.query.get("where", ""))) is not None:
             field, value = text.group(1), text.group(2).replace("''", "'")
             matches = [r for _, r in sorted(self.records[cls].items()) if str(r.get(field, "")) == value]

@@ -122,3 +122,32 @@ async def test_redrive_dry_run_counts_and_an_unknown_subscriber_is_an_error(tmp_
     finally:
         await stop_stack(stack)
         await sub.stop()
+
+
+async def test_subscribers_test_sends_a_signed_event_and_reports_the_answer(tmp_path: Path) -> None:
+    healthy, failing = Subscriber(), Subscriber(behaviour=lambda s, r, b: 503)
+    for s in (healthy, failing):
+        await s.start()
+    data = base_config(
+        tmp_path, subscribers=[subscriber_config("shop", healthy.url), subscriber_config("crm", failing.url)]
+    )
+    config_path = write_config(tmp_path, data)
+    try:
+        ok = await ainvoke_cli("subscribers", "test", "-c", str(config_path), "shop", "--json")
+        refused = await ainvoke_cli("subscribers", "test", "-c", str(config_path), "crm")
+        unknown = await ainvoke_cli("subscribers", "test", "-c", str(config_path), "nobody")
+    finally:
+        for s in (healthy, failing):
+            await s.stop()
+    assert ok.returncode == 0, ok.stderr
+    answer = orjson.loads(ok.stdout)
+    assert (answer["subscriber"], answer["status"], answer["ok"]) == ("shop", 200, True)
+    (received,) = healthy.requests
+    assert received.verified  # signed with the subscriber's secret, checked by standardwebhooks
+    assert received.headers["webhook-id"] == answer["webhookId"]
+    assert received.headers["relay-channel"] == "relay/test"
+    assert refused.returncode == 1
+    assert "crm: HTTP 503" in refused.stdout
+    assert len(failing.requests) == 1
+    assert unknown.returncode == 1
+    assert "nobody" in unknown.stderr

@@ -15,6 +15,7 @@ from relay.ingest.pipeline import Ingestor
 from relay.routing import Router
 from relay.runtime import Runtime
 from relay.spec import SpecRegistry
+from relay.store import create_store
 
 
 def test_utc_text_is_fixed_width_utc_and_sorts_like_the_instants() -> None:
@@ -63,7 +64,9 @@ def _config(*sources: str) -> Any:
 def test_runtime_source_lookup_follows_a_config_swap() -> None:
     specs = SpecRegistry({})
     old = _config("hub")
-    runtime = Runtime(config=old, store=None, specs=specs, ingestor=Ingestor(None, Router([])))  # type: ignore[arg-type]
+    # An unopened store: the runtime hands it the configured rules on every swap, and nothing else here touches it.
+    store = create_store("sqlite:///never-opened.db")
+    runtime = Runtime(config=old, store=store, specs=specs, ingestor=Ingestor(store, Router([])))
     assert runtime.source("hub") is old.sources[0]
     assert runtime.source("erp") is None
     runtime.apply_config(_config("erp"), specs)

@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "relay"
 # The front ends: they parse, call `relay.ops` and render.
-FRONT_ENDS = ("relay.cli", "relay.http.admin")
+FRONT_ENDS = ("relay.cli", "relay.http.admin", "relay.console.routes")
 
 
 def _module_name(path: Path) -> str:
