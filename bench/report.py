@@ -1,7 +1,8 @@
 """The Markdown report (docs/benchmarks.md) rendered from the results document.
 
 A hand-written analysis between `ANALYSIS_BEGIN` and `ANALYSIS_END` in the existing file is kept as is, so
-re-running the benchmark refreshes the numbers without losing the explanation of them.
+re-running the benchmark refreshes the numbers without losing the explanation of them. So is the "Live lookups"
+section between `LOOKUPS_BEGIN` and `LOOKUPS_END`, which `python -m bench.lookups` writes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from bench.targets import ratio, verdicts
 
 ANALYSIS_BEGIN = "<!-- analysis:begin (kept by bench/report.py when the figures are regenerated) -->"
 ANALYSIS_END = "<!-- analysis:end -->"
+LOOKUPS_BEGIN = "<!-- lookups:begin (written by bench/lookups.py, kept by bench/report.py) -->"
+LOOKUPS_END = "<!-- lookups:end -->"
 FOREIGN_WARN_PCT = 15.0
 _DEFAULT_ANALYSIS = "_No analysis written yet._"
 
@@ -57,7 +60,17 @@ def kept_analysis(existing: Path) -> str:
     return _DEFAULT_ANALYSIS
 
 
-def render(doc: dict[str, Any], analysis: str = _DEFAULT_ANALYSIS) -> str:
+def kept_lookups(existing: Path) -> str | None:
+    """The "Live lookups" block of `existing` with its markers (None: there is none)."""
+    if not existing.exists():
+        return None
+    text = existing.read_text()
+    if LOOKUPS_BEGIN in text and LOOKUPS_END in text:
+        return LOOKUPS_BEGIN + text.split(LOOKUPS_BEGIN, 1)[1].split(LOOKUPS_END, 1)[0] + LOOKUPS_END
+    return None
+
+
+def render(doc: dict[str, Any], analysis: str = _DEFAULT_ANALYSIS, lookups: str | None = None) -> str:
     results: dict[str, Any] = doc.get("results", {})
     machine: dict[str, Any] = doc.get("machine", {})
     settings: dict[str, Any] = doc.get("settings", {})
@@ -181,6 +194,9 @@ def render(doc: dict[str, Any], analysis: str = _DEFAULT_ANALYSIS) -> str:
     add(analysis)
     add(ANALYSIS_END)
     add("")
+    if lookups is not None:
+        add(lookups)
+        add("")
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ from bench.common import (
     machine_info,
     rounded,
 )
-from bench.report import kept_analysis, render
+from bench.report import kept_analysis, kept_lookups, render
 from bench.scenarios import Bench, Settings
 from bench.targets import verdicts
 
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not quick and not args.only and not args.profile and not chosen:
         docs_targets.append(DOCS_PATH)
     for path in docs_targets:
-        path.write_text(render(doc, kept_analysis(DOCS_PATH)))
+        path.write_text(render(doc, kept_analysis(DOCS_PATH), kept_lookups(DOCS_PATH)))
         log(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     for v in verdicts(merged):
         mark = "-" if v.met is None else ("met" if v.met else "MISSED")

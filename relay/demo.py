@@ -6,6 +6,10 @@ and has its warehouse stock and purchase orders read from SX.e tables (FetchWher
 inventory, orders, purchase orders and receipts; a credit-management app takes customers and invoices, fails
 now and then, and refuses one account until the demo "fixes" it and redrives the dead letter. Everything runs
 in this process on 127.0.0.1; nothing leaves the machine.
+
+The storefront also looks stock up live (`GET /v1/sources/halloran-sxe/availability`), and a scripted run of
+one part's stock in SX.e crosses the low-stock threshold of the demo's `rules:` entry and back, so the
+storefront receives a low-stock alert and then a stock-restored one.
 """
 
 from __future__ import annotations
@@ -41,7 +45,43 @@ QUOTES_TOKEN = "demo-quoting-platform-token-0123456789"
 STOREFRONT_SECRET = "whsec_ZGVtby1zdG9yZWZyb250LXNlY3JldC0wMTIzNDU2Nzg5"
 CREDIT_SECRET = "whsec_ZGVtby1jcmVkaXQtYXBwLXNlY3JldC0wMTIzNDU2Nzg5YWI="
 ITEM_BALANCE, PURCHASE_ORDERS = "icsw", "poeh"
-SOURCE_ERP = {"halloran-ion": "Halloran (Infor)", "halloran-sxe": "Halloran (Infor)", "aldgate-x3": "Aldgate (Sage X3)"}
+LOOKUP_TOKEN = "demo-storefront-lookup-token-0123456789"
+SOURCE_ERP = {
+    "halloran-ion": "Halloran (Infor)",
+    "halloran-sxe": "Halloran (Infor)",
+    "aldgate-x3": "Aldgate (Sage X3)",
+    "rule:low-stock": "the relay's rule",
+}
+LOW_STOCK_RULE = {
+    "name": "low-stock",
+    "on": "inventory/synced",
+    "when": "data.available <= 10",
+    "clear_when": "data.available > 20",
+    "emit": "inventory/low-stock",
+    "emit_clear": "inventory/stock-restored",
+}
+ALERT_CHANNELS = ("inventory/low-stock", "inventory/stock-restored")
+# One part whose SX.e stock the demo scripts: (seconds into a 20 s run, on-hand quantity). Orders draw it down
+# past the rule's threshold (10 available) and a delivery restocks it past the restore level (20).
+SCRIPTED_PART, SCRIPTED_WAREHOUSE = "BRK-20A", "MAIN"
+STOCK_SCRIPT_S = ((0.0, 40), (3.0, 18), (6.0, 7), (12.0, 60))
+# When the storefront looks the part up live: before and after the stock falls below the threshold.
+LOOKUPS_AT_S = (1.5, 8.5)
+SCRIPT_LENGTH_S = 20.0
+
+
+def scripted_stock(elapsed_s: float, time_scale: float) -> int:
+    """The scripted part's on-hand quantity `elapsed_s` into the demo (pure); times stretch by `time_scale`."""
+    level = STOCK_SCRIPT_S[0][1]
+    for at_s, on_hand in STOCK_SCRIPT_S:
+        if elapsed_s >= at_s * time_scale:
+            level = on_hand
+    return level
+
+
+def script_time_scale(duration_s: float | None) -> float:
+    """How much the script's times shrink so that a short demo still runs all of it (pure)."""
+    return 1.0 if duration_s is None else min(1.0, duration_s / SCRIPT_LENGTH_S)
 
 
 def _free_port() -> int:
@@ -64,6 +104,7 @@ def demo_config(
          "auth": {"type": "basic", "username": ION_USER, "password": ION_PASSWORD}},
         {"name": "halloran-sxe", "kind": "sxe", "ionapi_file": str((state_dir / "halloran.ionapi").resolve()),
          "timezone": "America/Chicago",
+         "lookup": {"auth": {"type": "bearer", "tokens": [LOOKUP_TOKEN]}, "timeout": "2s", "cache_ttl": "5s"},
          "feeds": [{"feed": "icsw", "channel": "inventory/synced", "every": "2s", "record_limit": 100},
                    {"feed": "poeh", "channel": "purchaseorder/synced", "every": "2s", "record_limit": 100}]},
     ]  # fmt: skip
@@ -87,6 +128,7 @@ def demo_config(
         "logging": {"level": "warning", "format": "json"},
         "delivery": {"poll_interval": "200ms"},
         "sources": sources,
+        "rules": [LOW_STOCK_RULE],
         "subscribers": [
             {"name": "storefront", "url": storefront_url, "secrets": [STOREFRONT_SECRET],
              "channels": ["inventory/*", "order/*", "purchaseorder/*", "receipt/*"], "ordering": "per-key",
@@ -118,9 +160,26 @@ class _View:
             self.retries[sub.name] += 1
         mark = "delivered" if ok else ("will retry" if item.status >= 500 else "REFUSED")
         self.console.print(
-            f"  {sub.name:>11} ← {item.source:<13} {item.channel:<17} {item.event_id[:22]:<22} "
+            f"  {sub.name:>11} ← {item.source:<14} {item.channel:<24} {item.event_id[:22]:<22} "
             f"#{item.attempt}{' replay' if item.replay else ''} signature {'ok' if item.verified else 'BAD'} "
             f"→ {item.status} {mark}",
+            highlight=False,
+        )
+        if ok and item.channel in ALERT_CHANNELS and item.attempt == 1:
+            self._alert(sub, item)
+
+    def _alert(self, sub: DemoSubscriber, item: ReceivedWebhook) -> None:
+        try:
+            data = orjson.loads(item.body)["data"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return  # not the JSON message the relay sends: the line above already shows it arrived
+        low = item.channel == "inventory/low-stock"
+        available = data.get("available")
+        self.console.print(
+            f"  [bold {'red' if low else 'green'}]{'low-stock alert' if low else 'stock restored'}[/] at "
+            f"{sub.name}: {data.get('key')} available "
+            f"{f'{available:g}' if isinstance(available, int | float) else available} "
+            f"({data.get('threshold')}, rule {data.get('rule')})",
             highlight=False,
         )
 
@@ -191,6 +250,27 @@ async def _quote_to_order(
     console.print("  [red]the order number did not reach the storefront in time[/red]")
 
 
+async def _look_up(base_url: str, session: aiohttp.ClientSession, console: Console) -> None:
+    """What the storefront does when a buyer searches: ask the relay for live stock and print the answer."""
+    path = f"/v1/sources/halloran-sxe/availability?part={SCRIPTED_PART}&warehouse={SCRIPTED_WAREHOUSE}"
+    started = time.perf_counter()
+    async with session.get(base_url + path, headers={"Authorization": f"Bearer {LOOKUP_TOKEN}"}) as resp:
+        body = await resp.read()
+    took_ms = (time.perf_counter() - started) * 1000
+    console.print(f"  storefront → GET {path}", highlight=False)
+    if resp.status != 200:
+        console.print(f"    {resp.status}: {body[:200].decode(errors='replace')}", highlight=False)
+        return
+    answer = orjson.loads(body)
+    for w in answer["warehouses"]:
+        console.print(
+            f"    {resp.status} {answer['origin']}{' (stale)' if answer['stale'] else ''}: {w['warehouse']} "
+            f"on hand {w['onHand']:g}, allocated {w['allocated']:g}, available {w['available']:g} "
+            f"in {took_ms:.1f} ms",
+            highlight=False,
+        )
+
+
 async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) -> int:
     """Run the demo for `duration_s` seconds (None: until Ctrl-C); returns the exit code."""
     console = Console(highlight=False)
@@ -205,6 +285,9 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
     sxe = SxeSimulator(seed=5)
     sxe.seed_rows(ITEM_BALANCE, 24)
     sxe.seed_rows(PURCHASE_ORDERS, 3)
+    time_scale = script_time_scale(duration_s)
+    stock = scripted_stock(0.0, time_scale)
+    sxe.set_stock(SCRIPTED_PART, SCRIPTED_WAREHOUSE, on_hand=stock)
     rng = random.Random(42)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -229,7 +312,11 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
         console.print("  its stock by warehouse and purchase orders are read from SX.e; Aldgate (Sage X3) is polled.")
         console.print("  a quoting platform creates sales orders in Aldgate's X3 through the relay (write-back);")
         console.print("  storefront ← inventory, orders (and the X3 order numbers), purchase orders, receipts")
-        console.print("  credit-app ← customers, invoices (fails now and then)\n")
+        console.print("  credit-app ← customers, invoices (fails now and then)")
+        console.print(
+            f"  rule low-stock: {LOW_STOCK_RULE['when']} raises an alert, {LOW_STOCK_RULE['clear_when']} clears it;"
+            f" {SCRIPTED_PART} in {SCRIPTED_WAREHOUSE} starts at {stock}\n"
+        )
         factory = BodFactory(seed=4)
         ims_url = f"http://127.0.0.1:{port}/ion/halloran-ion"
         started = time.monotonic()
@@ -243,11 +330,23 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
                 console.print(f"  credit-app refuses customer {customer.document_id} for now (credit hold)")
                 await _quote_to_order(relay, port, session, console, storefront)
                 tick = 0
+                lookups_due = [at_s * time_scale for at_s in LOOKUPS_AT_S]
                 while not stop.is_set() and (duration_s is None or time.monotonic() - started < duration_s):
                     await _ion_traffic(ims_url, session, factory, rng)
                     tick += 1
+                    elapsed_s = time.monotonic() - started
+                    if scripted_stock(elapsed_s, time_scale) != stock:
+                        stock = scripted_stock(elapsed_s, time_scale)
+                        sxe.set_stock(SCRIPTED_PART, SCRIPTED_WAREHOUSE, on_hand=stock)
+                        console.print(f"  SX.e: {SCRIPTED_PART} on hand in {SCRIPTED_WAREHOUSE} is now {stock}")
+                    if lookups_due and elapsed_s >= lookups_due[0]:
+                        lookups_due.pop(0)
+                        await _look_up(f"http://127.0.0.1:{port}", session, console)
                     if tick % 5 == 0:
-                        sxe.change(ITEM_BALANCE, 2)
+                        changed = sxe.change(ITEM_BALANCE, 2)
+                        if any(r["prod"] == SCRIPTED_PART and r["whse"] == SCRIPTED_WAREHOUSE for r in changed):
+                            # The scripted part keeps its script; the poll has not seen the random change yet.
+                            sxe.set_stock(SCRIPTED_PART, SCRIPTED_WAREHOUSE, on_hand=stock)
                         sxe.change(PURCHASE_ORDERS, 1)
                         x3[0].change("BPCUSTOMER", 1)
                         x3[0].change("ITMMVT", 2)

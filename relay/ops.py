@@ -22,7 +22,7 @@ import structlog
 from relay.config import Config
 from relay.events import Event, parse_ts
 from relay.routing import Router
-from relay.runtime import Runtime, open_configured_store
+from relay.runtime import Runtime, apply_rules, open_configured_store
 from relay.spec import SpecRegistry
 from relay.store.base import (
     CommandFilter,
@@ -920,10 +920,17 @@ def _with_state(flt: DeliveryFilter, state: str, *, limit: int | None = None) ->
 
 @contextlib.asynccontextmanager
 async def operations(config: Config, specs: SpecRegistry | None = None) -> AsyncIterator[Operations]:
-    """Open the configured store for the length of one operator command (the CLI's way in)."""
+    """Open the configured store for the length of one operator command (the CLI's way in).
+
+    With `specs`, the store runs the configured rules on the events it stores (a quarantine retry), as
+    `relay serve` would.
+    """
     store = open_configured_store(config)
     await store.open()
     try:
-        yield Operations(store, config, specs=specs)
+        ops = Operations(store, config, specs=specs)
+        if specs is not None:
+            apply_rules(store, config, specs, ops.router)
+        yield ops
     finally:
         await store.close()

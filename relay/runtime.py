@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from relay.ingest.ion_confirm import ConfirmSender
     from relay.poll.scheduler import PollScheduler
 
-__all__ = ["RUNTIME", "Runtime", "open_configured_store"]
+__all__ = ["RUNTIME", "Runtime", "apply_rules", "open_configured_store"]
 
 
 def open_configured_store(config: Config) -> Store:
@@ -37,6 +37,17 @@ def open_configured_store(config: Config) -> Store:
         busy_timeout_s=config.store.busy_timeout_s,
         quarantine_max_bytes=config.quarantine.max_bytes,
     )
+
+
+def apply_rules(store: Store, config: Config, specs: SpecRegistry, router: Router) -> None:
+    """Give `store` the configured derived-event rules (none: the store skips them entirely).
+
+    Every writer of events applies this first (`relay serve`, and the CLI's quarantine retry), so each path
+    that stores an event runs the rules in the same transaction.
+    """
+    from relay.rules import RuleEngine
+
+    store.set_deriver(RuleEngine(config.rules, specs, router.plan) if config.rules else None)
 
 
 @dataclass(eq=False)
@@ -65,11 +76,7 @@ class Runtime:
         return runtime
 
     def _apply_rules(self) -> None:
-        """Give the store the configured derived-event rules (none: the store skips them entirely)."""
-        from relay.rules import RuleEngine
-
-        router = self.ingestor.router
-        self.store.set_deriver(RuleEngine(self.config.rules, self.specs, router.plan) if self.config.rules else None)
+        apply_rules(self.store, self.config, self.specs, self.ingestor.router)
 
     def source(self, name: str) -> SourceConfig | None:
         if self._sources_of is not self.config:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 from conftest import make_app
-from helpers import HUB_TOKEN, ainvoke_cli, base_config, sample_event, write_config
+from helpers import HUB_TOKEN, WHSEC, ainvoke_cli, base_config, sample_event, write_config
 
 
 async def test_retry_after_a_config_fix(tmp_path: Path) -> None:
@@ -88,3 +88,74 @@ async def test_a_retried_bod_gets_the_id_of_its_live_redelivery(tmp_path: Path) 
         await app.store.close()
     assert live.status == 200, live.body  # a duplicate of the retried event, not a second event
     assert [e["eventId"] for e in live.json()["events"]] == [retried_id]
+
+
+async def test_a_retried_inventory_event_raises_its_low_stock_alert_from_the_cli_and_the_console(
+    tmp_path: Path,
+) -> None:
+    """A quarantine retry stores events like any ingest: the rules run in the same transaction."""
+    import re
+
+    admin_token = "retry-admin-token-0123456789"
+    rule = {
+        "name": "low-stock",
+        "on": "inventory/synced",
+        "when": "data.available <= 10",
+        "emit": "inventory/low-stock",
+    }
+    storefront = {
+        "name": "storefront",
+        "url": "https://shop.example.com/hooks",
+        "secrets": [WHSEC],
+        "channels": ["inventory/*"],
+    }
+    data = base_config(tmp_path, rules=[rule], subscribers=[storefront], admin={"tokens": [admin_token]})
+    data["sources"][0]["channels"] = ["order/synced"]
+    config_path = write_config(tmp_path, data)
+    app, _ = await make_app(tmp_path, data)
+    qids = {}
+    try:
+        for part in ("CLI-1", "UI-1"):
+            body = sample_event("inventory/synced", f"inv-{part}", partNumber=part, available=4)
+            async with app.client.post(
+                "/v1/sources/hub/events", json=body, headers={"Authorization": f"Bearer {HUB_TOKEN}"}
+            ) as r:
+                assert r.status == 404
+                qids[part] = (await r.json())["quarantineId"]
+    finally:
+        await app.client.close()
+        await app.store.close()
+    data["sources"][0].pop("channels")
+    config_path.write_text(yaml.safe_dump(data))
+
+    done = await ainvoke_cli("quarantine", "retry", "-c", str(config_path), str(qids["CLI-1"]))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    app, _ = await make_app(tmp_path, data)
+    try:
+        form = await app.client.get("/ui/signin")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+        assert nonce is not None
+        signed_in = await app.client.post(
+            "/ui/signin", data={"csrf": nonce[1], "token": admin_token, "next": "/ui/"}, allow_redirects=False
+        )
+        assert signed_in.status == 303
+        page = await (await app.client.get(f"/ui/quarantine/{qids['UI-1']}")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None
+        retried = await app.client.post(f"/ui/quarantine/{qids['UI-1']}/retry", data={"csrf": csrf[1]})
+        assert "is stored now" in await retried.text()
+    finally:
+        await app.client.close()
+        await app.store.close()
+
+    listed = await ainvoke_cli("events", "list", "-c", str(config_path), "--json")
+    events = {e["eventId"]: e["channel"] for e in json.loads(listed.stdout)}
+    assert events == {
+        "inv-CLI-1": "inventory/synced",
+        "low-stock.inv-CLI-1": "inventory/low-stock",
+        "inv-UI-1": "inventory/synced",
+        "low-stock.inv-UI-1": "inventory/low-stock",
+    }
+    alerts = await ainvoke_cli("deliveries", "list", "-c", str(config_path), "--json")
+    assert {d["eventId"] for d in json.loads(alerts.stdout)} >= {"low-stock.inv-CLI-1", "low-stock.inv-UI-1"}
