@@ -29,6 +29,7 @@ from relay.events import format_ts
 from relay.ops import DeliveryFilter, EventFilter, Operations, OpsError, operations, parse_when
 from relay.spec import SpecRegistry
 from relay.views import (
+    command_json,
     delivery_detail_json,
     delivery_json,
     event_detail_json,
@@ -1167,13 +1168,30 @@ def simulate_ion(
 @click.option("--rows", type=int, default=200, show_default=True, help="Item balance rows to start with.")
 @click.option("--changes-per-s", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-def simulate_sxe(host: str, port: int, ionapi_out: Path | None, rows: int, changes_per_s: float, seed: int) -> None:
-    """SX.e's sxapirestservice feeds behind a simulated ION API gateway and token endpoint."""
+@click.option(
+    "--fail-after-create",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of first order creates that are carried out and then not answered (write-back tests).",
+)
+@click.option("--after-create", type=click.Choice(["timeout", "drop"]), default="timeout", show_default=True)
+def simulate_sxe(
+    host: str,
+    port: int,
+    ionapi_out: Path | None,
+    rows: int,
+    changes_per_s: float,
+    seed: int,
+    fail_after_create: float,
+    after_create: str,
+) -> None:
+    """SX.e's sxapirestservice feeds and order/customer creates behind a simulated ION API gateway and token."""
     from relay.sim.ion import IonSimulator
     from relay.sim.sxe import OPERATIONS, SxeSimulator
 
     sim = IonSimulator()
-    sxe = SxeSimulator(seed=seed)
+    sxe = SxeSimulator(seed=seed, after_create_rate=fail_after_create, after_create_mode=after_create)
     for op in OPERATIONS:
         sxe.seed_rows(op, rows)
     sxe.install(sim)
@@ -1199,11 +1217,23 @@ def simulate_sxe(host: str, port: int, ionapi_out: Path | None, rows: int, chang
 @click.option("--port", type=int, default=0, help="Default: a free port.")
 @click.option("--changes-per-s", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
-def simulate_x3(host: str, port: int, changes_per_s: float, seed: int) -> None:
-    """Sage X3 (folder ALDGATE): api1 REST and GraphQL, records that change and disappear over time."""
+@click.option(
+    "--fail-after-create",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of first order creates that are carried out and then not answered (write-back tests).",
+)
+@click.option("--after-create", type=click.Choice(["timeout", "drop"]), default="timeout", show_default=True)
+def simulate_x3(
+    host: str, port: int, changes_per_s: float, seed: int, fail_after_create: float, after_create: str
+) -> None:
+    """Sage X3 (folder ALDGATE): api1 REST and GraphQL, records that change and disappear over time; sales order and
+    customer creates (write-back)."""
     from relay.sim.x3 import X3Simulator
 
     sim = X3Simulator(seed=seed)
+    sim.after_create_rate, sim.after_create_mode = fail_after_create, after_create
     sim.seed_records("BPCUSTOMER", 200)
     sim.seed_records("ITMMVT", 100)
     sim.seed_records("SORDER", 100)
@@ -1322,3 +1352,96 @@ def state_list(config_path: Path | None, noun: str, prefix: str, limit: int, as_
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+@main.group()
+def commands() -> None:
+    """Write-back commands sent by services to the ERP (create orders and customers)."""
+
+
+@commands.command("list")
+@CONFIG_OPTION
+@click.option("--source")
+@click.option("--status", type=click.Choice(["accepted", "running", "succeeded", "failed"]))
+@click.option("--command", "command_name", type=click.Choice(["order/create", "customer/create", "customer/update"]))
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@WIDE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def commands_list(
+    config_path: Path,
+    source: str | None,
+    status: str | None,
+    command_name: str | None,
+    limit: int,
+    wide: bool,
+    as_json: bool,
+) -> None:
+    """Newest commands first."""
+    config = _load(config_path)
+    found = _run_ops(
+        config, lambda ops: ops.list_commands(source=source, status=status, command=command_name, limit=limit)
+    )
+    rows = [command_json(r) for r in found]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "created", "source", "command", "status", "attempts", "document", "error")
+    for r in rows:
+        document = (r["result"] or {}).get("documentNumber")
+        problem = (r["error"] or {}).get("message", "")[:60] if r["status"] != "succeeded" else ""
+        table.add_row(
+            *map(
+                _cell,
+                (
+                    r["commandId"],
+                    r["createdAt"],
+                    r["source"],
+                    r["command"],
+                    r["status"],
+                    r["attempts"],
+                    document,
+                    problem,
+                ),
+            )
+        )
+    _print_table(table, wide)
+
+
+@commands.command("show")
+@CONFIG_OPTION
+@click.argument("command_id")
+@click.option("--json", "as_json", is_flag=True)
+def commands_show(config_path: Path, command_id: str, as_json: bool) -> None:
+    """One command: status, attempts, the ERP's document number or messages, and the command sent."""
+    config = _load(config_path)
+    data = command_json(_run_ops(config, lambda ops: ops.show_command(command_id)), with_body=True)
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("commandId", "source", "command", "idempotencyKey", "reference", "status", "attempts", "createdAt",
+                "finishedAt", "nextAttemptAt"):  # fmt: skip
+        _print_field(key, data[key])
+    if data["result"]:
+        _print_field("documentNumber", data["result"].get("documentNumber"))
+    if data["error"]:
+        _print_field("error", f"{data['error'].get('code')}: {data['error'].get('message')}")
+        for message in data["error"].get("erpMessages") or []:
+            console.print(Text.assemble("  ", _cell(message)))
+    _print_block(orjson.dumps(data["body"], option=orjson.OPT_INDENT_2).decode())
+
+
+@commands.command("retry")
+@CONFIG_OPTION
+@click.argument("command_id")
+@click.option("--json", "as_json", is_flag=True)
+def commands_retry(config_path: Path, command_id: str, as_json: bool) -> None:
+    """Restart a failed command; a create is first looked up in the ERP so it is never made twice."""
+    config = _load(config_path)
+    data = command_json(_run_ops(config, lambda ops: ops.retry_command(command_id)))
+    if as_json:
+        _print_json(data)
+        return
+    click.echo(f"command {command_id} accepted again; a running relay executes it shortly")

@@ -446,6 +446,67 @@ class _PollBase(_Model):
     mapping: dict[str, Any] = Field(default_factory=dict)
 
 
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+
+
+def parse_rate(value: Any) -> float | None:
+    """`5/s`, `30/m`, `100/h` or a number (per second) → requests per second; None or `0` → unlimited."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    else:
+        match = _RATE_RE.match(str(value))
+        if match is None:
+            raise ValueError(f"not a rate: {value!r} (use 5/s, 30/m or 100/h)")
+        rate = float(match.group(1)) / {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2)]
+    if rate < 0:
+        raise ValueError("a rate cannot be negative")
+    return rate or None
+
+
+Rate = Annotated[float | None, BeforeValidator(parse_rate)]
+CommandName = Literal["order/create", "customer/create", "customer/update"]
+COMMAND_NAMES: tuple[CommandName, ...] = ("order/create", "customer/create", "customer/update")
+_DEFAULT_COMMAND_SCHEDULE = [2.0, 10.0, 60.0, 300.0, 1800.0]
+# What `commands.mappings.<command>` may override (relay/commands/mapping.py reads them).
+_MAPPING_KEYS = frozenset(
+    {"fields", "line_fields", "defaults", "lines_field", "class", "representation", "reference_field", "number_field",
+     "operation", "lookup"}
+)  # fmt: skip
+
+
+class CommandRetryConfig(_Model):
+    schedule_s: list[Duration] = Field(default_factory=lambda: list(_DEFAULT_COMMAND_SCHEDULE), alias="schedule")
+    max_age_s: Duration = Field(default=86400.0, alias="max_age")
+
+
+class CommandsConfig(_Model):
+    """Write-back: services send commands (create an order, a customer) that the relay executes in the ERP."""
+
+    auth: InboundAuth
+    allow: list[CommandName] = Field(default_factory=lambda: list(COMMAND_NAMES))
+    max_in_flight: int = Field(default=2, ge=1)
+    rate_limit: Rate = None
+    retry: CommandRetryConfig = Field(default_factory=CommandRetryConfig)
+    lease_s: Duration = Field(default=120.0, gt=0, alias="lease")
+    mappings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_mappings(self) -> CommandsConfig:
+        if unknown := sorted(set(self.mappings) - set(COMMAND_NAMES)):
+            raise ValueError(f"mappings for unknown commands: {', '.join(unknown)} (known: {', '.join(COMMAND_NAMES)})")
+        for command, override in self.mappings.items():
+            if unknown := sorted(set(override) - _MAPPING_KEYS):
+                raise ValueError(
+                    f"mappings.{command}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(_MAPPING_KEYS))})"
+                )
+            for table in ("fields", "line_fields", "defaults"):
+                if not isinstance(override.get(table, {}), Mapping):
+                    raise ValueError(f"mappings.{command}.{table} must map ERP fields to canonical fields")
+        return self
+
+
 class X3Resource(_PollBase):
     class_: str = Field(alias="class")
     representation: str | None = None
@@ -479,8 +540,9 @@ class X3Source(_SourceBase):
     folder_header: str | None = None
     auth: OutboundAuth
     timeout_s: Duration = Field(default=30.0, alias="timeout")
-    resources: list[X3Resource] = Field(min_length=1)
+    resources: list[X3Resource] = Field(default_factory=list)
     lookup: LookupConfig | None = None
+    commands: CommandsConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -497,6 +559,8 @@ class X3Source(_SourceBase):
 
     @model_validator(mode="after")
     def _graphql_nodes(self) -> X3Source:
+        if not self.resources and self.commands is None:
+            raise ValueError("an x3 source needs `resources` to poll or `commands` to accept (or both)")
         for resource in self.resources:
             if resource.node is not None and resource.node.count(".") != 1:
                 raise ValueError(f"resource {resource.class_}: node must read `package.node`, got {resource.node!r}")
@@ -550,8 +614,15 @@ class SxeSource(_SourceBase):
     )
     fetchwhere_path: str = "SX/rest/serviceinterface/proxy/FetchWhere"
     timeout_s: Duration = Field(default=30.0, alias="timeout")
-    feeds: list[SxeFeed] = Field(min_length=1)
+    feeds: list[SxeFeed] = Field(default_factory=list)
     lookup: LookupConfig | None = None
+    commands: CommandsConfig | None = None
+
+    @model_validator(mode="after")
+    def _feeds_or_commands(self) -> SxeSource:
+        if not self.feeds and self.commands is None:
+            raise ValueError("an sxe source needs `feeds` to poll or `commands` to accept (or both)")
+        return self
 
 
 class HttpJsonResource(_PollBase):

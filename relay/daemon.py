@@ -268,10 +268,15 @@ class Relay:
         self.runtime.dispatcher = dispatcher
         poller = PollScheduler(self.runtime)
         self.runtime.poller = poller
+
+        from relay.commands.executor import CommandExecutor
+
+        executor = CommandExecutor(self.runtime)
         services: list[Service] = [
             dispatcher,
             poller,
             Retention(self.runtime),
+            executor,
         ]
         from relay.ingest.ion_confirm import ConfirmSender
 
@@ -282,6 +287,9 @@ class Relay:
             await service.start()
             self.services.append(service)  # only started services are stopped
         app = build_app(self.runtime)
+        from relay.commands.http import COMMAND_NOTIFY
+
+        app[COMMAND_NOTIFY].append(executor.notify)
         # keepalive_timeout also bounds how long a new connection may take to send its first request's
         # headers (aiohttp closes a connection still waiting for them), which stops slow-loris senders.
         self.runner = web.AppRunner(

@@ -41,6 +41,7 @@ from relay.store.base import DeliveryFilter
 __all__ = ["run_demo"]
 
 ION_USER, ION_PASSWORD = "ion", "demo-ion-gateway-password"
+QUOTES_TOKEN = "demo-quoting-platform-token-0123456789"
 STOREFRONT_SECRET = "whsec_ZGVtby1zdG9yZWZyb250LXNlY3JldC0wMTIzNDU2Nzg5"
 CREDIT_SECRET = "whsec_ZGVtby1jcmVkaXQtYXBwLXNlY3JldC0wMTIzNDU2Nzg5YWI="
 ITEM_BALANCE, PURCHASE_ORDERS = "icsw", "poeh"
@@ -112,6 +113,8 @@ def demo_config(
         sources.append(
             {"name": "aldgate-x3", "kind": "x3", "base_url": base_url, "folder": "ALDGATE",
              "auth": sim.demo_auth(),
+             "commands": {"auth": {"type": "bearer", "tokens": [QUOTES_TOKEN]}, "allow": ["order/create"],
+                          "max_in_flight": 2, "rate_limit": "5/s"},
              "resources": [
                  {"class": "BPCUSTOMER", "channel": "customer/synced", "every": "2s", "page_size": 50},
                  {"class": "ITMMVT", "channel": "inventory/synced", "every": "3s", "page_size": 50},
@@ -199,6 +202,54 @@ async def _ion_traffic(url: str, session: aiohttp.ClientSession, factory: BodFac
     return result.status
 
 
+async def _quote_to_order(
+    relay: Relay, port: int, session: aiohttp.ClientSession, console: Console, storefront: DemoSubscriber
+) -> None:
+    """A quoting platform's buyer accepts a quote: the relay creates the sales order in Aldgate's X3."""
+    quote = {
+        "customerNumber": "C00001",
+        "customerReference": "QUOTE-2026-0042",
+        "orderDate": "2026-12-02",
+        "currency": "GBP",
+        "site": "ALD01",
+        "lines": [{"partNumber": "BOX-M-KRAFT", "quantity": 400, "unitPrice": 0.61},
+                  {"partNumber": "TAPE-48-CLR", "quantity": 36}],
+    }  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/sources/aldgate-x3/commands/order/create"
+    headers = {"Authorization": f"Bearer {QUOTES_TOKEN}", "Idempotency-Key": "quote-2026-0042-accepted"}
+    async with session.post(url, json=quote, headers=headers) as resp:
+        accepted = await resp.json()
+    console.print(
+        f"  quote {quote['customerReference']} accepted → POST …/aldgate-x3/commands/order/create → "
+        f"{resp.status} {accepted.get('status')} {accepted.get('commandId')}"
+    )
+    for _ in range(100):
+        row = await relay.store.get_command(accepted["commandId"]) if relay.store is not None else None
+        if row is not None and row.status in ("succeeded", "failed"):
+            number = (row.result or {}).get("documentNumber")
+            console.print(
+                f"  quote {quote['customerReference']} became X3 order {number} ({row.status}, {row.attempts} attempt)"
+                if row.status == "succeeded"
+                else f"  [red]quote {quote['customerReference']} failed: {row.error}[/red]"
+            )
+            break
+        await asyncio.sleep(0.1)
+    else:
+        console.print("  [red]the quote's order was not created in time[/red]")
+        return
+    for _ in range(100):
+        for item in storefront.received:
+            if item.channel == "order/created" and item.verified and item.status < 300:
+                data = orjson.loads(item.body).get("data", {})
+                console.print(
+                    f"  storefront received order/created: X3 order {data.get('orderNumber')} for quote "
+                    f"{data.get('customerReference')} (signature verified)"
+                )
+                return
+        await asyncio.sleep(0.1)
+    console.print("  [red]the order number did not reach the storefront in time[/red]")
+
+
 async def _look_up(base_url: str, session: aiohttp.ClientSession, console: Console) -> None:
     """What the storefront does when a buyer searches: ask the relay for live stock and print the answer."""
     path = f"/v1/sources/halloran-sxe/availability?part={SCRIPTED_PART}&warehouse={SCRIPTED_WAREHOUSE}"
@@ -259,7 +310,8 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
         console.print(f"[bold]erp-relay demo[/bold] — relay on http://127.0.0.1:{port}, store {state_dir}/relay.db")
         console.print("  Halloran Electrical Supply (Infor ION + SX.e) pushes orders, customers, invoices (IMS);")
         console.print("  its stock by warehouse and purchase orders are read from SX.e; Aldgate (Sage X3) is polled.")
-        console.print("  storefront ← inventory, orders, purchase orders, receipts")
+        console.print("  a quoting platform creates sales orders in Aldgate's X3 through the relay (write-back);")
+        console.print("  storefront ← inventory, orders (and the X3 order numbers), purchase orders, receipts")
         console.print("  credit-app ← customers, invoices (fails now and then)")
         console.print(
             f"  rule low-stock: {LOW_STOCK_RULE['when']} raises an alert, {LOW_STOCK_RULE['clear_when']} clears it;"
@@ -276,6 +328,7 @@ async def run_demo(duration_s: float | None, state_dir: Path = Path(".demo")) ->
                 refused_key["customer"] = customer.document_id
                 await push_bods(ims_url, [make_ims_message(customer)], session=session, auth=(ION_USER, ION_PASSWORD))
                 console.print(f"  credit-app refuses customer {customer.document_id} for now (credit hold)")
+                await _quote_to_order(relay, port, session, console, storefront)
                 tick = 0
                 lookups_due = [at_s * time_scale for at_s in LOOKUPS_AT_S]
                 while not stop.is_set() and (duration_s is None or time.monotonic() - started < duration_s):

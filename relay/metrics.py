@@ -39,7 +39,12 @@ _KNOWN: dict[str, set[str]] = {
     "origin": {"live", "cache", "store", "none"},
     "cache": {"hit", "miss"},
     "error": {"timeout", "unreachable", "refused", "shape"},
+    # Write-back commands: the command names are fixed by the code.
+    "command": {"order/create", "customer/create", "customer/update"},
 }
+# Commands: accepted (stored), replayed (same key and body), conflict (key reused), invalid (refused body),
+# succeeded, failed (for good), retry (an attempt to be repeated).
+_KNOWN["outcome"].update({"accepted", "replayed", "conflict", "invalid", "succeeded", "failed", "retry"})
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -139,6 +144,21 @@ SOURCE_UP = Gauge(
     "relay_source_up",
     "1 when the last poll run of every resource of a polled source succeeded, 0 when one failed.",
     ["source"],
+)
+
+COMMANDS = Counter(
+    "relay_commands_total",
+    "Write-back commands by outcome: accepted, replayed, conflict, invalid, then retry, succeeded or failed.",
+    ["source", "command", "outcome"],
+)
+COMMAND_DURATION = Histogram(
+    "relay_command_duration_seconds",
+    "Time of one command attempt toward the ERP (lookup and create), per source and command.",
+    ["source", "command"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+COMMANDS_PENDING = Gauge(
+    "relay_commands_pending", "Commands accepted or running, per source and command.", ["source", "command"]
 )
 
 

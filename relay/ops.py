@@ -27,6 +27,8 @@ from relay.routing import Router
 from relay.runtime import Runtime, apply_rules, open_configured_store
 from relay.spec import SpecRegistry
 from relay.store.base import (
+    CommandFilter,
+    CommandRow,
     DeliveryFilter,
     DeliveryRow,
     EventFilter,
@@ -814,6 +816,37 @@ class Operations:
     async def list_state(self, noun: str, *, prefix: str = "", after: str = "", limit: int = 100) -> list[StateRecord]:
         """The current state of the keys of `noun` starting with `prefix`, in key order after `after`."""
         return await self.store.list_state(noun, prefix=prefix, after=after, limit=limit)
+
+    # ------------------------------------------------------------------------------------ commands
+
+    async def list_commands(
+        self, *, source: str | None = None, status: str | None = None, command: str | None = None, limit: int = 100
+    ) -> list[CommandRow]:
+        """Write-back commands, newest first."""
+        return await self.store.list_commands(CommandFilter(source=source, status=status, command=command, limit=limit))
+
+    async def show_command(self, command_id: str) -> CommandRow:
+        """One command with its body, result and error.
+
+        Raises:
+            NotFoundError: no such command.
+        """
+        row = await self.store.get_command(command_id)
+        if row is None:
+            raise NotFoundError(f"no command {command_id}")
+        return row
+
+    async def retry_command(self, command_id: str) -> CommandRow:
+        """Restart a failed command (a fresh retry window; a create is looked up before it is sent again).
+
+        Raises:
+            NotFoundError: no such command.
+            OpsError: the command has not failed.
+        """
+        row = await self.show_command(command_id)
+        if not await self.store.retry_command(command_id, datetime.now(UTC)):
+            raise OpsError(f"command {command_id} is {row.status}; only a failed command can be retried")
+        return await self.show_command(command_id)
 
 
 def _with_circuit(health: SubscriberHealth, circuit: str) -> SubscriberHealth:

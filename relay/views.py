@@ -27,6 +27,7 @@ from relay.ops import (
     SubscriberHealth,
     TestDelivery,
 )
+from relay.store import CommandRow
 
 __all__ = [
     "VIEW_MODELS",
@@ -310,6 +311,24 @@ class EnabledView(_View):
     at: Timestamp
 
 
+class CommandView(_View):
+    """A write-back command (`command_json`): its status document; `body` (the canonical command) when one is shown."""
+
+    command_id: str
+    source: str
+    command: str = Field(description="order/create, customer/create or customer/update")
+    idempotency_key: str
+    status: str = Field(description="accepted, running, succeeded or failed")
+    attempts: int
+    result: dict[str, Any] | None = Field(description="`documentNumber` (the ERP's number), `adopted`, …")
+    error: dict[str, Any] | None = Field(description="`code`, `message`, `erpMessages`")
+    created_at: Timestamp
+    finished_at: Timestamp | None
+    next_attempt_at: Timestamp | None = Field(description="only while accepted")
+    reference: str | None = Field(description="the external reference the ERP document is found by")
+    body: Any = Field(default=None, description="the canonical command")
+
+
 VIEW_MODELS: tuple[type[BaseModel], ...] = (
     ErrorView,
     EventView,
@@ -323,6 +342,7 @@ VIEW_MODELS: tuple[type[BaseModel], ...] = (
     ReplayView,
     RedriveView,
     EnabledView,
+    CommandView,
 )
 
 
@@ -366,3 +386,24 @@ def preview_row_json(row: PreviewRow) -> dict[str, Any]:
         ],
         "event": row.payload,
     }
+
+
+def command_json(row: CommandRow, *, with_body: bool = False) -> dict[str, Any]:
+    """A write-back command: its status document, and with `with_body` the canonical command it carries."""
+    out: dict[str, Any] = {
+        "commandId": row.id,
+        "source": row.source,
+        "command": row.command,
+        "idempotencyKey": row.idempotency_key,
+        "status": row.status,
+        "attempts": row.attempts,
+        "result": row.result,
+        "error": row.error,
+        "createdAt": ts(row.created_at),
+        "finishedAt": ts(row.finished_at),
+        "nextAttemptAt": ts(row.next_attempt_at) if row.status == "accepted" else None,
+        "reference": row.reference,
+    }
+    if with_body:
+        out["body"] = orjson.loads(row.body)
+    return out

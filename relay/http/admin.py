@@ -21,9 +21,10 @@ from relay.auth.inbound import check_bearer
 from relay.events import format_ts, parse_ts
 from relay.http.openapi import Answer, ListOf, Param, Route, openapi_document
 from relay.http.responses import error, json_response
-from relay.ops import DeliveryFilter, EventFilter, NotFoundError, Operations, UnknownSubscriberError
+from relay.ops import DeliveryFilter, EventFilter, NotFoundError, Operations, OpsError, UnknownSubscriberError
 from relay.runtime import RUNTIME, Runtime
 from relay.views import (
+    CommandView,
     DeliveryDetailView,
     DeliveryView,
     EnabledView,
@@ -35,6 +36,7 @@ from relay.views import (
     RedriveView,
     ReplayView,
     SubscriberView,
+    command_json,
     delivery_detail_json,
     delivery_json,
     event_detail_json,
@@ -281,6 +283,29 @@ async def enable_subscriber(request: web.Request) -> web.Response:
     return json_response({"name": name, "disabled": False, "at": format_ts(at)})
 
 
+async def list_commands(request: web.Request) -> web.Response:
+    q = request.query
+    rows = await _ops(request).list_commands(
+        source=q.get("source"), status=q.get("status"), command=q.get("command"), limit=_limit(request)
+    )
+    return json_response([command_json(r) for r in rows])
+
+
+async def show_command(request: web.Request) -> web.Response:
+    row = await _ops(request).show_command(request.match_info["command_id"][:64])
+    return json_response(command_json(row, with_body=True))
+
+
+async def retry_command(request: web.Request) -> web.Response:
+    try:
+        row = await _ops(request).retry_command(request.match_info["command_id"][:64])
+    except NotFoundError:
+        raise
+    except OpsError as exc:
+        return error(409, "not_failed", str(exc))
+    return json_response(command_json(row))
+
+
 @web.middleware
 async def _bad_query(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -435,6 +460,35 @@ ROUTES: tuple[Route, ...] = (
         "Re-enable a subscriber that answered 410 Gone.",
         {200: EnabledView, **_NOT_FOUND},
         (Param("name", "The subscriber's name.", where="path"),),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/commands",
+        list_commands,
+        "Write-back commands, newest first (without bodies).",
+        {200: ListOf(CommandView), **_ERRORS},
+        (
+            Param("source", "Only this source."),
+            Param("status", "Only this status.", {"enum": ["accepted", "running", "succeeded", "failed"]}),
+            Param("command", "Only this command.", {"enum": ["order/create", "customer/create", "customer/update"]}),
+            Param("limit", "At most this many.", _LIMIT),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/admin/commands/{command_id}",
+        show_command,
+        "One command: status, attempts, the ERP's document number or messages, and the command sent.",
+        {200: CommandView, **_NOT_FOUND},
+        (Param("command_id", "The command id.", where="path"),),
+    ),
+    Route(
+        "POST",
+        "/v1/admin/commands/{command_id}/retry",
+        retry_command,
+        "Restart a failed command (a create is looked up in the ERP first); 409 unless it failed.",
+        {200: CommandView, 409: ErrorView, **_NOT_FOUND},
+        (Param("command_id", "The command id.", where="path"),),
     ),
     Route(
         "GET",

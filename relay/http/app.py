@@ -90,6 +90,7 @@ async def asyncapi_route(request: web.Request) -> web.Response:
 
 def build_app(runtime: Runtime) -> web.Application:
     """The relay's HTTP application bound to `runtime`."""
+    from relay.commands import http as commands_http
     from relay.http import admin, state
     from relay.ingest import ion_ims, json_push
     from relay.logs import quiet_client_errors
@@ -113,4 +114,5 @@ def build_app(runtime: Runtime) -> web.Application:
         console.add_routes(app)
     state.add_routes(app)
     lookup_routes.add_routes(app)
+    commands_http.add_routes(app)
     return app

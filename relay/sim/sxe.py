@@ -19,6 +19,14 @@ server whose clock is in `timezone`.
   `tProd_avl`/`t-prod_avl` rows of `whse`, `netAvail`), from the `icsw` rows; `lookup_delay_s` makes them slow,
   `lookup_down` answers 503; `calls[operation]` counts them.
 
+Write-back (docs/sources.md): `sxapisfoeordertotloadv4` (`tInputheaderdata.t-inputheaderdata[0]` with
+`customerid`, `ponumber`, `warehouseid`; `tInputlinedata.t-inputlinedata[]` with `itemnumber`, `orderqty`) creates an
+order and answers `tOrdloadhdrdata.t-ordloadhdrdata[{orderno, ordersuf}]`; an unknown customer or product is
+refused with a `cErrorMessage` (HTTP 200); `sxapioegetlistofordersv5` takes `customerPurchaseOrder`;
+`sxapiarcustomermnt` (`tMntTt.t-mnt-tt[]` field/value rows, `updateMode` add/chg) answers `returnData`
+`Set#: 1 Update Successful, Cono: 1 Customer #: N`. `fail_after_create("timeout"|"drop")` creates the order and
+then never answers or drops the connection.
+
 Knobs for tests: `error_next` (an SX.e `cErrorMessage`), `answer_next` (any JSON body, e.g. an unexpected
 shape), `stall` (FetchWhere ignores `RestartRowID`), `restart_inclusive` (the restart row is repeated),
 `set_field` (a user field added or retyped), `table_status` (a table refused with 403 or broken with 500).
@@ -38,6 +46,8 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+
+from relay.sim import fail_after_create
 
 __all__ = ["FETCHWHERE_PATH", "OPERATIONS", "SERVICE_PATH", "TABLES", "SxeSimulator"]
 
@@ -98,6 +108,10 @@ class SxeSimulator:
     # instead of rows (403: the ION API service account lacks the authorization; 500: broken after an upgrade).
     custom_fields: dict[str, dict[str, Callable[[Mapping[str, Any]], Any]]] = field(default_factory=dict)
     table_status: dict[str, int] = field(default_factory=dict)
+    hang_s: float = 30.0
+    after_create: list[str] = field(default_factory=list)
+    after_create_rate: float = 0.0  # share of first attempts (per customer PO) created, then failed
+    after_create_mode: str = "timeout"
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -363,6 +377,8 @@ class SxeSimulator:
             }
             for r in self.tables["oeeh"]
             if start <= r["enterdt"] <= end
+            and (not req.get("customerPurchaseOrder") or r["custpo"] == req["customerPurchaseOrder"])
+            and (not req.get("customerNumber") or r["custno"] == req["customerNumber"])
         ]
         rows = rows[:limit] if limit > 0 else rows
         return {"tOeordV5": {"t-oeordV5": rows}}
@@ -388,6 +404,10 @@ class SxeSimulator:
             return web.json_response({"response": {"cErrorMessage": "", **self._customer_list(req)}})
         if op.lower() == "sxapioegetlistofordersv5":
             return web.json_response({"response": {"cErrorMessage": "", **self._order_list(req)}})
+        if op.lower() == "sxapisfoeordertotloadv4":
+            return await self._order_load(request, req)
+        if op.lower() == "sxapiarcustomermnt":
+            return web.json_response({"response": self._customer_maintenance(req)})
         return web.json_response({"response": {"cErrorMessage": f"Unknown operation {op}"}})
 
     async def _lookup(self, op: str, req: Mapping[str, Any]) -> web.Response:
@@ -429,6 +449,79 @@ class SxeSimulator:
             row.update(cono=self.company_number, icswRowID=_row_id(self._next_row))
             self.tables["icsw"].append(row)
         row.update(qtyonhand=float(on_hand), qtycommit=float(committed), qtyreservd=0.0, **self._stamp())
+
+    # ------------------------------------------------------------------------------------------ write-back
+
+    def fail_after_create(self, mode: str = "timeout", count: int = 1) -> None:
+        """The next `count` orders are created, then answered never (`timeout`) or by a dropped connection."""
+        self.after_create.extend([mode] * count)
+
+    @property
+    def created_orders(self) -> list[dict[str, Any]]:
+        """Orders created through `sxapisfoeordertotloadv4`."""
+        return [r for r in self.tables["oeeh"] if r.get("ordersource") == "api"]
+
+    async def _order_load(self, request: web.Request, req: Mapping[str, Any]) -> web.Response:
+        try:
+            header = req["tInputheaderdata"]["t-inputheaderdata"][0]
+            lines = req["tInputlinedata"]["t-inputlinedata"]
+        except (KeyError, IndexError, TypeError):
+            return web.json_response({"response": {"cErrorMessage": "Header and line data are required"}})
+        customers = {r["custno"] for r in self.tables["arsc"]}
+        products = {r["prod"] for r in self.tables["icsw"]}
+        errors = []
+        if header.get("customerid") not in customers:
+            errors.append(f"Customer # {header.get('customerid')} Not Set Up in Customer Setup - ARSC (4303)")
+        for line in lines:
+            item = line.get("itemnumber")
+            if item != "/" and item not in products:
+                errors.append(f"Product {item} Not Set Up in Warehouse Products - ICSW (4602)")
+        if errors:
+            return web.json_response({"response": {"cErrorMessage": "; ".join(errors)}})
+        row = self._row("oeeh", len(self.tables["oeeh"]))
+        row.update(
+            orderno=500000 + len(self.tables["oeeh"]),
+            custno=header["customerid"],
+            custpo=str(header.get("ponumber", "")),
+            whse=header.get("warehouseid") or row["whse"],
+            ordersource="api",
+            lines=[dict(line) for line in lines],
+            cono=self.company_number,
+            **self._stamp(),
+        )
+        self._next_row += 1
+        row["oeehRowID"] = _row_id(self._next_row)
+        first = not any(r["custpo"] == row["custpo"] for r in self.created_orders)
+        self.tables["oeeh"].append(row)
+        mode = self.after_create.pop(0) if self.after_create else None
+        if mode is None and first and self.after_create_rate and self.rng.random() < self.after_create_rate:
+            mode = self.after_create_mode
+        await fail_after_create(request, mode, self.hang_s)
+        answer = {"orderno": row["orderno"], "ordersuf": 0, "custno": row["custno"], "totinvamt": 0.0}
+        return web.json_response({"response": {"cErrorMessage": "", "tOrdloadhdrdata": {"t-ordloadhdrdata": [answer]}}})
+
+    def _customer_maintenance(self, req: Mapping[str, Any]) -> dict[str, Any]:
+        rows = ((req.get("tMntTt") or {}).get("t-mnt-tt")) or []
+        if not rows:
+            return {"cErrorMessage": "No maintenance rows"}
+        mode, key = rows[0].get("updateMode"), str(rows[0].get("key1") or "")
+        values = {str(r.get("fieldName")): r.get("fieldValue") for r in rows}
+        if mode == "chg":
+            found = next((r for r in self.tables["arsc"] if str(r["custno"]) == key), None)
+            if found is None:
+                return {"cErrorMessage": f"Customer # {key} Not Set Up in Customer Setup - ARSC (4303)"}
+            found.update(values)
+            found.update(self._stamp())
+            return {"cErrorMessage": "", "returnData": f"Set#: 1 Update Successful, Cono: 1 Customer #: {key}"}
+        if not values.get("name"):
+            return {"cErrorMessage": "Name is required"}
+        number = 10000 + len(self.tables["arsc"])
+        row = self._row("arsc", len(self.tables["arsc"]))
+        row.update(values, custno=number, cono=self.company_number, **self._stamp())
+        self._next_row += 1
+        row["arscRowID"] = _row_id(self._next_row)
+        self.tables["arsc"].append(row)
+        return {"cErrorMessage": "", "returnData": f"Set#: 1 Update Successful, Cono: 1 Customer #: {number}"}
 
     def _count(self, what: str) -> None:
         self.calls[what] = self.calls.get(what, 0) + 1

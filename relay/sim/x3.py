@@ -16,6 +16,14 @@ or retyped fields (`set_field`); a class refused (403) or broken (500) on demand
 Availability lookups (ITMMVT with `where=ITMREF eq '…'`, parts joined by `or`, optionally `and STOFCY eq '…'`)
 are counted in `lookup_calls` and made slow (`lookup_delay_s`) or down (`lookup_down`, 503) on demand. Basic auth
 or a bearer token from `/auth/token` are accepted too.
+
+Write-back (api1 create/update, docs/sources.md): `POST /api1/x3/erp/{folder}/SORDER?representation=….$create`
+and `…/BPCUSTOMER?…$create` answer 201 with the created resource (the number assigned: `SOHNUM`, `BPCNUM`);
+`PUT …/BPCUSTOMER('{key}')?representation=….$edit` answers 200; `GET …/BPCUSTOMER('{key}')?…$details` reads one
+record; `where=CUSORDREF eq 'Q-1'` finds orders by the customer's reference. An unknown customer or item is
+refused with 400 and X3-style `$diagnoses`. On demand an order is created and then the answer never comes
+(`after_create="timeout"`) or the connection is dropped (`"drop"`): `fail_after_create`, or a share of first
+attempts with `after_create_rate`.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import orjson
 from aiohttp import web
 
 from relay._net import bound_port
+from relay.sim import fail_after_create
 
 __all__ = ["GRAPHQL_NODES", "X3Simulator", "running_x3_simulator"]
 
@@ -47,6 +56,8 @@ _STRING_TERM = re.compile(r"(\w+) eq '((?:[^']|'')*)'")
 _LOOKUP_WHERE = re.compile(
     r"^\(?ITMREF eq '(?:[^']|'')*'(?: or ITMREF eq '(?:[^']|'')*')*\)?(?: and STOFCY eq '(?:[^']|'')*')?$"
 )
+_WHERE_TEXT = re.compile(r"^\s*(\w+)\s+eq\s+'((?:[^']|'')*)'\s*$")
+_ONE = re.compile(r"^(\w+)\('((?:[^']|'')*)'\)$")
 _GQL_FILTER = re.compile(r"^\s*\{\s*(\w+)\s*:\s*\{\s*_gte\s*:\s*'([^']*)'\s*\}\s*\}\s*$")
 _GQL_ROOT = re.compile(r"\{\s*(\w+)\s*\{\s*(\w+)\s*\{\s*query\s*\(([^)]*)\)\s*\{", re.S)
 _SITES = ("ALD01", "ALD02")
@@ -176,7 +187,21 @@ class X3Simulator:
         self.lookup_delay_s = 0.0
         self.lookup_down = False
         self.app = web.Application()
+        # Write-back: what was created, how many creates ran at once, and when each started (rate limits).
+        self.creates = 0
+        self.create_starts_mono: list[float] = []
+        self.creates_in_flight = 0
+        self.max_creates_in_flight = 0
+        self.create_delay_s = 0.0
+        self.after_create_rate = 0.0  # share of first attempts (per reference) created then failed
+        self.after_create_mode = "timeout"
+        self.hang_s = 30.0
+        self._after_create: list[str] = []
+        self._seen_references: set[str] = set()
+        self.extra_items: set[str] = set()
         self.app.router.add_get(f"/api1/x3/erp/{folder}/{{cls}}", self._query)
+        self.app.router.add_post(f"/api1/x3/erp/{folder}/{{cls}}", self._create)
+        self.app.router.add_put(f"/api1/x3/erp/{folder}/{{cls}}", self._update)
         self.app.router.add_post("/xtrem/api", self._graphql)
         self.app.router.add_post("/auth/token", self._token)
 
@@ -386,11 +411,17 @@ class X3Simulator:
         if (status := self.class_status.get(cls)) is not None:
             message = "access denied to class " + cls if status in (401, 403) else "internal error"
             return web.json_response({"$diagnoses": [{"$severity": "error", "$message": message}]}, status=status)
+        if (one := _ONE.match(cls)) is not None:
+            return self._details(one.group(1), one.group(2).replace("''", "'"))
         if cls not in self.records:
             return web.json_response({"$diagnoses": [{"$message": f"unknown class {cls}"}]}, status=404)
         lookup_where = request.query.get("where", "")
         if cls == "ITMMVT" and _LOOKUP_WHERE.match(lookup_where):
             return await self._lookup(lookup_where)
+        if (text := _WHERE_TEXT.match(request.query.get("where", ""))) is not None:
+            field, value = text.group(1), text.group(2).replace("''", "'")
+            matches = [r for _, r in sorted(self.records[cls].items()) if str(r.get(field, "")) == value]
+            return web.json_response({"$itemsPerPage": len(matches), "$resources": matches, "$links": {}})
         facet = self._facet(cls)
         known = facet if facet is not None else {f for r in self.records[cls].values() for f in r} | set(_KEYS[cls])
         where = request.query.get("where")
@@ -469,6 +500,115 @@ class X3Simulator:
             "pageInfo": {"endCursor": end, "hasNextPage": len(rows) > first},
         }
         return web.json_response({"data": {package: {name: {"query": connection}}}})
+
+    # -- write-back --
+
+    def fail_after_create(self, mode: str = "timeout", count: int = 1) -> None:
+        """The next `count` creates are carried out, then answered never (`timeout`) or by a dropped connection."""
+        self._after_create.extend([mode] * count)
+
+    @property
+    def orders(self) -> list[dict[str, Any]]:
+        """Sales orders created through the API (seeded ones left out)."""
+        return [r for r in self.records["SORDER"].values() if r.get("CUSORDREF")]
+
+    def known_items(self) -> set[str]:
+        return {str(r["ITMREF"]) for r in self.records["ITMMVT"].values()} | set(_ITEMS) | self.extra_items
+
+    def _order_problems(self, body: Mapping[str, Any]) -> list[str]:
+        problems = []
+        customer = str(body.get("BPCORD", ""))
+        if customer not in self.records["BPCUSTOMER"]:
+            problems.append(f"BPCORD: Record does not exist ({customer}) [Customers]")
+        lines = body.get("SOHSOP")
+        if not isinstance(lines, list) or not lines:
+            problems.append("SOHSOP: at least one line is mandatory")
+            return problems
+        items = self.known_items()
+        for n, line in enumerate(lines, start=1):
+            item = str(line.get("ITMREF", "")) if isinstance(line, Mapping) else ""
+            if item not in items:
+                problems.append(f"Line {n}: ITMREF: Record does not exist ({item}) [Products]")
+            elif not isinstance(line.get("QTY"), int | float) or line["QTY"] <= 0:
+                problems.append(f"Line {n}: QTY: Value must be greater than 0")
+        return problems
+
+    @staticmethod
+    def _refusal(problems: list[str]) -> web.Response:
+        diagnoses = [{"$severity": "error", "$message": p} for p in problems]
+        return web.json_response({"$diagnoses": diagnoses}, status=400)
+
+    def _details(self, cls: str, key: str) -> web.Response:
+        record = self.records.get(cls, {}).get(key)
+        if record is None:
+            return web.json_response(
+                {"$diagnoses": [{"$severity": "error", "$message": "Record does not exist"}]}, status=404
+            )
+        return web.json_response(record)
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        if (failed := self._failure()) is not None:
+            return failed
+        if self._auth_problem(request) is not None:
+            return web.json_response({"$diagnoses": [{"$message": "unauthorized"}]}, status=401)
+        cls = request.match_info["cls"]
+        if not request.query.get("representation", "").endswith(".$create") or cls not in ("SORDER", "BPCUSTOMER"):
+            return web.json_response({"$diagnoses": [{"$message": f"cannot create {cls}"}]}, status=404)
+        body = await request.json()
+        self.creates_in_flight += 1
+        self.max_creates_in_flight = max(self.max_creates_in_flight, self.creates_in_flight)
+        self.create_starts_mono.append(time.monotonic())
+        try:
+            if self.create_delay_s:
+                await asyncio.sleep(self.create_delay_s)
+            if cls == "BPCUSTOMER":
+                number = str(body.get("BPCNUM") or f"C{len(self.records['BPCUSTOMER']):05d}")
+                if number in self.records["BPCUSTOMER"]:
+                    return self._refusal([f"BPCNUM: Record already exists ({number})"])
+                if not body.get("BPCNAM"):
+                    return self._refusal(["BPCNAM: Mandatory field"])
+                record = {**body, "BPCNUM": number, "CREDATTIM": self._tick()}
+                record["UPDDATTIM"] = record["CREDATTIM"]
+                self.records["BPCUSTOMER"][number] = record
+                self.creates += 1
+                return web.json_response(record, status=201)
+            if problems := self._order_problems(body):
+                return self._refusal(problems)
+            number = f"SO{len(self.records['SORDER']):06d}"
+            stamp = self._tick()
+            record = {**body, "SOHNUM": number, "ORDSTA": "Open", "CREDATTIM": stamp, "UPDDATTIM": stamp}
+            record.setdefault("ORDDAT", self.now.strftime("%Y-%m-%d"))
+            self.records["SORDER"][number] = record
+            self.creates += 1
+            reference = str(body.get("CUSORDREF", ""))
+            first = reference not in self._seen_references
+            self._seen_references.add(reference)
+            mode = self._after_create.pop(0) if self._after_create else None
+            if mode is None and first and self.after_create_rate and self.rng.random() < self.after_create_rate:
+                mode = self.after_create_mode
+            await fail_after_create(request, mode, self.hang_s)
+            return web.json_response(record, status=201, headers={"Location": f"{request.url.path}('{number}')"})
+        finally:
+            self.creates_in_flight -= 1
+
+    async def _update(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        if self._auth_problem(request) is not None:
+            return web.json_response({"$diagnoses": [{"$message": "unauthorized"}]}, status=401)
+        one = _ONE.match(request.match_info["cls"])
+        if one is None or not request.query.get("representation", "").endswith(".$edit"):
+            return web.json_response(
+                {"$diagnoses": [{"$message": "expected CLASS('KEY')?representation=….$edit"}]}, status=404
+            )
+        cls, key = one.group(1), one.group(2).replace("''", "'")
+        record = self.records.get(cls, {}).get(key)
+        if record is None:
+            return self._refusal([f"Record does not exist ({key})"])
+        body = await request.json()
+        record.update({k: v for k, v in body.items() if not k.startswith("$")})
+        record["UPDDATTIM"] = self._tick()
+        return web.json_response(record)
 
 
 @contextlib.asynccontextmanager

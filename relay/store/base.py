@@ -15,6 +15,8 @@ __all__ = [
     "Checkpoint",
     "ClaimRequest",
     "ClaimedDelivery",
+    "CommandFilter",
+    "CommandRow",
     "Completion",
     "DeliveryFilter",
     "DeliveryPlan",
@@ -23,6 +25,7 @@ __all__ = [
     "Deriver",
     "EventFilter",
     "IngestOutcome",
+    "NewCommand",
     "NewEvent",
     "PollCommit",
     "QuarantineEntry",
@@ -275,6 +278,52 @@ class PollCommit:
     hashes: Sequence[tuple[str, str]]
     checkpoint: Checkpoint
     forget_keys: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewCommand:
+    """A write-back command to store: `order_key` serialises commands of one customer, `reference` finds
+    the ERP document again after an attempt whose outcome was unknown."""
+
+    id: str
+    source: str
+    command: str
+    idempotency_key: str
+    body_hash: str
+    body: bytes
+    order_key: str
+    reference: str | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    """A stored command and where it stands."""
+
+    id: str
+    source: str
+    command: str
+    idempotency_key: str
+    body_hash: str
+    body: bytes
+    order_key: str
+    reference: str | None
+    status: Literal["accepted", "running", "succeeded", "failed"]
+    attempts: int
+    next_attempt_at: datetime
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+    window_start_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFilter:
+    source: str | None = None
+    status: str | None = None
+    command: str | None = None
+    limit: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,3 +598,60 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_state(self, noun: str, *, prefix: str = "", after: str = "", limit: int = 100) -> list[StateRecord]:
         """The current state of the keys of `noun` that start with `prefix`, in key order after `after`."""
+
+    # ------------------------------------------------------------------------------------ commands
+
+    @abc.abstractmethod
+    async def submit_command(self, command: NewCommand) -> tuple[CommandRow, bool]:
+        """Store a command unless its (source, idempotency key) is known; returns the row and whether it is new.
+
+        Raises:
+            StoreUnavailable: nothing was committed.
+        """
+
+    @abc.abstractmethod
+    async def get_command(self, command_id: str) -> CommandRow | None:
+        """One command by id."""
+
+    @abc.abstractmethod
+    async def claim_commands(
+        self, owner: str, source: str, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[CommandRow]:
+        """Lease up to `limit` due commands of `source` (per-key order kept), counting an attempt for each."""
+
+    @abc.abstractmethod
+    async def finish_command(
+        self,
+        command_id: str,
+        owner: str,
+        *,
+        status: Literal["succeeded", "failed"],
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        now: datetime,
+        event: NewEvent | None,
+    ) -> bool:
+        """Record the outcome and store its event in one transaction; False (nothing written) when `owner`
+        no longer holds the lease."""
+
+    @abc.abstractmethod
+    async def reschedule_command(
+        self, command_id: str, owner: str, *, next_attempt_at: datetime, error: dict[str, Any]
+    ) -> bool:
+        """Give the command back for another attempt at `next_attempt_at`; False when the lease was lost."""
+
+    @abc.abstractmethod
+    async def retry_command(self, command_id: str, now: datetime) -> bool:
+        """Restart a failed command with a fresh retry window; False when it is not failed."""
+
+    @abc.abstractmethod
+    async def release_command_leases(self, owner: str) -> int:
+        """Hand back the commands `owner` holds (a clean stop): they run again at once elsewhere or later."""
+
+    @abc.abstractmethod
+    async def list_commands(self, flt: CommandFilter) -> list[CommandRow]:
+        """Commands, newest first."""
+
+    @abc.abstractmethod
+    async def open_command_counts(self) -> dict[tuple[str, str], int]:
+        """(source, command) → commands accepted or running."""

@@ -26,6 +26,8 @@ from relay.store.base import (
     Checkpoint,
     ClaimedDelivery,
     ClaimRequest,
+    CommandFilter,
+    CommandRow,
     Completion,
     ConfirmEntry,
     ConfirmRow,
@@ -33,6 +35,7 @@ from relay.store.base import (
     DeliveryRow,
     EventFilter,
     IngestOutcome,
+    NewCommand,
     NewEvent,
     PollCommit,
     QuarantineEntry,
@@ -1169,6 +1172,151 @@ class SqliteStore(Store):
             return int(cursor.rowcount)
 
         return await self.write(delete)
+
+    # ------------------------------------------------------------------------------------ commands
+
+    async def submit_command(self, command: NewCommand) -> tuple[CommandRow, bool]:
+        params = {
+            "id": command.id,
+            "source": command.source,
+            "command": command.command,
+            "idempotency_key": command.idempotency_key,
+            "body_hash": command.body_hash,
+            "body": command.body,
+            "order_key": command.order_key,
+            "reference": command.reference,
+            "now": db_ts(command.now),
+        }
+
+        async def insert(conn: aiosqlite.Connection) -> tuple[CommandRow, bool]:
+            cursor = await conn.execute(Q["insert_command"], params)
+            created = cursor.rowcount == 1
+            rows = await conn.execute_fetchall(
+                Q["command_by_key"], {"source": command.source, "idempotency_key": command.idempotency_key}
+            )
+            return _row_to_command(next(iter(rows))), created
+
+        return await self.write(insert)
+
+    async def get_command(self, command_id: str) -> CommandRow | None:
+        rows = list(await self._read(Q["command_by_id"], {"id": command_id}))
+        return _row_to_command(rows[0]) if rows else None
+
+    async def claim_commands(
+        self, owner: str, source: str, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[CommandRow]:
+        params = {
+            "owner": owner,
+            "source": source,
+            "now": db_ts(now),
+            "lease_until": db_ts(lease_until),
+            "limit": limit,
+        }
+
+        async def claim(conn: aiosqlite.Connection) -> list[CommandRow]:
+            ids = [str(r[0]) for r in await conn.execute_fetchall(Q["claim_commands"], params)]
+            found: list[CommandRow] = []
+            for command_id in ids:
+                rows = await conn.execute_fetchall(Q["command_by_id"], {"id": command_id})
+                found.extend(_row_to_command(r) for r in rows)
+            return found
+
+        claimed = await self.write(claim)
+        return sorted(claimed, key=lambda c: (c.created_at, c.id))
+
+    async def finish_command(
+        self,
+        command_id: str,
+        owner: str,
+        *,
+        status: Literal["succeeded", "failed"],
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        now: datetime,
+        event: NewEvent | None,
+    ) -> bool:
+        params = {
+            "id": command_id,
+            "owner": owner,
+            "status": status,
+            "result": orjson.dumps(result).decode() if result is not None else None,
+            "error": orjson.dumps(error).decode() if error is not None else None,
+            "now": db_ts(now),
+        }
+        holder = _WriteOp("ingest", asyncio.get_running_loop().create_future(), items=[event] if event else [])
+        created = 0
+
+        async def apply(conn: aiosqlite.Connection) -> bool:
+            nonlocal created
+            cursor = await conn.execute(Q["finish_command"], params)
+            if cursor.rowcount != 1:
+                return False
+            if event is not None:
+                _, created = await self._apply_ingest(conn, [holder])
+            return True
+
+        done = await self.write(apply)
+        if created:
+            self._notify()
+        return done
+
+    async def reschedule_command(
+        self, command_id: str, owner: str, *, next_attempt_at: datetime, error: dict[str, Any]
+    ) -> bool:
+        params = {
+            "id": command_id,
+            "owner": owner,
+            "next_attempt_at": db_ts(next_attempt_at),
+            "error": orjson.dumps(error).decode(),
+        }
+
+        async def update(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute(Q["reschedule_command"], params)
+            return bool(cursor.rowcount == 1)
+
+        return await self.write(update)
+
+    async def retry_command(self, command_id: str, now: datetime) -> bool:
+        async def update(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute(Q["retry_command"], {"id": command_id, "now": db_ts(now)})
+            return bool(cursor.rowcount == 1)
+
+        return await self.write(update)
+
+    async def release_command_leases(self, owner: str) -> int:
+        async def release(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(Q["release_command_leases"], {"owner": owner})
+            return int(cursor.rowcount)
+
+        return await self.write(release)
+
+    async def list_commands(self, flt: CommandFilter) -> list[CommandRow]:
+        params = {"source": flt.source, "status": flt.status, "command": flt.command, "limit": flt.limit}
+        return [_row_to_command(r) for r in await self._read(Q["list_commands"], params)]
+
+    async def open_command_counts(self) -> dict[tuple[str, str], int]:
+        return {(r[0], r[1]): int(r[2]) for r in await self._read(Q["count_open_commands"])}
+
+
+def _row_to_command(r: Sequence[Any]) -> CommandRow:
+    return CommandRow(
+        id=r[0],
+        source=r[1],
+        command=r[2],
+        idempotency_key=r[3],
+        body_hash=r[4],
+        body=bytes(r[5]),
+        order_key=r[6],
+        reference=r[7],
+        status=r[8],
+        attempts=int(r[9]),
+        next_attempt_at=parse_ts(r[10]),
+        result=orjson.loads(r[11]) if r[11] is not None else None,
+        error=orjson.loads(r[12]) if r[12] is not None else None,
+        created_at=parse_ts(r[13]),
+        finished_at=parse_ts(r[14]) if r[14] is not None else None,
+        window_start_at=parse_ts(r[15]),
+    )
 
 
 def _now() -> datetime:

@@ -33,3 +33,7 @@ async def test_demo_runs_and_shows_both_erps_reaching_both_subscribers(tmp_path:
     alerts = re.findall(r"(low-stock alert|stock restored) at storefront: BRK-20A\|MAIN available (\d+)", out)
     assert alerts == [("low-stock alert", "7"), ("stock restored", "60")], out[-3000:]
     assert re.search(r"storefront ← rule:low-stock\s+inventory/low-stock\s+low-stock\.poll-\S+ #1 signature ok", out)
+    # Write-back: the accepted quote became an X3 order, and its number reached the storefront by webhook.
+    created = re.search(r"quote QUOTE-2026-0042 became X3 order (SO\d+) \(succeeded", out)
+    assert created is not None
+    assert f"storefront received order/created: X3 order {created.group(1)} for quote QUOTE-2026-0042" in out

@@ -43,6 +43,10 @@ RELAY_CHANNELS = {
     "receipt/deleted": "DeleteReceipt",
     "vendor/deleted": "DeleteSupplierPartyMaster",
     "journalentry/deleted": "DeleteJournalEntry",
+    "order/created": "SalesOrderCreated",
+    "customer/created": "CustomerCreated",
+    "customer/updated": "CustomerUpdated",
+    "command/failed": "CommandFailed",
 }
 ALL_CHANNELS = {**ION_CHANNELS, **RELAY_CHANNELS}
 
@@ -155,6 +159,10 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "receipt/deleted": {"receiptNumber": "R-1", "deletionDate": "2026-11-20T09:41:56Z"},
     "vendor/deleted": {"vendorNumber": "V-1", "deletionDate": "2026-11-20T09:41:56Z"},
     "journalentry/deleted": {"entryNumber": "JE-1", "deletionDate": "2026-11-20T09:41:56Z"},
+    "order/created": {"commandId": "cmd_1", "orderNumber": "SO000021", "customerReference": "Q-1", "adopted": False},
+    "customer/created": {"commandId": "cmd_2", "customerNumber": "C00041"},
+    "customer/updated": {"commandId": "cmd_3", "customerNumber": "C00041"},
+    "command/failed": {"commandId": "cmd_4", "error": {"code": "erp_refused", "message": "no", "erpMessages": ["x"]}},
 }
 
 RELAY_KEY_FIELDS = {
@@ -173,6 +181,10 @@ RELAY_KEY_FIELDS = {
     "receipt/deleted": ["receiptNumber"],
     "vendor/deleted": ["vendorNumber"],
     "journalentry/deleted": ["entryNumber"],
+    "order/created": ["commandId", "orderNumber"],
+    "customer/created": ["commandId", "customerNumber"],
+    "customer/updated": ["commandId", "customerNumber"],
+    "command/failed": ["commandId", "error"],
 }
 
 

@@ -387,3 +387,74 @@ INSERT INTO rule_state (rule, entity_key, active, version_order, event_id)
 VALUES (:rule, :entity_key, :active, :version_order, :event_id)
 ON CONFLICT (rule, entity_key) DO UPDATE SET
     active = excluded.active, version_order = excluded.version_order, event_id = excluded.event_id;
+
+-- ------------------------------------------------------------------------------------------ commands
+
+-- name: insert_command
+-- The first request with a key creates the command; a repeat finds the existing row (see command_by_key).
+INSERT INTO commands (id, source, command, idempotency_key, body_hash, body, order_key, reference, status,
+                      attempts, next_attempt_at, window_start_at, created_at)
+VALUES (:id, :source, :command, :idempotency_key, :body_hash, :body, :order_key, :reference, 'accepted',
+        0, :now, :now, :now)
+ON CONFLICT (source, idempotency_key) DO NOTHING;
+
+-- name: command_by_key
+SELECT id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, result, error, created_at, finished_at, window_start_at
+FROM commands WHERE source = :source AND idempotency_key = :idempotency_key;
+
+-- name: command_by_id
+SELECT id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, result, error, created_at, finished_at, window_start_at
+FROM commands WHERE id = :id;
+
+-- name: claim_commands
+-- Due commands of one source, oldest first, each only when no older command of its key is still open
+-- (per-key order); a `running` command whose lease ran out (its executor died) is taken over.
+UPDATE commands SET status = 'running', lease_owner = :owner, lease_until = :lease_until, attempts = attempts + 1
+WHERE id IN (
+    SELECT c.id FROM commands c
+    WHERE c.source = :source AND c.status IN ('accepted', 'running') AND c.next_attempt_at <= :now
+      AND (c.status = 'accepted' OR c.lease_until < :now)
+      AND NOT EXISTS (
+            SELECT 1 FROM commands o
+            WHERE o.source = c.source AND o.order_key = c.order_key AND o.id <> c.id
+              AND o.status IN ('accepted', 'running') AND o.rowid < c.rowid)
+    ORDER BY c.rowid
+    LIMIT :limit)
+RETURNING id;
+
+-- name: finish_command
+UPDATE commands SET status = :status, result = :result, error = :error, finished_at = :now,
+                    lease_owner = NULL, lease_until = NULL
+WHERE id = :id AND status = 'running' AND lease_owner = :owner;
+
+-- name: reschedule_command
+UPDATE commands SET status = 'accepted', next_attempt_at = :next_attempt_at, error = :error,
+                    lease_owner = NULL, lease_until = NULL
+WHERE id = :id AND status = 'running' AND lease_owner = :owner;
+
+-- name: retry_command
+-- An operator restarts a failed command: a fresh retry window from now, attempts kept for the record.
+UPDATE commands SET status = 'accepted', next_attempt_at = :now, window_start_at = :now, error = NULL,
+                    result = NULL, finished_at = NULL
+WHERE id = :id AND status = 'failed';
+
+-- name: release_command_leases
+UPDATE commands SET status = 'accepted', lease_owner = NULL, lease_until = NULL
+WHERE status = 'running' AND lease_owner = :owner;
+
+-- name: list_commands
+SELECT id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, result, error, created_at, finished_at, window_start_at
+FROM commands
+WHERE (:source IS NULL OR source = :source) AND (:status IS NULL OR status = :status)
+  AND (:command IS NULL OR command = :command)
+ORDER BY rowid DESC
+LIMIT :limit;
+
+-- name: count_open_commands
+SELECT source, command, count(*) FROM commands WHERE status IN ('accepted', 'running') GROUP BY source, command;
+
+-- name: next_command_due
+SELECT min(next_attempt_at) FROM commands WHERE source = :source AND status = 'accepted';
