@@ -209,12 +209,14 @@ class ResourceHealth:
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """A configured source; `resources` are empty for push sources and outside `relay serve`."""
+    """A configured source; `resources` are empty, and `token_expires_at` None, for push sources and outside
+    `relay serve`."""
 
     name: str
     kind: str
     polled: bool
     resources: list[ResourceHealth]
+    token_expires_at: datetime | None = None  # the current access token's, for sources that have one
 
     @property
     def failing(self) -> bool:
@@ -696,12 +698,14 @@ class Operations:
         return ops
 
     async def sources_status(self) -> list[SourceStatus]:
-        """Every configured source; for polled ones each resource's last poll, last error and checkpoint."""
+        """Every configured source; for polled ones each resource's last poll, last error and checkpoint, and
+        when the source's access token expires."""
         from relay.poll import load_builders
         from relay.poll.scheduler import BUILDERS
 
         load_builders()
         running = {(r.source, r.resource): r for r in (self.poller.status() if self.poller is not None else [])}
+        expiries = self.poller.token_expiries() if self.poller is not None else {}
         out = []
         for source in self.config.sources:
             polled = source.kind in BUILDERS
@@ -721,7 +725,7 @@ class Operations:
                         checkpoint=checkpoint.high_water if checkpoint is not None else None,
                     )
                 )
-            out.append(SourceStatus(source.name, source.kind, polled, resources))
+            out.append(SourceStatus(source.name, source.kind, polled, resources, expiries.get(source.name)))
         return out
 
     async def retry_now(self, delivery_id: int, *, actor: str) -> DeliveryRecord:
