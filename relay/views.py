@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from relay.events import Event, format_ts
 from relay.ops import (
     Attempt,
+    CircuitProbe,
     DeliveryDetail,
     DeliveryRecord,
     EventDetail,
@@ -30,6 +31,7 @@ from relay.ops import (
 __all__ = [
     "VIEW_MODELS",
     "AttemptView",
+    "CircuitProbeView",
     "DeliveryDetailView",
     "DeliveryView",
     "EnabledView",
@@ -37,11 +39,14 @@ __all__ = [
     "EventDetailView",
     "EventFeedView",
     "EventView",
+    "QuarantineRetryView",
     "QuarantineView",
     "RedriveView",
     "ReplayView",
     "SubscriberView",
+    "TestDeliveryView",
     "attempt_json",
+    "circuit_probe_json",
     "delivery_detail_json",
     "delivery_json",
     "event_detail_json",
@@ -52,6 +57,7 @@ __all__ = [
     "replay_json",
     "state_json",
     "subscriber_json",
+    "test_delivery_json",
     "ts",
 ]
 
@@ -308,6 +314,37 @@ class EnabledView(_View):
     at: Timestamp
 
 
+class QuarantineRetryView(_View):
+    """A quarantined input checked again: stored (and removed from quarantine) or still refused, and why
+    (`quarantine_retry_json`)."""
+
+    id: int
+    stored: bool
+    problems: list[str]
+    events: list[dict[str, Any]] = Field(description="eventId, status (accepted or duplicate), deliveries")
+
+
+class TestDeliveryView(_View):
+    """What one signed test event (channel relay/test) got from a subscriber (`test_delivery_json`)."""
+
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    subscriber: str
+    webhook_id: str
+    status: int | None
+    ok: bool
+    duration_ms: float
+    error: str | None
+    response: str | None = Field(description="the start of the subscriber's answer")
+
+
+class CircuitProbeView(TestDeliveryView):
+    """A probe sent now and the circuit before and after it (`circuit_probe_json`)."""
+
+    circuit_before: str | None = Field(description="closed, open or half-open")
+    circuit_after: str | None = Field(description="closed, open or half-open")
+
+
 VIEW_MODELS: tuple[type[BaseModel], ...] = (
     ErrorView,
     EventView,
@@ -321,6 +358,9 @@ VIEW_MODELS: tuple[type[BaseModel], ...] = (
     ReplayView,
     RedriveView,
     EnabledView,
+    QuarantineRetryView,
+    TestDeliveryView,
+    CircuitProbeView,
 )
 
 
@@ -349,3 +389,8 @@ def test_delivery_json(t: TestDelivery) -> dict[str, Any]:
         "error": t.error,
         "response": t.response_excerpt,
     }
+
+
+def circuit_probe_json(p: CircuitProbe) -> dict[str, Any]:
+    """`relay subscribers test-circuit`: the probe's answer and the circuit before and after it."""
+    return {**test_delivery_json(p.delivery), "circuitBefore": p.circuit_before, "circuitAfter": p.circuit_after}
