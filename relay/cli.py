@@ -520,7 +520,7 @@ def events_list(
 
 @events.command("tail")
 @target_options
-@click.option("--channel")
+@click.option("--channel", help="A channel name or a glob such as 'order/*'.")
 @click.option("--source")
 @click.option("--key", "entity_key", help="Entity key (e.g. a customer number).")
 @click.option(

@@ -458,3 +458,66 @@ async def test_url_runs_actions_and_state_like_the_database_and_test_circuit_clo
         assert unknown.returncode == 1
         assert "no subscriber named 'nope' (HTTP 404)" in unknown.stderr
     await sub.stop()
+
+
+async def test_events_tail_takes_a_channel_glob_locally_and_through_url(tmp_path: Path) -> None:
+    data = base_config(tmp_path, admin={"tokens": [ADMIN_TOKEN]})
+    stack = await start_stack(tmp_path, data)
+    config_path = write_config(tmp_path, data)
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        for channel, event_id in (
+            ("customer/synced", "m-1"),
+            ("order/synced", "x-1"),
+            ("customer/deleted", "m-2"),
+            ("customer/synced", "m-3"),
+            ("order/synced", "x-2"),
+        ):
+            await _push(stack, channel, event_id)
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with stack.client.get("/v1/admin/events-feed?channel=customer/*&limit=2", headers=admin) as r:
+            first = await r.json()
+        assert [e["eventId"] for e in first["events"]] == ["m-2", "m-3"]  # the newest matching, oldest first
+
+        for where in (("-c", str(config_path)), ("--url", str(stack.client.make_url("")).rstrip("/"))):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *("-m", "relay.cli", "events", "tail", *where, "--json", "-n", "2"),
+                *("--channel", "customer/*", "--interval", "0.1"),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN},
+            )
+            procs.append(proc)
+
+        async def next_event_id(proc: asyncio.subprocess.Process) -> str:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=15)
+            assert line, "tail ended early"
+            return str(json.loads(line)["eventId"])
+
+        for proc in procs:
+            assert [await next_event_id(proc), await next_event_id(proc)] == ["m-2", "m-3"]
+        await _push(stack, "order/synced", "x-3")
+        await _push(stack, "customer/deleted", "m-4")
+        await _push(stack, "invoice/synced", "i-1")
+        await _push(stack, "customer/synced", "m-5")
+        for proc in procs:
+            assert [await next_event_id(proc), await next_event_id(proc)] == ["m-4", "m-5"]
+
+        async with stack.client.get(
+            f"/v1/admin/events-feed?channel=customer/*&after={first['cursor']}&limit=1", headers=admin
+        ) as r:
+            page = await r.json()
+        assert [e["eventId"] for e in page["events"]] == ["m-4"]  # skipped x-3, stopped at the limit
+        async with stack.client.get(
+            f"/v1/admin/events-feed?channel=customer/*&after={page['cursor']}&limit=10", headers=admin
+        ) as r:
+            assert [e["eventId"] for e in (await r.json())["events"]] == ["m-5"]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGINT)
+                _, stderr = await asyncio.wait_for(proc.communicate(), timeout=15)
+                assert b"Traceback" not in stderr, stderr
+        await stop_stack(stack)
