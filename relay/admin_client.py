@@ -171,6 +171,37 @@ class AdminClient:
         """`GET /v1/admin/subscribers`: health of every configured subscriber."""
         return self._get("/v1/admin/subscribers")
 
+    def enable_subscriber(self, name: str) -> Any:
+        """`POST /v1/admin/subscribers/{name}/enable`: `{"name", "disabled", "at"}`."""
+        return self._post(f"/v1/admin/subscribers/{_segment(name)}/enable", {})
+
+    def test_subscriber(self, name: str) -> Any:
+        """`POST /v1/admin/subscribers/{name}/test`: what a signed test event got (`test_delivery_json`)."""
+        return self._post(f"/v1/admin/subscribers/{_segment(name)}/test", {})
+
+    def test_circuit(self, name: str) -> Any:
+        """`POST /v1/admin/subscribers/{name}/test-circuit`: the probe and the circuit before and after."""
+        return self._post(f"/v1/admin/subscribers/{_segment(name)}/test-circuit", {})
+
+    def retry_quarantine(self, quarantine_id: int) -> Any:
+        """`POST /v1/admin/quarantine/{id}/retry`: stored or still refused (`quarantine_retry_json`)."""
+        return self._post(f"/v1/admin/quarantine/{quarantine_id}/retry", {})
+
+    # ------------------------------------------------------------------------------------ current state
+
+    def show_state(self, noun: str, key: str) -> Any:
+        """`GET /v1/state/{noun}/{key}` (an admin token is accepted there): the latest event of a key."""
+        return self._get(f"/v1/state/{_segment(noun)}/{_segment(key)}")
+
+    def list_state(self, noun: str, *, prefix: str, limit: int) -> Any:
+        """`GET /v1/state/{noun}`: the first `limit` keys starting with `prefix`, in key order."""
+        return self._get(f"/v1/state/{_segment(noun)}", prefix=prefix or None, limit=limit)["items"]
+
+
+def _segment(text: str) -> str:
+    """`text` as one path segment (a `/` or `|` in a key or name is encoded)."""
+    return urllib.parse.quote(text, safe="")
+
 
 def _event_query(flt: EventFilter) -> dict[str, object]:
     return {

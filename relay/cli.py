@@ -29,6 +29,7 @@ from relay.events import format_ts
 from relay.ops import DeliveryFilter, EventFilter, Operations, OpsError, operations, parse_when
 from relay.spec import SpecRegistry
 from relay.views import (
+    circuit_probe_json,
     command_json,
     delivery_detail_json,
     delivery_json,
@@ -187,10 +188,17 @@ def _query(
     remote: Callable[[AdminClient], Any],
     *,
     secrets: bool = False,
+    specs: bool = False,
 ) -> Any:
     """The view JSON of one request: from the store (read-only commands load the config without secrets) or,
-    with `--url`, from the relay's admin API. A refusal is one line on stderr and exit 1."""
+    with `--url`, from the relay's admin API. A refusal is one line on stderr and exit 1.
+
+    `specs`: the local action needs the channel schemas too (the full configuration is loaded, secrets and all).
+    """
     if target.url is None:
+        if specs:
+            _, config, registry = _load_all(target.config_path)
+            return _run_ops(config, local, registry)
         return _run_ops(_load(target.config_path, secrets=secrets), local)
     client = _client(target)
     try:
@@ -622,7 +630,7 @@ def events_list(
 
 @events.command("tail")
 @target_options
-@click.option("--channel")
+@click.option("--channel", help="A channel name or a glob such as 'order/*'.")
 @click.option("--source")
 @click.option("--key", "entity_key", help="Entity key (e.g. a customer number).")
 @click.option(
@@ -724,23 +732,26 @@ def quarantine_show(target: Target, quarantine_id: int, as_json: bool) -> None:
 
 
 @quarantine.command("retry")
-@CONFIG_OPTION
-@click.argument("quarantine_id", type=int)
+@target_options
+@click.argument("quarantine_id", type=click.IntRange(1, 2**63 - 1))
 @click.option("--json", "as_json", is_flag=True)
-def quarantine_retry(config_path: Path | None, quarantine_id: int, as_json: bool) -> None:
+def quarantine_retry(target: Target, quarantine_id: int, as_json: bool) -> None:
     """Check a quarantined input again (after fixing a spec or mapping); store it if it passes now."""
-    _, config, specs = _load_all(config_path)
-    result = _run_ops(config, lambda ops: ops.retry_quarantine(quarantine_id), specs)
+
+    async def local(ops: Operations) -> dict[str, Any]:
+        return quarantine_retry_json(await ops.retry_quarantine(quarantine_id))
+
+    result = _query(target, local, lambda c: c.retry_quarantine(quarantine_id), specs=True)
     if as_json:
-        _print_json(quarantine_retry_json(result))
-        raise SystemExit(0 if result.stored else 1)
-    if not result.stored:
-        click.echo(f"still refused ({len(result.problems)} problem(s)):")
-        for problem in result.problems:
+        _print_json(result)
+        raise SystemExit(0 if result["stored"] else 1)
+    if not result["stored"]:
+        click.echo(f"still refused ({len(result['problems'])} problem(s)):")
+        for problem in result["problems"]:
             _echo(f"  {problem}")
         raise SystemExit(1)
-    for event_id, status, count in result.events:
-        _echo(f"{event_id}: {status} ({count} deliveries)")
+    for e in result["events"]:
+        _echo(f"{e['eventId']}: {e['status']} ({e['deliveries']} deliveries)")
     click.echo(f"quarantine entry {quarantine_id} stored and removed")
 
 
@@ -1003,32 +1014,77 @@ def subscribers_list(target: Target, wide: bool, as_json: bool) -> None:
 
 
 @subscribers.command("enable")
-@CONFIG_OPTION
+@target_options
 @click.argument("name")
-def subscribers_enable(config_path: Path | None, name: str) -> None:
+def subscribers_enable(target: Target, name: str) -> None:
     """Re-enable a subscriber that answered 410 Gone."""
-    config = _load(config_path)
-    _run_ops(config, lambda ops: ops.enable_subscriber(name))
+    actor = _cli_actor()
+
+    async def local(ops: Operations) -> None:
+        await ops.enable_subscriber(name)
+        ops.record_action(actor, "enable subscriber", 1, subscriber=name)
+
+    _query(target, local, lambda c: c.enable_subscriber(name), secrets=True)
     click.echo(f"{name} enabled")
 
 
+def _cli_actor() -> str:
+    """Who an operator action from the CLI is logged as (with `--url` the relay logs the token's name)."""
+    return f"cli:{getpass.getuser()}"
+
+
+def _print_test_answer(result: dict[str, Any]) -> None:
+    answer = f"HTTP {result['status']}" if result["status"] is not None else f"no answer: {result['error']}"
+    _echo(f"{result['subscriber']}: {answer} in {result['durationMs']:.0f} ms (webhook-id {result['webhookId']})")
+    if result["response"]:
+        _echo(result["response"])
+
+
 @subscribers.command("test")
-@CONFIG_OPTION
+@target_options
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
-def subscribers_test(config_path: Path | None, name: str, as_json: bool) -> None:
+def subscribers_test(target: Target, name: str, as_json: bool) -> None:
     """Send a signed test event (channel relay/test) to a subscriber now and show its answer; exit 1 unless 2xx."""
-    config = _load(config_path)
-    actor = f"cli:{getpass.getuser()}"
-    result = _run_ops(config, lambda ops: ops.send_test_event(name, actor=actor))
+    actor = _cli_actor()
+
+    async def local(ops: Operations) -> dict[str, Any]:
+        return test_delivery_json(await ops.send_test_event(name, actor=actor))
+
+    result = _query(target, local, lambda c: c.test_subscriber(name), secrets=True)
     if as_json:
-        _print_json(test_delivery_json(result))
+        _print_json(result)
     else:
-        answer = f"HTTP {result.status}" if result.status is not None else f"no answer: {result.error}"
-        _echo(f"{name}: {answer} in {result.duration_ms:.0f} ms (webhook-id {result.message_id})")
-        if result.response_excerpt:
-            _echo(result.response_excerpt)
-    if not result.ok:
+        _print_test_answer(result)
+    if not result["ok"]:
+        raise SystemExit(1)
+
+
+@subscribers.command("test-circuit")
+@target_options
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def subscribers_test_circuit(target: Target, name: str, as_json: bool) -> None:
+    """Probe a subscriber now with a signed test event (the console's Test circuit now); exit 1 unless 2xx.
+
+    With --url the running relay's circuit breaker counts the answer: a 2xx closes an open circuit at once, so
+    waiting deliveries flow without the cooldown. Without it only the answer is shown (no circuit is running).
+    """
+    actor = _cli_actor()
+
+    async def local(ops: Operations) -> dict[str, Any]:
+        return circuit_probe_json(await ops.test_circuit(name, actor=actor))
+
+    result = _query(target, local, lambda c: c.test_circuit(name), secrets=True)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_test_answer(result)
+        if result["circuitAfter"] is None:
+            click.echo("circuit: not known outside relay serve (use --url to probe a running relay's circuit)")
+        else:
+            _echo(f"circuit: {result['circuitBefore']} -> {result['circuitAfter']}")
+    if not result["ok"]:
         raise SystemExit(1)
 
 
@@ -1306,14 +1362,17 @@ def state() -> None:
 
 
 @state.command("show")
-@CONFIG_OPTION
+@target_options
 @click.argument("noun")
 @click.argument("key")
 @click.option("--json", "as_json", is_flag=True)
-def state_show(config_path: Path | None, noun: str, key: str, as_json: bool) -> None:
+def state_show(target: Target, noun: str, key: str, as_json: bool) -> None:
     """Show the latest event of one key, e.g. `relay state show inventory 'P-100|MAIN'`."""
-    config = _load(config_path)
-    data = state_json(_run_ops(config, lambda ops: ops.show_state(noun, key)))
+
+    async def local(ops: Operations) -> dict[str, Any]:
+        return state_json(await ops.show_state(noun, key))
+
+    data = _query(target, local, lambda c: c.show_state(noun, key))
     if as_json:
         _print_json(data)
         return
@@ -1325,15 +1384,18 @@ def state_show(config_path: Path | None, noun: str, key: str, as_json: bool) -> 
 
 
 @state.command("list")
-@CONFIG_OPTION
+@target_options
 @click.argument("noun")
 @click.option("--prefix", default="", help="Only keys that start with this text (e.g. a part number and `|`).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def state_list(config_path: Path | None, noun: str, prefix: str, limit: int, as_json: bool) -> None:
+def state_list(target: Target, noun: str, prefix: str, limit: int, as_json: bool) -> None:
     """List the current state of the keys of NOUN in key order."""
-    config = _load(config_path)
-    rows = [state_json(r) for r in _run_ops(config, lambda ops: ops.list_state(noun, prefix=prefix, limit=limit))]
+
+    async def local(ops: Operations) -> list[dict[str, Any]]:
+        return [state_json(r) for r in await ops.list_state(noun, prefix=prefix, limit=limit)]
+
+    rows = _query(target, local, lambda c: c.list_state(noun, prefix=prefix, limit=limit))
     if as_json:
         _print_json(rows)
         return

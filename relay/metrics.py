@@ -160,6 +160,12 @@ COMMAND_DURATION = Histogram(
 COMMANDS_PENDING = Gauge(
     "relay_commands_pending", "Commands accepted or running, per source and command.", ["source", "command"]
 )
+SOURCE_TOKEN_EXPIRY = Gauge(
+    "relay_source_token_expiry_timestamp_seconds",
+    "Unix time the access token of a polled source expires (OAuth2, connected-app JWT or ION API token), "
+    "as of its last poll run; no series for credentials without a token.",
+    ["source"],
+)
 
 
 def register_known(

@@ -23,7 +23,7 @@ from relay.config import Config
 from relay.events import Event, parse_ts
 from relay.onboarding.discover import ResourceDraft
 from relay.onboarding.preview import PreviewRow
-from relay.routing import Router
+from relay.routing import ChannelMatcher, Router, is_channel_glob
 from relay.runtime import Runtime, apply_rules, open_configured_store
 from relay.spec import SpecRegistry
 from relay.store.base import (
@@ -215,12 +215,14 @@ class ResourceHealth:
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """A configured source; `resources` are empty for push sources and outside `relay serve`."""
+    """A configured source; `resources` are empty, and `token_expires_at` None, for push sources and outside
+    `relay serve`."""
 
     name: str
     kind: str
     polled: bool
     resources: list[ResourceHealth]
+    token_expires_at: datetime | None = None  # the current access token's, for sources that have one
 
     @property
     def failing(self) -> bool:
@@ -316,6 +318,11 @@ def operator_action(actor: str, action: str, count: int, **details: Any) -> None
     """Log what an operator did: who (the token's name), what, and how many records it touched."""
     log.info("operator action", actor=actor, action=action, count=count, **details)
 
+
+# `events tail --channel GLOB`: events read per store query when following, and at most this many of the
+# newest events looked through for the first lines (the store matches exact channel names only).
+GLOB_FEED_PAGE = 1000
+GLOB_FEED_SCAN = 100_000
 
 TEST_CHANNEL = "relay/test"
 TEST_EXCERPT_BYTES = 1024
@@ -601,10 +608,13 @@ class Operations:
         """New events as they are stored, for `relay events tail`; oldest first either way.
 
         Args:
-            flt: which events; `flt.limit` caps the answer (`flt.newest_first` is ignored).
+            flt: which events; `flt.channel` may be a glob such as `order/*`; `flt.limit` caps the answer
+                (`flt.newest_first` is ignored).
             after: a cursor from an earlier answer: the matching events stored since. None: the `flt.limit`
-                newest matching events, to start from.
+                newest matching events, to start from (with a glob, among the newest `GLOB_FEED_SCAN` events).
         """
+        if flt.channel is not None and is_channel_glob(flt.channel):
+            return await self._glob_feed(flt, ChannelMatcher([flt.channel]), after)
         if after is not None:
             rows = await self.store.list_events_after(dataclasses.replace(flt, newest_first=False), after_seq=after)
             return EventFeed([e for _, e in rows], rows[-1][0] if rows else after)
@@ -613,6 +623,39 @@ class Operations:
         rows = await self.store.list_events_after(dataclasses.replace(flt, newest_first=True), after_seq=0)
         rows.reverse()
         return EventFeed([e for _, e in rows], max(newest_seq, rows[-1][0] if rows else 0))
+
+    async def _glob_feed(self, flt: EventFilter, matcher: ChannelMatcher, after: int | None) -> EventFeed:
+        # The store filters exact channel names only: read every channel and keep the matching events.
+        wanted = flt.limit
+        every = dataclasses.replace(flt, channel=None)
+        if after is not None:
+            found: list[Event] = []
+            cursor = after
+            while len(found) < wanted:
+                page = await self.store.list_events_after(
+                    dataclasses.replace(every, newest_first=False, limit=GLOB_FEED_PAGE), after_seq=cursor
+                )
+                for seq, event in page:
+                    cursor = seq  # past this event whether it matches or not: never read again
+                    if matcher.matches(event.channel):
+                        found.append(event)
+                        if len(found) == wanted:
+                            break
+                if len(page) < GLOB_FEED_PAGE:
+                    break
+            return EventFeed(found, cursor)
+        newest_seq = await self.store.last_event_seq()
+        scan = min(max(wanted, 1) * 4, GLOB_FEED_SCAN)
+        while True:  # the newest `scan` events; more only while too few match and more are stored
+            rows = await self.store.list_events_after(
+                dataclasses.replace(every, newest_first=True, limit=scan), after_seq=0
+            )
+            matching = [(seq, e) for seq, e in rows if matcher.matches(e.channel)][:wanted]
+            if len(matching) >= wanted or len(rows) < scan or scan >= GLOB_FEED_SCAN:
+                break
+            scan = min(scan * 4, GLOB_FEED_SCAN)
+        matching.reverse()
+        return EventFeed([e for _, e in matching], max(newest_seq, rows[0][0] if rows else 0))
 
     # ------------------------------------------------------------------------------------ console
 
@@ -655,12 +698,14 @@ class Operations:
         return ops
 
     async def sources_status(self) -> list[SourceStatus]:
-        """Every configured source; for polled ones each resource's last poll, last error and checkpoint."""
+        """Every configured source; for polled ones each resource's last poll, last error and checkpoint, and
+        when the source's access token expires."""
         from relay.poll import load_builders
         from relay.poll.scheduler import BUILDERS
 
         load_builders()
         running = {(r.source, r.resource): r for r in (self.poller.status() if self.poller is not None else [])}
+        expiries = self.poller.token_expiries() if self.poller is not None else {}
         out = []
         for source in self.config.sources:
             polled = source.kind in BUILDERS
@@ -680,7 +725,7 @@ class Operations:
                         checkpoint=checkpoint.high_water if checkpoint is not None else None,
                     )
                 )
-            out.append(SourceStatus(source.name, source.kind, polled, resources))
+            out.append(SourceStatus(source.name, source.kind, polled, resources, expiries.get(source.name)))
         return out
 
     async def retry_now(self, delivery_id: int, *, actor: str) -> DeliveryRecord:

@@ -16,6 +16,7 @@ from relay.events import Event, format_ts
 from relay.onboarding.preview import PreviewRow
 from relay.ops import (
     Attempt,
+    CircuitProbe,
     DeliveryDetail,
     DeliveryRecord,
     EventDetail,
@@ -32,6 +33,7 @@ from relay.store import CommandRow
 __all__ = [
     "VIEW_MODELS",
     "AttemptView",
+    "CircuitProbeView",
     "DeliveryDetailView",
     "DeliveryView",
     "EnabledView",
@@ -39,11 +41,14 @@ __all__ = [
     "EventDetailView",
     "EventFeedView",
     "EventView",
+    "QuarantineRetryView",
     "QuarantineView",
     "RedriveView",
     "ReplayView",
     "SubscriberView",
+    "TestDeliveryView",
     "attempt_json",
+    "circuit_probe_json",
     "delivery_detail_json",
     "delivery_json",
     "event_detail_json",
@@ -55,6 +60,7 @@ __all__ = [
     "replay_json",
     "state_json",
     "subscriber_json",
+    "test_delivery_json",
     "ts",
 ]
 
@@ -329,6 +335,37 @@ class CommandView(_View):
     body: Any = Field(default=None, description="the canonical command")
 
 
+class QuarantineRetryView(_View):
+    """A quarantined input checked again: stored (and removed from quarantine) or still refused, and why
+    (`quarantine_retry_json`)."""
+
+    id: int
+    stored: bool
+    problems: list[str]
+    events: list[dict[str, Any]] = Field(description="eventId, status (accepted or duplicate), deliveries")
+
+
+class TestDeliveryView(_View):
+    """What one signed test event (channel relay/test) got from a subscriber (`test_delivery_json`)."""
+
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    subscriber: str
+    webhook_id: str
+    status: int | None
+    ok: bool
+    duration_ms: float
+    error: str | None
+    response: str | None = Field(description="the start of the subscriber's answer")
+
+
+class CircuitProbeView(TestDeliveryView):
+    """A probe sent now and the circuit before and after it (`circuit_probe_json`)."""
+
+    circuit_before: str | None = Field(description="closed, open or half-open")
+    circuit_after: str | None = Field(description="closed, open or half-open")
+
+
 VIEW_MODELS: tuple[type[BaseModel], ...] = (
     ErrorView,
     EventView,
@@ -343,6 +380,9 @@ VIEW_MODELS: tuple[type[BaseModel], ...] = (
     RedriveView,
     EnabledView,
     CommandView,
+    QuarantineRetryView,
+    TestDeliveryView,
+    CircuitProbeView,
 )
 
 
@@ -407,3 +447,8 @@ def command_json(row: CommandRow, *, with_body: bool = False) -> dict[str, Any]:
     if with_body:
         out["body"] = orjson.loads(row.body)
     return out
+
+
+def circuit_probe_json(p: CircuitProbe) -> dict[str, Any]:
+    """`relay subscribers test-circuit`: the probe's answer and the circuit before and after it."""
+    return {**test_delivery_json(p.delivery), "circuitBefore": p.circuit_before, "circuitAfter": p.circuit_after}

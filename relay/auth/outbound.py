@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 import aiohttp
 import orjson
@@ -47,6 +48,14 @@ class OutboundAuthenticator:
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the cached access token expires (UTC, for display); None without one, and for basic auth or
+        a static bearer, which do not expire."""
+        if self._token is None or not isinstance(self.auth, OAuth2ClientCredentials | ConnectedAppAuth):
+            return None
+        return datetime.fromtimestamp(self._expires_at, UTC)
 
     async def headers(self) -> dict[str, str]:
         auth = self.auth

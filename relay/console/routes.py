@@ -32,7 +32,7 @@ from relay.ops import (
 )
 from relay.runtime import RUNTIME
 
-__all__ = ["SECURITY_HEADERS", "add_routes"]
+__all__ = ["SECURITY_HEADERS", "add_routes", "token_expiry"]
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +97,14 @@ def _until(value: datetime | None) -> str:
     return "due now" if seconds <= 0 else "in " + _duration(seconds)
 
 
+def token_expiry(expires_at: datetime | None, now: datetime) -> str:
+    """A source's token expiry for people: `in 42m 5s`, `expired 3m 0s ago`, or `—` without a token."""
+    if expires_at is None:
+        return "—"
+    left_s = (expires_at - now).total_seconds()
+    return f"in {_duration(left_s)}" if left_s > 0 else f"expired {_duration(left_s)} ago"
+
+
 def _rate(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}/min"
 
@@ -125,6 +133,7 @@ def environment() -> Environment:
         when=_when,
         ago=_ago,
         until=_until,
+        token_expiry=lambda value: token_expiry(value, datetime.now(UTC)),
         duration=_duration,
         rate=_rate,
         pretty_json=_pretty_json,

@@ -1,4 +1,4 @@
-"""`/v1/admin/…`: events, deliveries, dead letters, replay, redrive, quarantine, subscriber health.
+"""`/v1/admin/…`: events, deliveries, dead letters, replay, redrive, quarantine, subscribers (health, tests).
 
 Every route needs `Authorization: Bearer <admin token>`; with no admin token configured the admin API
 answers 401 to everyone.
@@ -24,6 +24,7 @@ from relay.http.responses import error, json_response
 from relay.ops import DeliveryFilter, EventFilter, NotFoundError, Operations, OpsError, UnknownSubscriberError
 from relay.runtime import RUNTIME, Runtime
 from relay.views import (
+    CircuitProbeView,
     CommandView,
     DeliveryDetailView,
     DeliveryView,
@@ -32,10 +33,13 @@ from relay.views import (
     EventDetailView,
     EventFeedView,
     EventView,
+    QuarantineRetryView,
     QuarantineView,
     RedriveView,
     ReplayView,
     SubscriberView,
+    TestDeliveryView,
+    circuit_probe_json,
     command_json,
     delivery_detail_json,
     delivery_json,
@@ -43,8 +47,10 @@ from relay.views import (
     event_feed_json,
     event_json,
     quarantine_json,
+    quarantine_retry_json,
     replay_json,
     subscriber_json,
+    test_delivery_json,
 )
 
 __all__ = ["ROUTES", "add_routes", "openapi_document_of_admin_api"]
@@ -273,13 +279,34 @@ async def show_quarantine(request: web.Request) -> web.Response:
     return json_response(quarantine_json(await _ops(request).show_quarantine(qid)))
 
 
+async def retry_quarantine(request: web.Request) -> web.Response:
+    qid = _row_id(request.match_info["quarantine_id"])
+    if qid is None:
+        return error(404, "not_found", "no such quarantine entry")
+    ops = _ops(request)
+    result = await ops.retry_quarantine(qid)
+    ops.record_action(_actor(request), "retry quarantine", int(result.stored), quarantine_id=qid)
+    return json_response(quarantine_retry_json(result))
+
+
+def _actor(request: web.Request) -> str:
+    """The name of the admin token the request carries, for the operator action log (`api:NAME`)."""
+    # The request is already authorized; this only finds which admin token it was, for the log.
+    for name, token, role in request.app[RUNTIME].config.admin.identities():
+        if role == "admin" and check_bearer(request.headers, [token]) is None:
+            return f"api:{name}"
+    return "api"
+
+
 async def list_subscribers(request: web.Request) -> web.Response:
     return json_response([subscriber_json(s) for s in await _ops(request).subscribers()])
 
 
 async def enable_subscriber(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    at = await _ops(request).enable_subscriber(name)
+    ops = _ops(request)
+    at = await ops.enable_subscriber(name)
+    ops.record_action(_actor(request), "enable subscriber", 1, subscriber=name)
     return json_response({"name": name, "disabled": False, "at": format_ts(at)})
 
 
@@ -304,6 +331,16 @@ async def retry_command(request: web.Request) -> web.Response:
     except OpsError as exc:
         return error(409, "not_failed", str(exc))
     return json_response(command_json(row))
+
+
+async def test_subscriber(request: web.Request) -> web.Response:
+    result = await _ops(request).send_test_event(request.match_info["name"], actor=_actor(request))
+    return json_response(test_delivery_json(result))
+
+
+async def test_circuit(request: web.Request) -> web.Response:
+    probe = await _ops(request).test_circuit(request.match_info["name"], actor=_actor(request))
+    return json_response(circuit_probe_json(probe))
 
 
 @web.middleware
@@ -447,6 +484,14 @@ ROUTES: tuple[Route, ...] = (
         (Param("quarantine_id", "The quarantine id.", _ROW_ID, where="path"),),
     ),
     Route(
+        "POST",
+        "/v1/admin/quarantine/{quarantine_id}/retry",
+        retry_quarantine,
+        "Check a quarantined input again; when it passes now, store it and remove the entry (`stored`).",
+        {200: QuarantineRetryView, **_NOT_FOUND},
+        (Param("quarantine_id", "The quarantine id.", _ROW_ID, where="path"),),
+    ),
+    Route(
         "GET",
         "/v1/admin/subscribers",
         list_subscribers,
@@ -459,6 +504,22 @@ ROUTES: tuple[Route, ...] = (
         enable_subscriber,
         "Re-enable a subscriber that answered 410 Gone.",
         {200: EnabledView, **_NOT_FOUND},
+        (Param("name", "The subscriber's name.", where="path"),),
+    ),
+    Route(
+        "POST",
+        "/v1/admin/subscribers/{name}/test",
+        test_subscriber,
+        "Send a signed test event (channel relay/test) to a subscriber now; its answer, never retried.",
+        {200: TestDeliveryView, **_NOT_FOUND},
+        (Param("name", "The subscriber's name.", where="path"),),
+    ),
+    Route(
+        "POST",
+        "/v1/admin/subscribers/{name}/test-circuit",
+        test_circuit,
+        "Probe a subscriber now; the answer counts for its circuit breaker (a 2xx closes an open circuit).",
+        {200: CircuitProbeView, **_NOT_FOUND},
         (Param("name", "The subscriber's name.", where="path"),),
     ),
     Route(

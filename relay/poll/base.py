@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from relay.poll.changes import RecordMapping
@@ -63,3 +64,9 @@ class Fetcher(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    @property
+    def token_expires_at(self) -> datetime | None:
+        """When the access token the source's requests carry now expires (aware UTC), for operators: None
+        while there is none yet, and always for credentials without one (basic, a static bearer)."""
+        ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -85,3 +86,8 @@ class HttpJsonFetcher:
 
     async def close(self) -> None:
         return None
+
+    @property
+    def token_expires_at(self) -> datetime | None:
+        """When the current access token expires (see `Fetcher.token_expires_at`)."""
+        return self.auth.expires_at

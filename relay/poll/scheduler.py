@@ -297,6 +297,7 @@ class PollScheduler:
             metrics.forget(metrics.POLL_DURATION, source, label)
         for source in {s for s, _ in before} - {s for s, _ in now}:
             metrics.forget(metrics.SOURCE_UP, source)
+            metrics.forget(metrics.SOURCE_TOKEN_EXPIRY, source)
 
     def _record_run(self, job: _Job, outcome: str, duration_s: float) -> None:
         metrics.labelled(metrics.POLL_RUNS, job.source, job.label, outcome).inc()
@@ -305,6 +306,9 @@ class PollScheduler:
             metrics.labelled(metrics.POLL_LAST_SUCCESS, job.source, job.label).set(time.time())
         up = source_up([j.failures for j in self._jobs if j.source == job.source])
         metrics.labelled(metrics.SOURCE_UP, job.source).set(1 if up else 0)
+        expires_at = job.fetcher.token_expires_at
+        if expires_at is not None:  # a token renewed (or not) in this run; kept when a 401 dropped it
+            metrics.labelled(metrics.SOURCE_TOKEN_EXPIRY, job.source).set(expires_at.timestamp())
 
     async def stop(self, grace_s: float) -> None:
         await self._stop_jobs()
@@ -325,6 +329,10 @@ class PollScheduler:
             )
             for job in self._jobs
         ]
+
+    def token_expiries(self) -> dict[str, datetime | None]:
+        """When the access token of each polled source expires (None: no token yet, or none needed)."""
+        return {job.source: job.fetcher.token_expires_at for job in self._jobs}
 
     def _poller(self, job: _Job) -> Poller:
         return Poller(

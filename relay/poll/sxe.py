@@ -573,6 +573,11 @@ class SxeFetcher:
     async def close(self) -> None:
         return None
 
+    @property
+    def token_expires_at(self) -> datetime | None:
+        """When the current access token expires (see `Fetcher.token_expires_at`)."""
+        return self.tokens.expires_at
+
 
 def build_sxe(
     source: SourceConfig, session: aiohttp.ClientSession, specs: SpecRegistry

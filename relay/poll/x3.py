@@ -484,6 +484,11 @@ class X3Fetcher:
     async def close(self) -> None:
         return None
 
+    @property
+    def token_expires_at(self) -> datetime | None:
+        """When the current access token expires (see `Fetcher.token_expires_at`)."""
+        return self.auth.expires_at
+
 
 def _mapping(cfg: X3Resource, api: str) -> RecordMapping:
     known = CLASSES.get(cfg.class_)

@@ -253,6 +253,7 @@ def test_read_only_commands_need_none_of_the_secrets(tmp_path: Path) -> None:
         ("subscribers", "list", "--json"),
         ("replay", "--dry-run", "--json"),
         ("dlq", "redrive", "--dry-run"),
+        ("state", "list", "inventory", "--json"),
     ):
         result = invoke_cli(*command, "-c", str(config_path), env=env)  # type: ignore[arg-type]
         assert result.returncode == 0, (command, result.stderr)
@@ -261,8 +262,11 @@ def test_read_only_commands_need_none_of_the_secrets(tmp_path: Path) -> None:
     shown = invoke_cli("events", "show", "nope", "-c", str(config_path))
     assert shown.returncode == 1
     assert "no event 'nope'" in shown.stderr  # got as far as the store
+    no_state = invoke_cli("state", "show", "inventory", "P-1|MAIN", "-c", str(config_path), env=env)  # type: ignore[arg-type]
+    assert no_state.returncode == 1
+    assert "no state for inventory key 'P-1|MAIN'" in no_state.stderr  # got as far as the store
 
-    for write in (("dlq", "redrive"), ("replay",), ("check-config",)):
+    for write in (("dlq", "redrive"), ("replay",), ("check-config",), ("subscribers", "enable", "s")):
         refused = invoke_cli(*write, "-c", str(config_path), env=env)  # type: ignore[arg-type]
         assert refused.returncode == 1, write
         assert "cannot read secret file" in refused.stdout + refused.stderr, write
@@ -345,3 +349,175 @@ async def test_url_answers_like_the_database_through_a_running_relays_admin_api(
         not_http = await ainvoke_cli("events", "list", "--url", "ftp://x", env=env)
         assert "expected http(s)://host:port" in not_http.stderr
     await sub.stop()
+
+
+async def test_url_runs_actions_and_state_like_the_database_and_test_circuit_closes_an_open_circuit(
+    tmp_path: Path,
+) -> None:
+    import aiohttp
+
+    failing = {"on": True}
+    sub = Subscriber(behaviour=lambda s, r, b: 500 if failing["on"] else 200)
+    await sub.start()
+    data = base_config(
+        tmp_path,
+        admin={"tokens": [ADMIN_TOKEN]},
+        subscribers=[
+            subscriber_config(
+                "s",
+                sub.url,
+                channels=["order/*"],
+                retry={"schedule": ["50ms"] * 20, "max_age": "1h"},
+                circuit={"failure_threshold": 2, "cooldown": "1h"},  # only a probe closes it in this test
+            )
+        ],
+    )
+    config_path = write_config(tmp_path, data)
+    env = {"RELAY_ADMIN_TOKEN": ADMIN_TOKEN}
+    with relay_process(config_path, tmp_path) as relay:
+        await relay.wait_ready()
+        url = relay.base_url
+        async with aiohttp.ClientSession() as session:
+            inventory = sample_event("inventory/synced", "inv-1", partNumber="P-1", warehouse="MAIN", available=7)
+            inventory["data"]["lastTransactionDate"] = "2026-11-20T10:00:00Z"
+            for body in (sample_event("order/synced", "o-1"), inventory):
+                async with session.post(f"{url}/v1/sources/hub/events", data=orjson.dumps(body), headers=AUTH) as r:
+                    assert r.status == 202, await r.text()
+            async with session.post(f"{url}/v1/sources/hub/events", data=b"{", headers=AUTH) as r:
+                assert r.status == 400
+
+            async def circuit_open() -> bool:
+                async with session.get(f"{url}/metrics") as r:
+                    return 'relay_subscriber_circuit_open{subscriber="s"} 1.0' in await r.text()
+
+            await until(circuit_open, timeout=15, interval=0.1)
+
+        quarantine_id = str(
+            orjson.loads((await ainvoke_cli("quarantine", "list", "--json", "-c", str(config_path))).stdout)[0]["id"]
+        )
+        for command, code in (
+            (("state", "show", "inventory", "P-1|MAIN", "--json"), 0),
+            (("state", "show", "inventory", "P-1|MAIN"), 0),
+            (("state", "list", "inventory", "--json"), 0),
+            (("state", "list", "inventory", "--prefix", "P-1|"), 0),
+            (("quarantine", "retry", quarantine_id, "--json"), 1),  # still refused: the same answer both ways
+            (("quarantine", "retry", quarantine_id), 1),
+            (("subscribers", "enable", "s"), 0),
+        ):
+            local = await ainvoke_cli(*command, "-c", str(config_path))
+            remote = await ainvoke_cli(*command, "--url", url, env=env)
+            assert (local.returncode, remote.returncode) == (code, code), (command, local.stderr, remote.stderr)
+            assert remote.stdout == local.stdout, command
+        assert (
+            orjson.loads((await ainvoke_cli("state", "list", "inventory", "--json", "--url", url, env=env)).stdout)[0][
+                "data"
+            ]["available"]
+            == 7
+        )
+        missing = await ainvoke_cli("quarantine", "retry", "999999", "--url", url, env=env)
+        assert missing.returncode == 1
+        assert "no quarantine entry 999999 (HTTP 404)" in missing.stderr
+
+        # The subscriber is fixed: a probe through the running relay closes its circuit, and the waiting
+        # delivery goes out without the hour of cooldown.
+        failing["on"] = False
+        probe = await ainvoke_cli("subscribers", "test-circuit", "s", "--json", "--url", url, env=env)
+        assert probe.returncode == 0, probe.stderr
+        answer = orjson.loads(probe.stdout)
+        assert (answer["status"], answer["ok"], answer["circuitBefore"], answer["circuitAfter"]) == (
+            200,
+            True,
+            "open",
+            "closed",
+        )
+        assert sub.verify(sub.requests[-1].body, dict(sub.requests[-1].headers))
+        await until(lambda: "o-1" in sub.delivered_ids(), timeout=15)
+        actions = [json.loads(line) for line in relay.log_text().splitlines() if '"operator action"' in line]
+        assert {(a["actor"], a["action"]) for a in actions} >= {
+            ("api:admin#1", "test circuit"),
+            ("api:admin#1", "enable subscriber"),
+        }
+
+        # Without --url there is no running circuit to count the answer: it says so.
+        offline = await ainvoke_cli("subscribers", "test-circuit", "s", "-c", str(config_path))
+        assert offline.returncode == 0, offline.stderr
+        assert "s: HTTP 200 in" in offline.stdout
+        assert "circuit: not known outside relay serve" in offline.stdout
+
+        tests = [
+            orjson.loads((await ainvoke_cli("subscribers", "test", "s", "--json", *where, env=env)).stdout)
+            for where in (("-c", str(config_path)), ("--url", url))
+        ]
+        for t in tests:
+            assert t["webhookId"].startswith("test_")
+            del t["webhookId"], t["durationMs"]
+        assert tests[0] == tests[1]
+        assert tests[0]["status"] == 200
+
+        unknown = await ainvoke_cli("subscribers", "test-circuit", "nope", "--url", url, env=env)
+        assert unknown.returncode == 1
+        assert "no subscriber named 'nope' (HTTP 404)" in unknown.stderr
+    await sub.stop()
+
+
+async def test_events_tail_takes_a_channel_glob_locally_and_through_url(tmp_path: Path) -> None:
+    data = base_config(tmp_path, admin={"tokens": [ADMIN_TOKEN]})
+    stack = await start_stack(tmp_path, data)
+    config_path = write_config(tmp_path, data)
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        for channel, event_id in (
+            ("customer/synced", "m-1"),
+            ("order/synced", "x-1"),
+            ("customer/deleted", "m-2"),
+            ("customer/synced", "m-3"),
+            ("order/synced", "x-2"),
+        ):
+            await _push(stack, channel, event_id)
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with stack.client.get("/v1/admin/events-feed?channel=customer/*&limit=2", headers=admin) as r:
+            first = await r.json()
+        assert [e["eventId"] for e in first["events"]] == ["m-2", "m-3"]  # the newest matching, oldest first
+
+        for where in (("-c", str(config_path)), ("--url", str(stack.client.make_url("")).rstrip("/"))):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *("-m", "relay.cli", "events", "tail", *where, "--json", "-n", "2"),
+                *("--channel", "customer/*", "--interval", "0.1"),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN},
+            )
+            procs.append(proc)
+
+        async def next_event_id(proc: asyncio.subprocess.Process) -> str:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=15)
+            assert line, "tail ended early"
+            return str(json.loads(line)["eventId"])
+
+        for proc in procs:
+            assert [await next_event_id(proc), await next_event_id(proc)] == ["m-2", "m-3"]
+        await _push(stack, "order/synced", "x-3")
+        await _push(stack, "customer/deleted", "m-4")
+        await _push(stack, "invoice/synced", "i-1")
+        await _push(stack, "customer/synced", "m-5")
+        for proc in procs:
+            assert [await next_event_id(proc), await next_event_id(proc)] == ["m-4", "m-5"]
+
+        async with stack.client.get(
+            f"/v1/admin/events-feed?channel=customer/*&after={first['cursor']}&limit=1", headers=admin
+        ) as r:
+            page = await r.json()
+        assert [e["eventId"] for e in page["events"]] == ["m-4"]  # skipped x-3, stopped at the limit
+        async with stack.client.get(
+            f"/v1/admin/events-feed?channel=customer/*&after={page['cursor']}&limit=10", headers=admin
+        ) as r:
+            assert [e["eventId"] for e in (await r.json())["events"]] == ["m-5"]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGINT)
+                _, stderr = await asyncio.wait_for(proc.communicate(), timeout=15)
+                assert b"Traceback" not in stderr, stderr
+        await stop_stack(stack)

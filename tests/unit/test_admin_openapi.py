@@ -12,35 +12,43 @@ from aiohttp import web
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 
+from relay import ops as operations  # module access: pytest takes a Test* name in a test module for a test
+from relay import views
 from relay.events import Event
 from relay.http.admin import ROUTES, add_routes, openapi_document_of_admin_api
 from relay.ops import (
     Attempt,
+    CircuitProbe,
     DeliveryDetail,
     DeliveryRecord,
     EventDetail,
     EventFeed,
     QuarantineRecord,
+    QuarantineRetry,
     ReplayCount,
     SubscriberHealth,
 )
 from relay.views import (
     AttemptView,
+    CircuitProbeView,
     DeliveryDetailView,
     DeliveryView,
     EventDetailView,
     EventFeedView,
     EventView,
+    QuarantineRetryView,
     QuarantineView,
     ReplayView,
     SubscriberView,
     attempt_json,
+    circuit_probe_json,
     delivery_detail_json,
     delivery_json,
     event_detail_json,
     event_feed_json,
     event_json,
     quarantine_json,
+    quarantine_retry_json,
     replay_json,
     subscriber_json,
 )
@@ -128,6 +136,8 @@ QUARANTINED = QuarantineRecord(
     size=1,
 )
 
+TEST_DELIVERY = operations.TestDelivery("s", "test_0f", None, 2.25, "timeout", None)
+
 
 @pytest.mark.parametrize(
     ("model", "view"),
@@ -146,6 +156,11 @@ QUARANTINED = QuarantineRecord(
         (QuarantineView, quarantine_json(dataclasses.replace(QUARANTINED, body=b"{"))),
         (SubscriberView, subscriber_json(SubscriberHealth("s", "https://x.example/h", False, None, 1, 2, "open", AT))),
         (ReplayView, replay_json(ReplayCount(3, 4, True))),
+        (QuarantineRetryView, quarantine_retry_json(QuarantineRetry(3, stored=False, problems=["$.data: required"]))),
+        (QuarantineRetryView, quarantine_retry_json(QuarantineRetry(3, stored=True, events=[("e-1", "accepted", 2)]))),
+        (views.TestDeliveryView, views.test_delivery_json(TEST_DELIVERY)),
+        (CircuitProbeView, circuit_probe_json(CircuitProbe(TEST_DELIVERY, "open", "closed"))),
+        (CircuitProbeView, circuit_probe_json(CircuitProbe(TEST_DELIVERY, None, None))),
     ],
 )
 def test_each_view_matches_its_model(model: type[BaseModel], view: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from relay.auth.inbound import matching_token
 from relay.config import ConfigError, config_from_mapping
+from relay.console.routes import token_expiry
 from relay.console.sessions import SessionStore, cookie_is_secure, same_token
 from relay.ops import RateWindow
 
@@ -113,3 +114,18 @@ def test_bad_token_entries_are_named(admin: dict[str, object], problem: str) -> 
     with pytest.raises(ConfigError) as info:
         config_from_mapping({"admin": admin}, env={})
     assert info.value.problems == [problem]
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "shown"),
+    [
+        (None, "—"),
+        (T0 + timedelta(minutes=42, seconds=5), "in 42m 5s"),
+        (T0 + timedelta(hours=2), "in 2h 0m"),
+        (T0 + timedelta(seconds=1), "in 1s"),
+        (T0, "expired 0s ago"),
+        (T0 - timedelta(minutes=3), "expired 3m 0s ago"),
+    ],
+)
+def test_a_sources_token_expiry_reads_as_time_left_or_since(expires_at: datetime | None, shown: str) -> None:
+    assert token_expiry(expires_at, T0) == shown
