@@ -51,7 +51,10 @@ async def _push(stack: Stack, channel: str, event_id: str, source: str = "hub") 
 async def test_lists_are_newest_first_with_full_ids(tmp_path: Path) -> None:
     sub = Subscriber(behaviour=lambda s, r, b: 500)
     await sub.start()
-    data = _two_sources(tmp_path, sub.url, retry={"schedule": ["10ms"], "max_age": "1h"})
+    # Six failed attempts in all: the circuit must not open on the fifth and hold the last one for its cooldown.
+    data = _two_sources(
+        tmp_path, sub.url, retry={"schedule": ["10ms"], "max_age": "1h"}, circuit={"failure_threshold": 100}
+    )
     stack = await start_stack(tmp_path, data)
     config_path = write_config(tmp_path, data)
     long_id = "evt-" + "x" * 120  # longer than any terminal column
