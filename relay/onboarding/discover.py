@@ -29,6 +29,7 @@ __all__ = [
     "profile_fields",
     "propose",
     "render_draft",
+    "walk_fields",
 ]
 
 #: Field names whose example values are personal data or secrets (e-mail, phone, names, addresses, credentials).
@@ -106,13 +107,15 @@ class FieldProfile:
         return "str"
 
 
-def _walk(record: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+def walk_fields(record: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Every leaf of a record as (dotted path, value): nested objects by name, lists of objects by their first
+    element (`lines.0.qty`); an empty object or list, and a scalar list, is one leaf."""
     for name, value in record.items():
         path = f"{prefix}{name}"
         if isinstance(value, Mapping) and value:
-            yield from _walk(value, path + ".")
+            yield from walk_fields(value, path + ".")
         elif isinstance(value, list) and value and isinstance(value[0], Mapping):
-            yield from _walk(value[0], path + ".0.")
+            yield from walk_fields(value[0], path + ".0.")
         else:
             yield path, value
 
@@ -122,7 +125,7 @@ def profile_fields(records: Sequence[Mapping[str, Any]], mask: re.Pattern[str]) 
     element), in first-seen order, with types, fill counts and up to two distinct masked examples."""
     profiles: dict[str, FieldProfile] = {}
     for record in records:
-        for path, value in _walk(record):
+        for path, value in walk_fields(record):
             profile = profiles.setdefault(path, FieldProfile(path))
             kind = json_type(value)
             if kind not in profile.types:
