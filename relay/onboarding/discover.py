@@ -173,7 +173,7 @@ class Proposal:
     canonical: str
     path: str | None
     how: Literal["default", "similar", "none"]
-    type: FieldType
+    type: FieldType | Literal["count"]  # `count`: a BOD mapping's number of elements (lineCount)
 
 
 @dataclass(frozen=True)
@@ -262,22 +262,30 @@ class ResourceDraft:
 
 def _plain(path: str) -> str:
     """A field path as written in the draft: bare when YAML reads it back unchanged, else JSON-quoted."""
-    return path if re.fullmatch(r"[A-Za-z0-9_$][A-Za-z0-9_.$-]*", path) else orjson.dumps(path).decode()
+    return path if re.fullmatch(r"[A-Za-z0-9_$][A-Za-z0-9_.$/@-]*", path) else orjson.dumps(path).decode()
 
 
-def _rule(path: str, kind: FieldType) -> str:
+def _rule(path: str, kind: FieldType | Literal["count"]) -> str:
     quoted = orjson.dumps(path).decode()
     return quoted if kind == "str" else f"{{path: {quoted}, type: {kind}}}"
 
 
 def render_draft(source: str, drafts: Sequence[ResourceDraft]) -> str:
     """The mapping draft as YAML with comments: per resource, the fields seen and a `mapping:` to paste."""
-    lines = [
-        f"# relay discover {source}: a mapping draft from sampled records.",
-        "# Paste each resource's `mapping:` under that resource in the source's configuration, after checking",
-        "# the proposals marked `check`; uncomment the custom fields subscribers should receive.",
-        "resources:",
-    ]
+    if drafts and all(d.key == "document" for d in drafts):  # an ion-ims source: BOD element paths
+        lines = [
+            f"# relay discover {source}: a mapping draft from the element paths of stored and quarantined BODs.",
+            "# Paste a document's `fields:` under `mappings: {DOCUMENT: {fields: …}}` of the source, only the",
+            "# entries that differ from the default mapping; uncomment the custom fields subscribers should receive.",
+            "documents:",
+        ]
+    else:
+        lines = [
+            f"# relay discover {source}: a mapping draft from sampled records.",
+            "# Paste each resource's `mapping:` under that resource in the source's configuration, after checking",
+            "# the proposals marked `check`; uncomment the custom fields subscribers should receive.",
+            "resources:",
+        ]
     for draft in drafts:
         lines += [
             f"  - {draft.key}: {orjson.dumps(draft.name).decode()}",
