@@ -11,9 +11,11 @@ is kept in the store, so a restart does not announce a transition twice. Nothing
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from relay.events import format_ts, parse_ts
 
@@ -29,6 +31,7 @@ __all__ = [
     "health_event_id",
     "health_payload",
     "health_step",
+    "redact_urls",
 ]
 
 HEALTH_CHANNEL = "relay/source-health"
@@ -36,6 +39,20 @@ HEALTH_DOCUMENT_TYPE = "SourceHealth"
 DEFAULT_FAILURES_BEFORE_FAILING = 3
 TRANSIENT_CLASSES = frozenset({"unavailable", "rate-limited"})
 MAX_ERROR_CHARS = 500
+_URL_RE = re.compile(r"https?://\S+")
+
+
+def redact_urls(message: str) -> str:
+    """An error message without the user info, query or fragment of the URLs in it: an http-json URL may
+    carry an API key there, and `lastError` goes to every subscriber of `relay/source-health`."""
+
+    def bare(match: re.Match[str]) -> str:
+        text = match[0]
+        url, tail = (text[:-1], text[-1]) if text.endswith((":", ",", ";", ")")) else (text, "")
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}{tail}"
+
+    return _URL_RE.sub(bare, message)
 
 
 def error_class(status: int | None) -> str:
@@ -124,7 +141,7 @@ def health_step(
         if state.failing:
             return after, Transition("recovered", now, state.last_error, state.failures)
         return after, None
-    message = failure.message[:MAX_ERROR_CHARS]
+    message = redact_urls(failure.message)[:MAX_ERROR_CHARS]
     new_class = (
         state.successes > 0
         and failure.error_class not in TRANSIENT_CLASSES

@@ -14,6 +14,7 @@ from relay.onboarding.health import (
     health_event_id,
     health_payload,
     health_step,
+    redact_urls,
 )
 from relay.spec import builtin_spec_paths, load_specs
 
@@ -101,3 +102,21 @@ def test_failing_since_is_the_start_of_the_streak_and_ids_are_deterministic() ->
     assert payload["data"] == {"source": "x3", "resource": "ITMMVT", "state": "failing",
                                "since": "2026-12-02T09:00:00.000Z", "failures": 3, "lastError": "timeout"}  # fmt: skip
     assert load_specs(builtin_spec_paths()).validate("relay/source-health", payload) == []
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "GET https://api.example.com/stock?apikey=s3cret&page=2: HTTP 500",
+            "GET https://api.example.com/stock: HTTP 500",
+        ),
+        ("GET http://user:pw@wms.local:8080/items#x: timeout", "GET http://wms.local:8080/items: timeout"),
+        ("HTTP 404 without a URL", "HTTP 404 without a URL"),
+    ],
+)
+def test_error_messages_lose_url_secrets_before_they_reach_subscribers(message: str, expected: str) -> None:
+    assert redact_urls(message) == expected
+    _, transition = health_step(HealthState(), Failure("http-500", message), T0, failures_before_failing=1)
+    assert transition is not None
+    assert transition.last_error == expected
