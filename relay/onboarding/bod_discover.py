@@ -113,6 +113,8 @@ def _suggestion(path: str) -> str:
     steps = [s.lstrip("@") for s in path.split("/") if s]
     last = path.rsplit("/", 1)[-1]
     words = steps[-2:] if (last.startswith("@") or len(last) <= 2) and len(steps) > 1 else steps[-1:]
+    if len(words) == 2 and words[0].endswith(words[1]):  # `ItemID/ID` is the item ID: `itemID`
+        words = words[:1]
     if words[0].isupper():
         words[0] = words[0].lower()
     name = re.sub(r"[^A-Za-z0-9_-]", "", "".join(w[:1].upper() + w[1:] for w in words)) or "field"

@@ -36,7 +36,7 @@ def test_mapped_paths_are_relative_to_the_noun_without_predicates() -> None:
 
 BOD = b"""<SyncSalesOrder><DataArea><Sync/><SalesOrder><SalesOrderHeader><DocumentID><ID variationID="2">SO9</ID>
 </DocumentID><OrderDateTime>2026-11-20T08:00:00Z</OrderDateTime><ShipFromParty><Location><ID>MAIN</ID></Location>
-</ShipFromParty><UserArea><LeadTimeDays>4</LeadTimeDays></UserArea></SalesOrderHeader><SalesOrderLine>
+</ShipFromParty><Item><ItemID><ID>P1</ID></ItemID></Item><UserArea><LeadTimeDays>4</LeadTimeDays></UserArea></SalesOrderHeader><SalesOrderLine>
 <Quantity unitCode="EA">3</Quantity></SalesOrderLine></SalesOrder></DataArea></SyncSalesOrder>"""
 
 
@@ -51,6 +51,7 @@ def test_the_draft_proposes_the_default_mapping_and_suggests_the_rest() -> None:
     assert proposed["lineCount"] == ("SalesOrderLine", "default")
     assert {c.path: c.suggestion for c in draft.custom} == {
         "SalesOrderHeader/ShipFromParty/Location/ID": "extensions.locationID",
+        "SalesOrderHeader/Item/ItemID/ID": "extensions.itemID",
         "SalesOrderHeader/UserArea/LeadTimeDays": "extensions.leadTimeDays",
         "SalesOrderLine/Quantity/@unitCode": "extensions.quantityUnitCode",
         "SalesOrderLine/Quantity": "extensions.quantity",
@@ -61,4 +62,4 @@ def test_a_document_without_a_mapping_lists_its_fields_only() -> None:
     records = [bod_record(n) for n in parse_bod(BOD).noun_elements]
     draft = ion_draft("Sync.SalesOrder", None, None, records, re.compile(DEFAULT_MASK))
     assert (draft.channel, draft.proposals, draft.custom) == ("(no mapping)", [], [])
-    assert len(draft.fields) == 7
+    assert len(draft.fields) == 8
