@@ -390,7 +390,13 @@ def _run_store_free(coro: Coroutine[Any, Any, T]) -> T:
 @CONFIG_OPTION
 @click.argument("source_name", metavar="SOURCE")
 @click.option("--resource", default=None, help="Only this resource (X3 class, SX.e feed, http-json url).")
-@click.option("--sample", type=click.IntRange(1, 10_000), default=20, show_default=True, help="Records per resource.")
+@click.option(
+    "--noun", default=None, help="ion-ims: only BODs of this noun (SalesOrder) or document (Sync.SalesOrder)."
+)
+@click.option(
+    "--sample", type=click.IntRange(1, 10_000), default=20, show_default=True,
+    help="Records per resource (ion-ims: BODs per document).",
+)  # fmt: skip
 @click.option(
     "--mask",
     default=None,
@@ -400,18 +406,26 @@ def _run_store_free(coro: Coroutine[Any, Any, T]) -> T:
 @click.option("--json", "as_json", is_flag=True, help="The draft as JSON.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here.")
 def discover_cmd(
-    config_path: Path | None, source_name: str, resource: str | None, sample: int, mask: str | None,
-    as_json: bool, out_path: Path | None,
+    config_path: Path | None, source_name: str, resource: str | None, noun: str | None, sample: int,
+    mask: str | None, as_json: bool, out_path: Path | None,
 ) -> None:  # fmt: skip
     """Sample SOURCE's records and print a mapping draft (fields, fill rates, proposals, custom fields).
 
-    Reads the ERP only: nothing is stored and no database file is created.
+    Reads the ERP only: nothing is stored and no database file is created. For an ion-ims source, which is
+    pushed to rather than read, the draft comes from the BOD element paths of the stored originals and the
+    quarantined BODs of each noun (read from the store; nothing is written).
     """
     from relay.onboarding.discover import draft_json, render_draft
-    from relay.ops import discover_source
+    from relay.ops import discover_ion, discover_source
 
     _, config, specs = _load_all(config_path)
-    drafts = _run_store_free(discover_source(config, specs, source_name, resource=resource, sample=sample, mask=mask))
+    found = config.source(source_name)
+    if found is not None and found.kind == "ion-ims":
+        drafts = _run_store_free(discover_ion(config, specs, source_name, noun=noun, sample=sample, mask=mask))
+    else:
+        drafts = _run_store_free(
+            discover_source(config, specs, source_name, resource=resource, sample=sample, mask=mask)
+        )
     text = (
         orjson.dumps(draft_json(source_name, drafts), option=orjson.OPT_INDENT_2).decode() + "\n"
         if as_json

@@ -270,6 +270,14 @@ class StateConfig(_Model):
     tokens: list[HeaderCredential] = Field(default_factory=list)
 
 
+class HealthConfig(_Model):
+    """When a polled resource is announced failing on `relay/source-health` (see docs/onboarding.md)."""
+
+    failures_before_failing: int = Field(
+        default=3, ge=1, description="consecutive failed polls of a resource before it is announced failing"
+    )
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -771,6 +779,7 @@ class Config(_Model):
     admin: AdminConfig = Field(default_factory=AdminConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     specs: list[str] = Field(default_factory=list)

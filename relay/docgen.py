@@ -47,6 +47,8 @@ NOTES: dict[str, str] = {
     "ConsoleConfig.enabled": "the operator console under `/ui/` on the main listener",
     "ConsoleConfig.session_ttl": "a console session ends this long after sign-in (sessions do not survive a restart)",
     "ConsoleConfig.secure_cookies": "auto: `Secure` cookies when reached over TLS or with `X-Forwarded-Proto: https`",
+    "HealthConfig.failures_before_failing": "consecutive failed polls of a resource before it is announced failing; "
+    "a new definite error right after a success is announced at once",
     "LoggingConfig.format": "auto: JSON when stdout is not a terminal (journald), readable otherwise",
     "DeliveryConfig.lease": "how long a claimed delivery is reserved (at least the subscriber timeout + 2 s)",
     "DeliveryConfig.poll_interval": "how often deliveries written by other processes (CLI replay) are looked for",
@@ -150,6 +152,7 @@ def _models() -> list[type[BaseModel]]:
         c.QuarantineConfig,
         c.ServerConfig,
         c.AdminConfig,
+        c.HealthConfig,
         c.LoggingConfig,
         c.DeliveryConfig,
         c.SubscriberConfig,

@@ -166,6 +166,11 @@ SOURCE_TOKEN_EXPIRY = Gauge(
     "as of its last poll run; no series for credentials without a token.",
     ["source"],
 )
+SOURCE_DRIFT = Counter(
+    "relay_source_drift_total",
+    "Schema drift detected in the raw records of a resource (fields added, removed or retyped; one per change).",
+    ["source", "resource"],
+)
 
 
 def register_known(

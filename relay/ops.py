@@ -68,6 +68,7 @@ __all__ = [
     "SubscriberStatus",
     "TestDelivery",
     "UnknownSubscriberError",
+    "discover_ion",
     "discover_source",
     "operations",
     "operator_action",
@@ -1087,3 +1088,73 @@ async def preview_source(
         by_key = {row.key: row for row in rows if row.key is not None}  # a key read twice is shown once
         rows = [by_key[k] for k in keys if k in by_key] + missing_rows(keys, by_key, resources)
     return rows[:limit] if limit is not None else rows
+
+
+async def discover_ion(
+    config: Config,
+    specs: SpecRegistry,
+    source_name: str,
+    *,
+    noun: str | None = None,
+    sample: int = 20,
+    mask: str | None = None,
+) -> list[ResourceDraft]:
+    """Draft the mapping of an ion-ims source from the BODs it pushed: stored originals and quarantined BODs.
+
+    Reads up to `sample` BODs per document (`Sync.SalesOrder`), newest first; with `noun`, only that noun's
+    documents. Writes nothing to the store; a store that does not exist yet is an error, not a new file.
+
+    Raises:
+        OpsError: not an ion-ims source, a bad mask or mapping, no database yet, or no BOD of `noun` stored.
+    """
+    from relay.config import IonImsSource
+    from relay.ingest.bod import BodError, parse_bod, parse_mapping_overrides
+    from relay.onboarding.bod_discover import group_by_document, ion_draft
+    from relay.onboarding.discover import DEFAULT_MASK
+    from relay.store.sqlite import sqlite_path_from_url
+
+    source = config.source(source_name)
+    if not isinstance(source, IonImsSource):
+        raise NotFoundError(f"{source_name} is not an ion-ims source")
+    try:
+        pattern = re.compile(mask if mask is not None else DEFAULT_MASK)
+    except re.error as exc:
+        raise OpsError(f"--mask: not a regular expression: {exc}") from None
+    try:
+        mappings = parse_mapping_overrides(source.mappings)
+    except ValueError as exc:
+        raise OpsError(f"{source_name}: mappings: {exc}") from None
+    if config.store.url.startswith("sqlite:") and not sqlite_path_from_url(config.store.url).exists():
+        raise OpsError(f"{source_name}: no BODs stored yet ({config.store.url} does not exist); let ION push some")
+    bodies: list[bytes] = []
+    async with operations(config) as ops:
+        seen: set[bytes] = set()
+        for event in await ops.store.list_events(EventFilter(source=source_name, limit=sample * 50, newest_first=True)):
+            if event.original is not None and event.original not in seen:
+                seen.add(event.original)
+                bodies.append(event.original)
+        for row in await ops.store.list_quarantine(source=source_name, limit=sample * 10):
+            full = await ops.store.get_quarantine(row.id)
+            if full is not None and full.body is not None and (full.content_type or "").endswith("xml"):
+                bodies.append(full.body)
+    per_document: list[tuple[str, Any]] = []
+    counts: dict[str, int] = {}
+    for body in bodies:
+        try:
+            bod = parse_bod(body)
+        except BodError:
+            continue  # broken XML has no element paths to show; `relay quarantine show` has the reason
+        if noun is not None and noun not in (bod.noun, bod.document_name):
+            continue
+        if counts.get(bod.document_name, 0) < sample:
+            counts[bod.document_name] = counts.get(bod.document_name, 0) + 1
+            per_document.append((bod.document_name, bod.noun_elements))
+    if not per_document:
+        what = f"no BOD of {noun}" if noun is not None else "no BODs"
+        raise NotFoundError(f"{source_name}: {what} stored or quarantined yet; let ION push some")
+    drafts = []
+    for name, records in sorted(group_by_document(per_document).items()):
+        mapping = mappings.get(name)
+        channel = specs.channels.get(mapping.channel) if mapping is not None else None
+        drafts.append(ion_draft(name, mapping, channel.payload_schema if channel else None, records, pattern))
+    return drafts

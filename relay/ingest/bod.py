@@ -69,6 +69,7 @@ from defusedxml import DefusedXmlException  # type: ignore[import-untyped, unuse
 from defusedxml.ElementTree import XMLParser as DefusedXMLParser  # type: ignore[import-untyped, unused-ignore]
 
 from relay.events import TimestampOutOfRange, parse_ts
+from relay.poll.changes import EXTENSIONS_FIELD, extension_name
 
 __all__ = [
     "DEFAULT_MAPPINGS",
@@ -1030,7 +1031,11 @@ def map_bod(
                 value = spec._extract(context, f"{where} field {field_name!r} at {spec.path}")
                 # A count of nothing in a partial document says "not sent", not "none".
                 if value is not None and not (partial and spec.type == "count" and value == 0):
-                    data[field_name] = value
+                    custom = extension_name(field_name)
+                    if custom is None:
+                        data[field_name] = value
+                    else:  # `extensions.NAME` nests, as in the polled sources' mappings (custom fields)
+                        data.setdefault(EXTENSIONS_FIELD, {})[custom] = value
             missing = [k for k in mapping.key_fields if k not in data]
             if missing:
                 paths = ", ".join(f"{k!r} at {mapping.fields[k].path}" for k in missing)

@@ -13,6 +13,7 @@ import codecs
 import re
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -39,6 +40,8 @@ from relay.ingest.bod import (
 from relay.ingest.bod_events import XML, ImsContext, bod_candidates
 from relay.ingest.ion_confirm import Refused, queue_confirm
 from relay.ingest.json_push import DECOY_AUTH
+from relay.ingest.pipeline import Candidate
+from relay.onboarding.watch import observe_bod_push
 from relay.runtime import RUNTIME, Runtime
 from relay.store import StoreUnavailable
 
@@ -358,6 +361,7 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
         raise _Refusal(412, "document_not_accepted", str(exc), bod=bod) from None
     except BodError as exc:
         raise _Refusal(400, "malformed_xml", str(exc), body=payload, context=context, bod=bod) from None
+    await _observe_shape(runtime, source.name, bod, candidates, context.tenant_id)
     if problems:
         raise _Refusal(422, "invalid_payload", "; ".join(problems), body=payload, context=context, bod=bod)
     if not candidates:
@@ -377,6 +381,28 @@ async def _receive(request: web.Request, runtime: Runtime, source: IonImsSource)
         "events": [{"eventId": o.event_id, "status": o.status, "deliveries": o.deliveries} for o in outcomes],
     }
     return json_response(body, 202 if accepted else 200)
+
+
+async def _observe_shape(
+    runtime: Runtime, source: str, bod: ParsedBod, candidates: Sequence[Candidate], tenant_id: str | None
+) -> None:
+    """Schema drift of the noun's element paths (also of BODs then refused: drift is often why); it never
+    changes the answer to ION."""
+    sample_key = next((c.entity_key for c in candidates if c.entity_key), None)
+    try:
+        await observe_bod_push(
+            runtime.store,
+            runtime.specs,
+            runtime.ingestor.router,
+            source=source,
+            noun=bod.noun,
+            noun_elements=bod.noun_elements,
+            sample_key=sample_key,
+            now=datetime.now(UTC),
+            tenant_id=tenant_id,
+        )
+    except StoreUnavailable as exc:
+        log.warning("BOD shape not recorded", source=source, noun=bod.noun, error=str(exc))
 
 
 def _refused(refusal: _Refusal) -> Refused | None:

@@ -29,6 +29,7 @@ __all__ = [
     "profile_fields",
     "propose",
     "render_draft",
+    "walk_fields",
 ]
 
 #: Field names whose example values are personal data or secrets (e-mail, phone, names, addresses, credentials).
@@ -106,13 +107,15 @@ class FieldProfile:
         return "str"
 
 
-def _walk(record: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+def walk_fields(record: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Every leaf of a record as (dotted path, value): nested objects by name, lists of objects by their first
+    element (`lines.0.qty`); an empty object or list, and a scalar list, is one leaf."""
     for name, value in record.items():
         path = f"{prefix}{name}"
         if isinstance(value, Mapping) and value:
-            yield from _walk(value, path + ".")
+            yield from walk_fields(value, path + ".")
         elif isinstance(value, list) and value and isinstance(value[0], Mapping):
-            yield from _walk(value[0], path + ".0.")
+            yield from walk_fields(value[0], path + ".0.")
         else:
             yield path, value
 
@@ -122,7 +125,7 @@ def profile_fields(records: Sequence[Mapping[str, Any]], mask: re.Pattern[str]) 
     element), in first-seen order, with types, fill counts and up to two distinct masked examples."""
     profiles: dict[str, FieldProfile] = {}
     for record in records:
-        for path, value in _walk(record):
+        for path, value in walk_fields(record):
             profile = profiles.setdefault(path, FieldProfile(path))
             kind = json_type(value)
             if kind not in profile.types:
@@ -170,7 +173,7 @@ class Proposal:
     canonical: str
     path: str | None
     how: Literal["default", "similar", "none"]
-    type: FieldType
+    type: FieldType | Literal["count"]  # `count`: a BOD mapping's number of elements (lineCount)
 
 
 @dataclass(frozen=True)
@@ -259,22 +262,30 @@ class ResourceDraft:
 
 def _plain(path: str) -> str:
     """A field path as written in the draft: bare when YAML reads it back unchanged, else JSON-quoted."""
-    return path if re.fullmatch(r"[A-Za-z0-9_$][A-Za-z0-9_.$-]*", path) else orjson.dumps(path).decode()
+    return path if re.fullmatch(r"[A-Za-z0-9_$][A-Za-z0-9_.$/@-]*", path) else orjson.dumps(path).decode()
 
 
-def _rule(path: str, kind: FieldType) -> str:
+def _rule(path: str, kind: FieldType | Literal["count"]) -> str:
     quoted = orjson.dumps(path).decode()
     return quoted if kind == "str" else f"{{path: {quoted}, type: {kind}}}"
 
 
 def render_draft(source: str, drafts: Sequence[ResourceDraft]) -> str:
     """The mapping draft as YAML with comments: per resource, the fields seen and a `mapping:` to paste."""
-    lines = [
-        f"# relay discover {source}: a mapping draft from sampled records.",
-        "# Paste each resource's `mapping:` under that resource in the source's configuration, after checking",
-        "# the proposals marked `check`; uncomment the custom fields subscribers should receive.",
-        "resources:",
-    ]
+    if drafts and all(d.key == "document" for d in drafts):  # an ion-ims source: BOD element paths
+        lines = [
+            f"# relay discover {source}: a mapping draft from the element paths of stored and quarantined BODs.",
+            "# Paste a document's `fields:` under `mappings: {DOCUMENT: {fields: …}}` of the source, only the",
+            "# entries that differ from the default mapping; uncomment the custom fields subscribers should receive.",
+            "documents:",
+        ]
+    else:
+        lines = [
+            f"# relay discover {source}: a mapping draft from sampled records.",
+            "# Paste each resource's `mapping:` under that resource in the source's configuration, after checking",
+            "# the proposals marked `check`; uncomment the custom fields subscribers should receive.",
+            "resources:",
+        ]
     for draft in drafts:
         lines += [
             f"  - {draft.key}: {orjson.dumps(draft.name).decode()}",

@@ -6,15 +6,18 @@ transaction, so a crash repeats at most one page and deduplication absorbs the r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
+from relay import metrics
 from relay.events import format_ts, parse_ts
 from relay.ingest.pipeline import Candidate, build_event
+from relay.onboarding import watch
+from relay.onboarding.drift import ShapeChange, compare_shape, observe_records, sample_of
 from relay.poll.base import Fetcher, ResourceSpec
 from relay.poll.changes import Change, deleted_payload, detect_changes, entity_key, poll_event_id, vanished_keys
 from relay.routing import Router
@@ -95,6 +98,7 @@ class Poller:
         now = self.clock()
         state = dict(checkpoint.state) if checkpoint.last_key else {"poll_started": format_ts(now)}
         cursor = checkpoint.last_key
+        shape = None if dry_run else await watch.load_shape(self.store, self.source, r.name)
         while True:
             page = await self.fetcher.changes(r, since=checkpoint.high_water, cursor=cursor)
             report.pages += 1
@@ -139,14 +143,48 @@ class Poller:
                     report.emitted = report.emitted[:limit] if limit is not None else report.emitted
                     return report
             else:
+                drift = compare_shape(shape, observe_records(page.records), full=len(page.records) >= r.page_size)
+                sample_key = self._sample_key(page.records, drift) if drift.drift else None
+                drift_item = self._drift_event(drift, now, sample_key) if drift.drift else None
                 outcomes = await self.store.commit_poll(
-                    PollCommit(self.source, r.name, items, [(c.key, c.digest) for c in changes], new_checkpoint)
+                    PollCommit(
+                        self.source,
+                        r.name,
+                        [*items, drift_item] if drift_item is not None else items,
+                        [(c.key, c.digest) for c in changes],
+                        new_checkpoint,
+                        shape=drift.shape if drift.shape != shape else None,
+                    )
                 )
+                outcomes = outcomes[: len(items)]  # the drift event is not one of the resource's records
+                if drift.shape != shape:
+                    watch.remember_shape(self.store, self.source, r.name, drift.shape)
+                    shape = drift.shape
+                if drift.drift:
+                    watch.announce_drift(self.source, metrics.resource_label(r.name), drift, sample_key=sample_key)
                 report.accepted += sum(1 for o in outcomes if o.status == "accepted")
                 report.duplicates += sum(1 for o in outcomes if o.status == "duplicate")
                 if not page.next_cursor:
                     return report
             cursor = page.next_cursor
+
+    def _sample_key(self, records: Sequence[Mapping[str, Any]], drift: ShapeChange) -> str | None:
+        index = sample_of(records, [*drift.added, *(t.field for t in drift.retyped)])
+        if index is None:
+            return None
+        return entity_key(self.resource.channel, self.resource.mapping.data(records[index]))
+
+    def _drift_event(self, drift: ShapeChange, now: datetime, sample_key: str | None) -> NewEvent | None:
+        return watch.drift_event(
+            self.specs,
+            self.router,
+            source=self.source,
+            resource=metrics.resource_label(self.resource.name),
+            change=drift,
+            now=now,
+            sample_key=sample_key,
+            tenant_id=self.resource.tenant_id,
+        )
 
     def _next_high_water(self, current: str | None, state: dict[str, Any]) -> str | None:
         # Records updated while this poll ran may sit behind keys already passed: never move the mark past

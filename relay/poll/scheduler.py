@@ -18,11 +18,14 @@ import structlog
 
 from relay import metrics
 from relay.config import HttpJsonSource, SourceConfig
+from relay.onboarding.health import Failure, HealthState, error_class
+from relay.onboarding.watch import record_health
 from relay.poll.base import Fetcher, PollError, ResourceSpec
 from relay.poll.changes import RecordMapping
 from relay.poll.engine import Poller
 from relay.runtime import Runtime
 from relay.spec import SpecRegistry
+from relay.store import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -220,6 +223,7 @@ class _Job:
     last_success: datetime | None = None
     last_poll: datetime | None = None
     rng: random.Random = field(default_factory=random.Random)
+    health: HealthState | None = None  # None: not read from the store yet
 
     @property
     def label(self) -> str:
@@ -344,6 +348,25 @@ class PollScheduler:
             resource=job.resource,
         )
 
+    async def _health(self, job: _Job, failure: Failure | None) -> None:
+        # Source health follows the source's answers only: a crash (say the store refused a commit) is ours.
+        try:
+            job.health, _ = await record_health(
+                self.runtime.store,
+                self.runtime.specs,
+                self.runtime.ingestor.router,
+                source=job.source,
+                resource=job.resource.name,
+                label=job.label,
+                state=job.health,
+                failure=failure,
+                now=datetime.now(UTC),
+                failures_before_failing=self.runtime.config.health.failures_before_failing,
+                tenant_id=job.resource.tenant_id,
+            )
+        except StoreUnavailable as exc:
+            log.warning("source health not recorded", source=job.source, resource=job.label, error=str(exc))
+
     async def _run(self, job: _Job) -> None:
         r = job.resource
         next_reconcile = datetime.now(UTC) + timedelta(seconds=r.reconcile_every_s) if r.reconcile_every_s else None
@@ -361,6 +384,7 @@ class PollScheduler:
                 job.failures += 1
                 job.last_error = str(exc)
                 self._record_run(job, "error", time.perf_counter() - started)
+                await self._health(job, Failure(error_class(exc.status), str(exc)))
                 wait = backoff_s(job.failures, retry_after_s=exc.retry_after_s, every_s=r.every_s)
                 log.warning("poll failed", source=job.source, resource=r.name, error=str(exc), retry_in_s=wait)
                 await asyncio.sleep(wait)
@@ -375,6 +399,7 @@ class PollScheduler:
             job.last_error = None
             job.last_success = datetime.now(UTC)
             self._record_run(job, "success", time.perf_counter() - started)
+            await self._health(job, None)
             if report.accepted:
                 log.info("poll emitted", source=job.source, resource=r.name, events=report.accepted)
             if r.cron:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -278,6 +278,8 @@ class PollCommit:
     hashes: Sequence[tuple[str, str]]
     checkpoint: Checkpoint
     forget_keys: Sequence[str] = ()
+    # The resource's observed record shape after this page (schema drift), saved with it; None: unchanged.
+    shape: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,6 +586,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def commit_poll(self, commit: PollCommit) -> list[IngestOutcome]:
         """Events, hashes and checkpoint in one transaction: a crash repeats at most this page."""
+
+    @abc.abstractmethod
+    async def get_observation(self, source: str, resource: str, kind: str) -> dict[str, Any] | None:
+        """What was last observed of a resource: `kind` is `shape` (drift) or `health`; None: nothing yet."""
+
+    @abc.abstractmethod
+    async def commit_observation(
+        self, source: str, resource: str, kind: str, value: Mapping[str, Any], events: Sequence[NewEvent] = ()
+    ) -> list[IngestOutcome]:
+        """Save an observation and ingest the events it announces (drift, health) in one transaction."""
 
     @abc.abstractmethod
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:

@@ -8,7 +8,7 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,6 +93,11 @@ _IN_LIST_MAX = 512
 @functools.cache
 def _in_list_sql(name: str, size: int) -> str:
     return Q[name].replace(":ids", ", ".join(f":id_{i}" for i in range(size)))
+
+
+def _observation(source: str, resource: str, kind: str, value: Mapping[str, Any], now: str) -> dict[str, Any]:
+    return {"source": source, "resource": resource, "kind": kind, "value": orjson.dumps(dict(value)).decode(),
+            "updated_at": now}  # fmt: skip
 
 
 def _in_list_params(values: Sequence[Any], **fixed: Any) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -1149,6 +1154,34 @@ class SqliteStore(Store):
             if commit.forget_keys:
                 await conn.executemany(Q["delete_record_hash"], [{**base, "record_key": k} for k in commit.forget_keys])
             await conn.execute(Q["save_checkpoint"], checkpoint)
+            if commit.shape is not None:
+                await conn.execute(Q["save_observation"], _observation(commit.source, commit.resource, "shape",
+                                                                       commit.shape, now))  # fmt: skip
+            return outcomes[holder]
+
+        result = await self.write(apply)
+        if created:
+            self._notify()
+        return result
+
+    async def get_observation(self, source: str, resource: str, kind: str) -> dict[str, Any] | None:
+        rows = list(await self._read(Q["get_observation"], {"source": source, "resource": resource, "kind": kind}))
+        if not rows:
+            return None
+        value = orjson.loads(rows[0][0])
+        return value if isinstance(value, dict) else None
+
+    async def commit_observation(
+        self, source: str, resource: str, kind: str, value: Mapping[str, Any], events: Sequence[NewEvent] = ()
+    ) -> list[IngestOutcome]:
+        params = _observation(source, resource, kind, value, db_ts(_now()))
+        holder = _WriteOp("ingest", asyncio.get_running_loop().create_future(), items=events)
+        created = 0
+
+        async def apply(conn: aiosqlite.Connection) -> list[IngestOutcome]:
+            nonlocal created
+            outcomes, created = await self._apply_ingest(conn, [holder]) if events else ({holder: []}, 0)
+            await conn.execute(Q["save_observation"], params)
             return outcomes[holder]
 
         result = await self.write(apply)

@@ -262,6 +262,24 @@ async def test_poll_commit_is_atomic_with_checkpoint_and_hashes(backend: Store) 
     assert await backend.known_record_keys("x3", "BPCUSTOMER") == set()
 
 
+async def test_observations_are_saved_with_their_events_and_with_a_poll_page(backend: Store) -> None:
+    assert await backend.get_observation("x3", "ITMMVT", "shape") is None
+    drift = NewEvent(event("drift-1", key="x3|ITMMVT"), [DeliveryPlan("dashboard")])
+    outcomes = await backend.commit_observation("x3", "ITMMVT", "health", {"state": "failing", "failures": 3}, [drift])
+    assert [o.status for o in outcomes] == ["accepted"]
+    assert await backend.get_observation("x3", "ITMMVT", "health") == {"state": "failing", "failures": 3}
+    assert await backend.get_observation("x3", "ITMMVT", "shape") is None  # kinds are apart
+    assert [o.status for o in await backend.commit_observation("x3", "ITMMVT", "health", {"state": "ok"}, [drift])] == [
+        "duplicate"
+    ]
+    assert await backend.get_observation("x3", "ITMMVT", "health") == {"state": "ok"}
+    page = PollCommit("x3", "ITMMVT", [NewEvent(event("p2"))], [], Checkpoint(), shape={"ITMREF": "string"})
+    assert [o.status for o in await backend.commit_poll(page)] == ["accepted"]
+    assert await backend.get_observation("x3", "ITMMVT", "shape") == {"ITMREF": "string"}
+    await backend.commit_poll(PollCommit("x3", "ITMMVT", [], [], Checkpoint()))  # shape None: kept as it was
+    assert await backend.get_observation("x3", "ITMMVT", "shape") == {"ITMREF": "string"}
+
+
 async def test_quarantine_and_prune(backend: Store) -> None:
     qid = await backend.quarantine(QuarantineEntry("hub", "bad", b"{", NOW, details=[{"path": "$", "message": "x"}]))
     row = await backend.get_quarantine(qid)

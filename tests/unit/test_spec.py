@@ -47,6 +47,8 @@ RELAY_CHANNELS = {
     "customer/created": "CustomerCreated",
     "customer/updated": "CustomerUpdated",
     "command/failed": "CommandFailed",
+    "relay/drift": "SchemaDrift",
+    "relay/source-health": "SourceHealth",
 }
 ALL_CHANNELS = {**ION_CHANNELS, **RELAY_CHANNELS}
 
@@ -163,6 +165,23 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "customer/created": {"commandId": "cmd_2", "customerNumber": "C00041"},
     "customer/updated": {"commandId": "cmd_3", "customerNumber": "C00041"},
     "command/failed": {"commandId": "cmd_4", "error": {"code": "erp_refused", "message": "no", "erpMessages": ["x"]}},
+    "relay/drift": {
+        "source": "aldgate-x3",
+        "resource": "ITMMVT",
+        "added": ["ZLEADTIME"],
+        "removed": [],
+        "retyped": [{"field": "PHYSTO", "from": "number", "to": "string"}],
+        "detectedAt": "2026-11-20T09:41:56Z",
+        "sampleKey": "BOX-0001|ALD01",
+    },
+    "relay/source-health": {
+        "source": "aldgate-x3",
+        "resource": "ITMMVT",
+        "state": "failing",
+        "since": "2026-11-20T09:41:56Z",
+        "lastError": "HTTP 500",
+        "failures": 3,
+    },
 }
 
 RELAY_KEY_FIELDS = {

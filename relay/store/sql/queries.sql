@@ -458,3 +458,11 @@ SELECT source, command, count(*) FROM commands WHERE status IN ('accepted', 'run
 
 -- name: next_command_due
 SELECT min(next_attempt_at) FROM commands WHERE source = :source AND status = 'accepted';
+
+-- name: get_observation
+SELECT value FROM resource_observations WHERE source = :source AND resource = :resource AND kind = :kind;
+
+-- name: save_observation
+INSERT INTO resource_observations (source, resource, kind, value, updated_at)
+VALUES (:source, :resource, :kind, :value, :updated_at)
+ON CONFLICT (source, resource, kind) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;
