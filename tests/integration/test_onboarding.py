@@ -220,6 +220,39 @@ async def test_dry_run_by_keys_shows_each_record_beside_its_source_values_and_st
     assert not (tmp_path / "relay.db").exists()
 
 
+async def test_dry_run_of_200_skus_prints_200_rows_and_the_reason_of_a_failing_one(
+    tmp_path: Path, x3: tuple[X3Simulator, str]
+) -> None:
+    sim, base_url = x3
+    sim.seed_records("ITMMVT", 230)
+    records = sorted(sim.records["ITMMVT"])[10:210]
+    skus = [r.replace("~", "|") for r in records]  # the inventory key: part|warehouse (ITMREF, STOFCY)
+    broken = skus[42]
+    for record in sim.records["ITMMVT"].values():
+        record["STU"] = "EA"  # the stock unit, mapped below
+    sim.records["ITMMVT"][records[42]]["STU"] = 12
+    (tmp_path / "skus.txt").write_text("\n".join(skus) + "\n")
+    # A draft mapping that guessed the unit's type from a numeric sample: the one numeric unit is what breaks.
+    unit = {"path": "STU", "type": "number"}
+    resource = {"class": "ITMMVT", "channel": "inventory/synced", "mapping": {"fields": {"unitOfMeasure": unit}}}
+    config = base_config(tmp_path, sources=[x3_source(base_url, [resource])])
+    path = write_config(tmp_path, config)
+
+    result = await arun_cli("poll", "aldgate-x3", "--dry-run", "--keys", str(tmp_path / "skus.txt"),
+                            "--format", "json", "-c", str(path))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 200
+    assert [r["key"] for r in rows] == skus
+    failing = [r for r in rows if r["status"] != "ok"]
+    assert [r["key"] for r in failing] == [broken]
+    assert failing[0]["problems"] == ['$.data.unitOfMeasure: 12 is not of type "string"'], failing[0]
+    fields = {f["canonical"]: f for f in rows[0]["fields"]}
+    assert fields["onHand"]["path"] == "PHYSTO"
+    assert fields["onHand"]["source"] == sim.records["ITMMVT"][records[0]]["PHYSTO"]
+    assert not (tmp_path / "relay.db").exists()
+
+
 # ------------------------------------------------------------------------------------------ permissions checklist
 
 
