@@ -19,6 +19,7 @@ __all__ = [
     "format_ts",
     "parse_ts",
     "timestamp_problem",
+    "utc_seconds_text",
     "version_for",
     "version_order",
     "version_problem",
@@ -191,6 +192,12 @@ def format_ts(value: datetime) -> str:
     """ISO 8601 in UTC with a `Z`, millisecond precision (the wire format)."""
     value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def utc_seconds_text(value: datetime) -> str:
+    """ISO 8601 in UTC to the second with a `Z` and always four year digits (strftime's `%Y` drops leading
+    zeros, so year 999 would not be a valid date-time)."""
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def utcnow() -> datetime:

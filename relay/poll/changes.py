@@ -7,13 +7,13 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
 
-from relay.events import KEY_FIELDS, parse_ts
+from relay.events import KEY_FIELDS, parse_ts, utc_seconds_text
 
 __all__ = [
     "EXTENSIONS_FIELD",
@@ -81,7 +81,7 @@ def _coerce(value: Any, kind: FieldType) -> Any:
         if kind == "date":
             text = str(value)
             return text[:10] if len(text) >= 10 and text[4] == "-" else None
-        return parse_ts(str(value)).strftime("%Y-%m-%dT%H:%M:%SZ")  # date-time
+        return utc_seconds_text(parse_ts(str(value)))  # date-time
     except (TypeError, ValueError, ArithmeticError):
         # One unreadable value (an instant outside 0001-9999, an infinite number) leaves that field out; it
         # never stops the rest of the page.
@@ -205,7 +205,7 @@ def deleted_payload(
     """The canonical `…/deleted` payload for a vanished key (key fields + deletionDate)."""
     fields: Sequence[str] = KEY_FIELDS.get(channel.partition("/")[0], ())
     parts = key.split("|") if len(fields) > 1 else [key]
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = utc_seconds_text(now)
     data: dict[str, Any] = dict(zip(fields, parts, strict=False))
     data["deletionDate"] = stamp
     payload: dict[str, Any] = {"eventId": event_id, "documentType": document_type, "timestamp": stamp, "data": data}

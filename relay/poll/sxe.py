@@ -33,7 +33,7 @@ import orjson
 from relay.auth.ionapi import IonApiAuthError, IonApiError, TokenManager, load_ionapi
 from relay.config import SourceConfig, SxeFeed, SxeSource
 from relay.deliver.retry import parse_retry_after
-from relay.events import parse_ts
+from relay.events import parse_ts, utc_seconds_text
 from relay.poll.base import Fetcher, Page, PollError, ResourceSpec
 from relay.poll.changes import FieldRule, RecordMapping
 from relay.poll.scheduler import BUILDERS, resource_spec
@@ -123,7 +123,7 @@ def local_to_utc(day: Any, time: Any, zone: ZoneInfo) -> str | None:
         if hour > 23 or minute > 59 or second > 59:
             return None
     local = datetime(parsed.year, parsed.month, parsed.day, hour, minute, second, tzinfo=zone)
-    return local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_seconds_text(local)
 
 
 def utc_to_local_date(stamp: str, zone: ZoneInfo) -> date:

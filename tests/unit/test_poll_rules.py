@@ -128,3 +128,10 @@ def test_bad_cron_is_refused() -> None:
         cron_next("* * *", datetime.now(UTC))
     with pytest.raises(ValueError, match="out of range"):
         cron_next("61 * * * *", datetime.now(UTC))
+
+
+def test_early_years_keep_four_digits_in_date_times() -> None:
+    from relay.events import parse_ts, utc_seconds_text
+
+    assert utc_seconds_text(parse_ts("0999-01-02T03:04:05.678+01:00")) == "0999-01-02T02:04:05Z"
+    assert utc_seconds_text(parse_ts("2026-11-20T09:41:56Z")) == "2026-11-20T09:41:56Z"
