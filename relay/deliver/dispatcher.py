@@ -447,6 +447,7 @@ class Dispatcher:
                     version_order=d.version_order,
                     track_key=per_key,
                     mark_older_stale=per_key and not config.deliver_stale,
+                    lease_token=d.lease_token,
                 )
             )
             if (
@@ -501,6 +502,7 @@ class Dispatcher:
             entity_key=d.entity_key,
             version_order=d.version_order,
             track_key=config.ordering == "per-key",
+            lease_token=d.lease_token,
         )
         try:
             await self.store.complete_deliveries([fault])

@@ -129,6 +129,9 @@ class ClaimedDelivery:
     payload: bytes
     original: bytes | None
     original_type: str | None
+    #: The claim's fencing token (PostgreSQL): its completion must present it, so a claim whose lease expired
+    #: cannot finish a delivery claimed again since. None where one process owns the store (SQLite).
+    lease_token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,8 @@ class Completion:
     version_order: str = ""
     track_key: bool = False
     mark_older_stale: bool = False
+    #: The `ClaimedDelivery.lease_token` this attempt answers (None: the owner alone is checked).
+    lease_token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +241,8 @@ class Store(abc.ABC):
     their deliveries are committed, and raises StoreUnavailable when they are not.
     """
 
+    #: The backend's SQL dialect: which `sql/` queries and numbered migrations it runs.
+    dialect: str = ""
     #: Most bytes quarantined inputs may hold together (`quarantine.max_bytes`); the oldest go first past it.
     quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES
 

@@ -1,0 +1,315 @@
+-- Named queries of the PostgreSQL backend (relay/store/postgres.py). Parameters are positional ($1 …, asyncpg);
+-- batches are bound as arrays and expanded with unnest(): one statement per table per group commit.
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at text NOT NULL
+);
+
+-- name: migration_lock
+-- Held until the migrating transaction ends: instances starting at once apply each migration once, in turn.
+SELECT pg_advisory_xact_lock(7235083390127718191);
+
+-- name: applied_migrations
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3);
+
+-- name: insert_events
+-- The new events of a batch; ids another instance stored meanwhile are left alone and not returned.
+INSERT INTO events (event_id, channel, source, tenant_id, entity_key, version, version_order,
+                    occurred_at, received_at, payload, original, original_type)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::bytea[], $11::bytea[], $12::text[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id;
+
+-- name: supersede_older
+-- collapse: a newer version replaces pending, not in-flight, older deliveries of the same key.
+UPDATE deliveries d SET state = 'superseded', finished_at = r.now, last_error = 'superseded by ' || r.event_id
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+     AS r(event_id, subscriber, entity_key, version_order, now)
+WHERE d.subscriber = r.subscriber AND d.entity_key = r.entity_key AND d.state = 'pending'
+  AND d.version_order < r.version_order COLLATE "C" AND NOT d.replay
+  AND (d.lease_expires_at IS NULL OR d.lease_expires_at < r.now COLLATE "C");
+
+-- name: insert_deliveries_checked
+-- Deliveries at ingest: `stale` when the subscriber already got a newer version of the key.
+INSERT INTO deliveries (event_id, subscriber, entity_key, version_order, state, created_at, next_attempt_at, replay)
+SELECT r.event_id, r.subscriber, r.entity_key, r.version_order,
+       CASE WHEN r.check_stale AND r.entity_key IS NOT NULL AND EXISTS (
+                SELECT 1 FROM key_state k
+                WHERE k.subscriber = r.subscriber AND k.entity_key = r.entity_key
+                  AND k.delivered_version_order > r.version_order COLLATE "C")
+            THEN 'stale' ELSE 'pending' END,
+       r.created_at, r.created_at, false
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::text[]) WITH ORDINALITY
+     AS r(event_id, subscriber, entity_key, version_order, check_stale, created_at, n)
+ORDER BY r.n;
+
+-- name: insert_quarantine
+INSERT INTO quarantine (received_at, source, channel, reason, details, content_type, size, body)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING id;
+
+-- name: quarantine_bytes
+SELECT bytes FROM quarantine_usage WHERE id = 1;
+
+-- name: quarantine_oldest
+-- Budget: the oldest entries after $1, never $2 (the one just stored) or newer.
+SELECT id, size FROM quarantine WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3;
+
+-- name: drop_quarantine_through
+DELETE FROM quarantine WHERE id <= $1;
+
+-- name: prune_quarantine
+DELETE FROM quarantine WHERE id IN (
+    SELECT id FROM quarantine WHERE received_at < $1 ORDER BY received_at LIMIT $2);
+
+-- name: delete_quarantine
+DELETE FROM quarantine WHERE id = $1;
+
+-- name: list_quarantine
+SELECT id, received_at, source, channel, reason, details, content_type, length(body)
+FROM quarantine
+WHERE ($1::text IS NULL OR source = $1)
+ORDER BY id DESC
+LIMIT $2;
+
+-- name: get_quarantine
+SELECT id, received_at, source, channel, reason, details, content_type, body
+FROM quarantine WHERE id = $1;
+
+-- name: touch_store_probe
+INSERT INTO store_probe (id, checked_at) VALUES (1, $1)
+ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at;
+
+-- name: list_events
+SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+       payload, original, original_type
+FROM events
+WHERE ($1::text IS NULL OR channel = $1)
+  AND ($2::text IS NULL OR source = $2)
+  AND ($3::text IS NULL OR entity_key = $3)
+  AND ($4::text IS NULL OR received_at >= $4)
+  AND ($5::text IS NULL OR received_at < $5)
+ORDER BY seq
+LIMIT $6;
+
+-- name: get_event
+SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+       payload, original, original_type
+FROM events WHERE event_id = $1;
+
+-- name: count_events
+SELECT count(*) FROM events;
+
+-- name: claim_due
+-- Leases up to $5 due deliveries of one subscriber; rows another instance is claiming right now are skipped,
+-- never waited for. Returns what the attempt needs, with the claim's fencing token.
+WITH claimed AS (
+    UPDATE deliveries SET lease_owner = $1, lease_expires_at = $2, lease_token = nextval('lease_tokens')
+    WHERE id IN (
+        SELECT d.id FROM deliveries d
+        WHERE d.state = 'pending' AND d.subscriber = $3 AND d.next_attempt_at <= $4
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < $4)
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id, subscriber, attempts, created_at, replay, entity_key, version_order, event_id, lease_token)
+SELECT c.id, c.subscriber, c.attempts, c.created_at, c.replay, c.entity_key, c.version_order,
+       e.event_id, e.channel, e.source, e.received_at, e.payload, e.original, e.original_type, c.lease_token
+FROM claimed c JOIN events e ON e.event_id = c.event_id
+ORDER BY c.id;
+
+-- name: claim_due_per_key
+-- Per-key ordering across instances: only the head of each key (lowest version, then oldest), and only when no
+-- delivery of that key is leased by anyone. A head another instance is locking is skipped, and the versions
+-- behind it stay blocked because the head is still pending in this statement's snapshot.
+WITH claimed AS (
+    UPDATE deliveries SET lease_owner = $1, lease_expires_at = $2, lease_token = nextval('lease_tokens')
+    WHERE id IN (
+        SELECT d.id FROM deliveries d
+        WHERE d.state = 'pending' AND d.subscriber = $3 AND d.next_attempt_at <= $4
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < $4)
+          AND (d.entity_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries o
+                WHERE o.subscriber = d.subscriber AND o.entity_key = d.entity_key AND o.state = 'pending'
+                  AND o.id <> d.id
+                  AND (o.version_order < d.version_order
+                       OR (o.version_order = d.version_order AND o.id < d.id)
+                       OR o.lease_expires_at >= $4)))
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT $5
+        FOR UPDATE OF d SKIP LOCKED)
+    RETURNING id, subscriber, attempts, created_at, replay, entity_key, version_order, event_id, lease_token)
+SELECT c.id, c.subscriber, c.attempts, c.created_at, c.replay, c.entity_key, c.version_order,
+       e.event_id, e.channel, e.source, e.received_at, e.payload, e.original, e.original_type, c.lease_token
+FROM claimed c JOIN events e ON e.event_id = c.event_id
+ORDER BY c.id;
+
+-- name: insert_attempts
+INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status, error, response_excerpt)
+SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::float8[], $5::integer[], $6::text[], $7::bytea[]);
+
+-- name: finish_deliveries
+-- Applies the retry policy's decisions; only the holder of the current claim may (owner and fencing token):
+-- after a lease expired and another claim took the delivery, the late completion changes nothing.
+UPDATE deliveries d
+SET state = r.state, attempts = r.attempt, next_attempt_at = coalesce(r.next_attempt_at, d.next_attempt_at),
+    lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, last_status = r.status, last_error = r.error,
+    finished_at = r.finished_at
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::integer[], $6::text[], $7::integer[],
+            $8::text[], $9::text[])
+     AS r(delivery_id, owner, token, state, attempt, next_attempt_at, status, error, finished_at)
+WHERE d.id = r.delivery_id AND d.lease_owner = r.owner AND (r.token IS NULL OR d.lease_token = r.token);
+
+-- name: record_keys_delivered
+INSERT INTO key_state (subscriber, entity_key, delivered_version_order)
+SELECT subscriber, entity_key, max(version_order COLLATE "C")
+FROM unnest($1::text[], $2::text[], $3::text[]) AS r(subscriber, entity_key, version_order)
+GROUP BY subscriber, entity_key
+ON CONFLICT (subscriber, entity_key) DO UPDATE
+SET delivered_version_order = greatest(key_state.delivered_version_order, excluded.delivered_version_order);
+
+-- name: mark_older_stale
+UPDATE deliveries d SET state = 'stale', finished_at = r.now, last_error = 'stale: a newer version was delivered'
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS r(subscriber, entity_key, version_order, now)
+WHERE d.subscriber = r.subscriber AND d.entity_key = r.entity_key AND d.state = 'pending'
+  AND d.version_order < r.version_order COLLATE "C" AND NOT d.replay
+  AND (d.lease_expires_at IS NULL OR d.lease_expires_at < r.now COLLATE "C");
+
+-- name: touch_subscriber_success
+INSERT INTO subscriber_state (subscriber, last_success_at)
+SELECT * FROM unnest($1::text[], $2::text[])
+ON CONFLICT (subscriber) DO UPDATE
+SET last_success_at = greatest(coalesce(subscriber_state.last_success_at, ''), excluded.last_success_at);
+
+-- name: release_leases
+UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL
+WHERE lease_owner = $1 AND state = 'pending';
+
+-- name: set_subscriber_disabled
+INSERT INTO subscriber_state (subscriber, disabled, disabled_reason, disabled_at)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (subscriber) DO UPDATE
+SET disabled = excluded.disabled, disabled_reason = excluded.disabled_reason, disabled_at = excluded.disabled_at;
+
+-- name: set_circuit_state
+INSERT INTO subscriber_state (subscriber, circuit_state, circuit_changed_at) VALUES ($1, $2, $3)
+ON CONFLICT (subscriber) DO UPDATE
+SET circuit_state = excluded.circuit_state, circuit_changed_at = excluded.circuit_changed_at;
+
+-- name: subscriber_states
+SELECT subscriber, disabled, disabled_reason, disabled_at, last_success_at, circuit_state, circuit_changed_at
+FROM subscriber_state;
+
+-- name: delivery_counts
+SELECT subscriber, state, count(*) FROM deliveries
+WHERE state IN ('pending', 'dead') GROUP BY subscriber, state;
+
+-- name: next_due_at
+SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending';
+
+-- name: list_deliveries
+SELECT d.id, d.event_id, d.subscriber, d.state, d.attempts, d.created_at, d.next_attempt_at,
+       d.replay, d.last_status, d.last_error, d.finished_at, e.channel, d.entity_key
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+WHERE ($1::text IS NULL OR d.event_id = $1)
+  AND ($2::text IS NULL OR d.subscriber = $2)
+  AND ($3::text IS NULL OR d.state = $3)
+  AND ($4::text IS NULL OR e.channel = $4)
+  AND ($5::text IS NULL OR d.created_at >= $5)
+  AND ($6::text IS NULL OR d.created_at < $6)
+  AND ($7::text IS NULL OR d.entity_key = $7)
+ORDER BY d.id DESC
+LIMIT $8;
+
+-- name: list_attempts
+SELECT attempt, started_at, duration_ms, status, error, response_excerpt
+FROM attempts WHERE delivery_id = $1 ORDER BY attempt;
+
+-- name: redrive_dead
+UPDATE deliveries
+SET state = 'pending', attempts = 0, next_attempt_at = $7, created_at = $7, lease_owner = NULL,
+    lease_expires_at = NULL, lease_token = NULL, finished_at = NULL
+WHERE state = 'dead'
+  AND ($1::text IS NULL OR event_id = $1)
+  AND ($2::text IS NULL OR subscriber = $2)
+  AND ($3::text IS NULL OR entity_key = $3)
+  AND ($4::text IS NULL OR created_at >= $4)
+  AND ($5::text IS NULL OR created_at < $5)
+  AND ($6::text IS NULL OR event_id IN (SELECT event_id FROM events WHERE channel = $6));
+
+-- name: events_page
+SELECT seq, event_id, channel, source, entity_key, version_order, payload, received_at
+FROM events
+WHERE ($1::text IS NULL OR channel = $1)
+  AND ($2::text IS NULL OR event_id = $2)
+  AND ($3::text IS NULL OR entity_key = $3)
+  AND ($4::text IS NULL OR received_at >= $4)
+  AND ($5::text IS NULL OR received_at < $5)
+  AND seq > $6
+ORDER BY seq
+LIMIT $7;
+
+-- name: count_events_matching
+SELECT count(*) FROM events
+WHERE ($1::text IS NULL OR channel = $1)
+  AND ($2::text IS NULL OR event_id = $2)
+  AND ($3::text IS NULL OR entity_key = $3)
+  AND ($4::text IS NULL OR received_at >= $4)
+  AND ($5::text IS NULL OR received_at < $5);
+
+-- name: insert_replay_deliveries
+INSERT INTO deliveries (event_id, subscriber, entity_key, version_order, state, created_at, next_attempt_at, replay)
+SELECT r.event_id, r.subscriber, r.entity_key, r.version_order, 'pending', $5, $5, true
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+     AS r(event_id, subscriber, entity_key, version_order, n)
+ORDER BY r.n;
+
+-- name: get_checkpoint
+SELECT high_water, last_key, state, updated_at FROM checkpoints WHERE source = $1 AND resource = $2;
+
+-- name: save_checkpoint
+INSERT INTO checkpoints (source, resource, high_water, last_key, state, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (source, resource) DO UPDATE
+SET high_water = excluded.high_water, last_key = excluded.last_key, state = excluded.state,
+    updated_at = excluded.updated_at;
+
+-- name: record_hashes_for
+SELECT record_key, hash FROM record_hashes
+WHERE source = $1 AND resource = $2 AND record_key = ANY($3::text[]);
+
+-- name: upsert_record_hashes
+INSERT INTO record_hashes (source, resource, record_key, hash, seen_at)
+SELECT $1, $2, r.record_key, r.hash, $5
+FROM unnest($3::text[], $4::text[]) AS r(record_key, hash)
+ON CONFLICT (source, resource, record_key) DO UPDATE SET hash = excluded.hash, seen_at = excluded.seen_at;
+
+-- name: delete_record_hashes
+DELETE FROM record_hashes WHERE source = $1 AND resource = $2 AND record_key = ANY($3::text[]);
+
+-- name: all_record_keys
+SELECT record_key FROM record_hashes WHERE source = $1 AND resource = $2;
+
+-- name: prune_events
+-- Retention: events older than the cutoff with no delivery still pending (deliveries and attempts cascade).
+DELETE FROM events WHERE seq IN (
+    SELECT e.seq FROM events e
+    WHERE e.received_at < $1
+      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id AND d.state = 'pending')
+    ORDER BY e.received_at LIMIT $2);
+
+-- name: future_schedule
+SELECT id, next_attempt_at, lease_expires_at FROM deliveries
+WHERE state = 'pending' AND (next_attempt_at > $1 OR lease_expires_at > $1);
+
+-- name: shift_schedule
+UPDATE deliveries d SET next_attempt_at = r.next_attempt_at, lease_expires_at = r.lease_expires_at
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS r(id, next_attempt_at, lease_expires_at)
+WHERE d.id = r.id;
