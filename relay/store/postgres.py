@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 import orjson
@@ -86,12 +86,14 @@ def postgres_target(url: str) -> PostgresTarget:
             password = text.splitlines()[0] if text else ""
         else:
             kept.append((key, value))
-    dsn = urlunsplit(parts._replace(query=urlencode(kept)))
+    base = url.split("?", 1)[0]
+    dsn = f"{base}?{urlencode(kept)}" if kept else base
+    options = dict(kept)
     try:
-        port = parts.port or 5432
+        port = parts.port or int(options.get("port", 5432))
     except ValueError:
         raise ValueError("store.url: the port is not a number") from None
-    host = parts.hostname or "localhost"
+    host = parts.hostname or options.get("host") or "localhost"
     database = parts.path.lstrip("/") or (parts.username or "postgres")
     return PostgresTarget(dsn=dsn, password=password, where=f"{host}:{port}/{database}")
 
@@ -358,7 +360,10 @@ class PostgresStore(Store):
             try:
                 async with conn.transaction():
                     results[op] = await op.fn(conn)
-            except (asyncpg.PostgresError, StoreUnavailable, ValueError) as exc:
+            except asyncpg.PostgresError as exc:
+                # Refused by the server (read-only, out of disk, a constraint): not committed, callers answer 503.
+                errors[op] = StoreUnavailable(f"the write was refused: {_describe(exc)}")
+            except (StoreUnavailable, ValueError) as exc:
                 errors[op] = exc
         return created
 
