@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +42,7 @@ from relay.store.base import (
     SubscriberState,
 )
 
-__all__ = ["PostgresStore", "PostgresTarget", "postgres_target"]
+__all__ = ["PostgresStore", "PostgresTarget", "postgres_problem", "postgres_target"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -96,6 +98,32 @@ def postgres_target(url: str) -> PostgresTarget:
     host = parts.hostname or options.get("host") or "localhost"
     database = parts.path.lstrip("/") or (parts.username or "postgres")
     return PostgresTarget(dsn=dsn, password=password, where=f"{host}:{port}/{database}")
+
+
+def postgres_problem(url: str, *, timeout_s: float = 5.0) -> str | None:
+    """Why the relay could not use this PostgreSQL store now (bad URL, unreachable, refused login), or None.
+
+    Connects once and runs `SELECT 1`, from a thread of its own so that it works with or without a running event
+    loop. The answer names host:port/database, never the password.
+    """
+    try:
+        target = postgres_target(url)
+    except ValueError as exc:
+        return f"store.url: {exc}"
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(target.dsn, password=target.password, timeout=timeout_s)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="store-check") as pool:
+        try:
+            pool.submit(asyncio.run, probe()).result()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ValueError) as exc:
+            return f"store: cannot connect to PostgreSQL at {target}: {_describe(exc)}"
+    return None
 
 
 @dataclass(eq=False, slots=True)
@@ -892,7 +920,11 @@ def _rowcount(status: str) -> int:
 
 def _describe(exc: BaseException) -> str:
     """An error for people: the server's message or the socket's reason, never the connection URL."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # asyncio's strerror repeats the address: "Connect call failed (…)"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, TimeoutError):
+        return "no answer (timed out)"
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0]
