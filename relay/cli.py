@@ -203,6 +203,29 @@ def check_config(config_path: Path, probe: bool) -> None:
     click.echo(f"  subscribers: {', '.join(s.name for s in config.subscribers) or 'none'}")
 
 
+@main.command("migrate")
+@CONFIG_OPTION
+def migrate_cmd(config_path: Path) -> None:
+    """Apply the store's pending schema migrations and print its schema version.
+
+    `serve` migrates on start too; run this first to upgrade a shared PostgreSQL database before the relays.
+    Instances migrating at once take turns (an advisory lock); a schema newer than this relay is refused.
+    """
+    from relay.store import StoreUnavailable
+
+    config = _load(config_path)
+
+    async def version(store: Store) -> int:
+        return await store.schema_version()
+
+    try:
+        schema = _with_store(config, version)
+    except StoreUnavailable as exc:
+        _echo(f"error: store: {exc}", err=True)
+        raise SystemExit(1) from None
+    _echo(f"store: {mask_url(config.store.url)} at schema version {schema}")
+
+
 def _relay_answers(host: str, port: int) -> bool:
     """True when a relay answers `GET /livez` on host:port (within a second)."""
     import urllib.request
