@@ -51,6 +51,7 @@ Q = queries("postgres")
 # What a failed statement or a lost server raises: all of it means "not committed" to the caller.
 _DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 _CONNECT_TIMEOUT_S = 10.0
+_COMMAND_TIMEOUT_S = 60.0
 _DROP_LOG_INTERVAL_S = 60.0
 
 
@@ -212,6 +213,8 @@ class PostgresStore(Store):
                 min_size=1,
                 max_size=self.pool_max,
                 timeout=_CONNECT_TIMEOUT_S,
+                # A statement that gets no answer (a server gone silent) fails instead of stalling the writer.
+                command_timeout=_COMMAND_TIMEOUT_S,
                 server_settings={"application_name": "erp-relay"},
             )
         except _DB_ERRORS as exc:  # TimeoutError (connect_timeout) is an OSError
@@ -332,7 +335,12 @@ class PostgresStore(Store):
                     errors.clear()
                     async with conn.transaction():
                         created = await self._apply_batch(conn, batch, ingest_ops, results, errors, isolated=True)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, StoreUnavailable) as exc:
+                except BaseException as exc:
+                    if not isinstance(exc, asyncpg.PostgresError):
+                        # The connection itself broke (server gone, protocol state lost): never hand it out again.
+                        conn.terminate()
+                    raise
+        except Exception as exc:  # whatever broke, the batch was not committed: fail it and keep writing
             log.error("commit failed", error=_describe(exc), batch=len(batch))
             failure = StoreUnavailable(f"commit failed: {_describe(exc)}")
             for op in batch:

@@ -174,20 +174,22 @@ async def test_an_unreachable_server_is_named_without_the_password() -> None:
 
 
 async def _ping_once_reconnected(store: PostgresStore) -> str:
-    """Ping until the pool has replaced the connections the server terminated; '' when writable, else the error.
+    """The ping's answer once the pool has replaced the connections the server terminated: '' or the error.
 
-    Each terminated connection fails one commit (it is not known whether a commit in flight was kept); the pool
-    replaces it, so at most `pool_max` failures precede an answer from a live connection.
+    Each terminated connection fails one commit (whether a commit in flight was kept is not known) and is
+    discarded, so after `pool_max` failures at most the answer comes from a live connection.
     """
+    outcome = ""
     for _ in range(store.pool_max + 1):
         try:
             await store.ping()
         except StoreUnavailable as exc:
-            if "connection was closed" not in str(exc):
-                return str(exc)
+            outcome = str(exc)
+            if "read-only" in outcome:
+                return outcome
         else:
             return ""
-    raise AssertionError("the pool did not reconnect")
+    return outcome
 
 
 async def test_ping_fails_while_the_database_refuses_writes(open_store: OpenStore, postgres_url: str) -> None:
