@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck demo bench soak clean
+.PHONY: install check test lint typecheck demo bench soak clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,11 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy --strict relay
+
+# The inner loop (under a minute): lint, types, and every test not marked slow (no `relay serve` processes,
+# no fault injection). `make test` is the full suite CI runs.
+check: install lint typecheck
+	$(BIN)/pytest -q -m "not slow"
 
 test: install lint typecheck
 	$(BIN)/pytest -q

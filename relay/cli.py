@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import getpass
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,23 +23,55 @@ from rich.table import Table
 from rich.text import Text
 
 from relay._display import mask_url, mask_urls_in, terminal_safe
+from relay.admin_client import AdminClient, AdminClientError, admin_token
 from relay.config import Config, ConfigError
-from relay.events import Event, format_ts, parse_ts
-from relay.store import EventFilter, Store
+from relay.events import format_ts
+from relay.ops import DeliveryFilter, EventFilter, Operations, OpsError, operations, parse_when
+from relay.spec import SpecRegistry
+from relay.views import (
+    delivery_detail_json,
+    delivery_json,
+    event_detail_json,
+    event_feed_json,
+    event_json,
+    quarantine_json,
+    quarantine_retry_json,
+    replay_json,
+    state_json,
+    subscriber_json,
+    test_delivery_json,
+)
 
 T = TypeVar("T")
 console = Console()
 err_console = Console(stderr=True)
+
+#: Where the configuration is looked for when neither `-c` nor `$RELAY_CONFIG` names it.
+DEFAULT_CONFIG_PATH = Path("/etc/erp-relay/relay.yaml")
 
 CONFIG_OPTION = click.option(
     "-c",
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=lambda: os.environ.get("RELAY_CONFIG", "relay.yaml"),
-    show_default="$RELAY_CONFIG or relay.yaml",
-    help="Configuration file.",
+    default=None,
+    help=f"Configuration file [default: $RELAY_CONFIG, then {DEFAULT_CONFIG_PATH}].",
 )
+
+
+def find_config(given: Path | None, env: Mapping[str, str], default: Path = DEFAULT_CONFIG_PATH) -> Path:
+    """The configuration file to use: `-c`, else `$RELAY_CONFIG`, else `default` when it exists.
+
+    Raises:
+        ConfigError: none of them names a file; the message names both places looked at.
+    """
+    if given is not None:
+        return given
+    if env.get("RELAY_CONFIG"):
+        return Path(env["RELAY_CONFIG"])
+    if default.is_file():
+        return default
+    raise ConfigError([f"no configuration: $RELAY_CONFIG is not set and {default} does not exist (give -c FILE)"])
 
 
 def _echo(line: str, *, err: bool = False) -> None:
@@ -57,30 +93,109 @@ def _print_block(text: str) -> None:
     console.print(Text(terminal_safe(text, multiline=True)))
 
 
-def _load(config_path: Path) -> Config:
+def _fail(problems: list[str]) -> SystemExit:
+    for problem in problems:
+        _echo(f"error: {problem}", err=True)
+    return SystemExit(1)
+
+
+def _config_path(given: Path | None) -> Path:
+    try:
+        return find_config(given, os.environ)
+    except ConfigError as exc:
+        raise _fail(exc.problems) from None
+
+
+def _load(config_path: Path | None, *, secrets: bool = True) -> Config:
+    """The configuration with its specs checked; `secrets=False` (read-only commands): only the file itself,
+    no secret file read and no `${VAR}` required outside `store` (see `relay.config.load_config`)."""
+    from relay.config import load_config
     from relay.daemon import load_all
 
+    path = _config_path(config_path)
     try:
-        config, _ = load_all(config_path)
+        return load_all(path)[0] if secrets else load_config(path, secrets=False)
     except ConfigError as exc:
-        for problem in exc.problems:
-            _echo(f"error: {problem}", err=True)
-        raise SystemExit(1) from None
-    return config
+        raise _fail(exc.problems) from None
 
 
-def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
-    from relay.daemon import open_configured_store
+def _load_all(config_path: Path | None) -> tuple[Path, Config, SpecRegistry]:
+    from relay.daemon import load_all
+
+    path = _config_path(config_path)
+    try:
+        config, specs = load_all(path)
+    except ConfigError as exc:
+        raise _fail(exc.problems) from None
+    return path, config, specs
+
+
+def _run_ops(config: Config, fn: Callable[[Operations], Awaitable[T]], specs: SpecRegistry | None = None) -> T:
+    """Run one operator action against the configured store; an OpsError is one line on stderr and exit 1."""
 
     async def run() -> T:
-        store = open_configured_store(config)
-        await store.open()
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
+        async with operations(config, specs) as ops:
+            return await fn(ops)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except OpsError as exc:
+        raise _fail([str(exc)]) from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """Where a command reads and acts: the store of a configuration, or a running relay's admin API (`--url`)."""
+
+    config_path: Path | None
+    url: str | None
+    token_file: Path | None
+
+
+def target_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """`-c`, `--url` and `--token-file`, handed to the command as one `target: Target` argument."""
+
+    @functools.wraps(fn)
+    def command(*args: Any, config_path: Path | None, url: str | None, token_file: Path | None, **kwargs: Any) -> None:
+        fn(*args, target=Target(config_path, url, token_file), **kwargs)
+
+    url_option = click.option(
+        "--url",
+        help="Work through the admin API of the relay at this URL (e.g. http://127.0.0.1:8080) instead of "
+        "opening the database; the token comes from $RELAY_ADMIN_TOKEN or --token-file.",
+    )
+    token_option = click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A file holding the admin token for --url.",
+    )
+    return CONFIG_OPTION(url_option(token_option(command)))
+
+
+def _client(target: Target) -> AdminClient:
+    assert target.url is not None
+    try:
+        return AdminClient(target.url, admin_token(target.token_file, os.environ))
+    except AdminClientError as exc:
+        raise _fail([str(exc)]) from None
+
+
+def _query(
+    target: Target,
+    local: Callable[[Operations], Awaitable[Any]],
+    remote: Callable[[AdminClient], Any],
+    *,
+    secrets: bool = False,
+) -> Any:
+    """The view JSON of one request: from the store (read-only commands load the config without secrets) or,
+    with `--url`, from the relay's admin API. A refusal is one line on stderr and exit 1."""
+    if target.url is None:
+        return _run_ops(_load(target.config_path, secrets=secrets), local)
+    client = _client(target)
+    try:
+        return remote(client)
+    except AdminClientError as exc:
+        raise _fail([str(exc)]) from None
 
 
 def _print_json(value: Any) -> None:
@@ -92,28 +207,9 @@ def _parse_when(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return parse_ts(value)
-    except ValueError:
-        raise click.BadParameter(f"expected an ISO 8601 time like 2026-11-20T09:00:00Z, got {value!r}") from None
-
-
-def event_json(event: Event, *, with_payload: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "eventId": event.event_id,
-        "channel": event.channel,
-        "source": event.source,
-        "tenantId": event.tenant_id,
-        "entityKey": event.entity_key,
-        "version": event.version,
-        "occurredAt": format_ts(event.occurred_at),
-        "receivedAt": format_ts(event.received_at),
-    }
-    if with_payload:
-        out["payload"] = orjson.loads(event.payload)
-        if event.original is not None:
-            out["original"] = event.original.decode("utf-8", "replace")
-            out["originalType"] = event.original_type
-    return out
+        return parse_when(value, datetime.now(UTC))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,7 +224,7 @@ def main() -> None:
 
 @main.command()
 @CONFIG_OPTION
-def serve(config_path: Path) -> None:
+def serve(config_path: Path | None) -> None:
     """Run the relay daemon until SIGTERM.
 
     A start-up failure is one line on stderr naming the problem, and exit code 1.
@@ -139,6 +235,7 @@ def serve(config_path: Path) -> None:
     from relay.daemon import StartupError, run_serve, startup_problems
     from relay.logs import configure_logging
 
+    config_path = _config_path(config_path)
     config = _load(config_path)
     # Checked before anything is opened: nothing to release, and the answer comes at once.
     problems = startup_problems(config)
@@ -166,7 +263,7 @@ def serve(config_path: Path) -> None:
 @main.command("check-config")
 @CONFIG_OPTION
 @click.option("--probe", is_flag=True, help="Also fetch one sample per polled resource (a permissions checklist).")
-def check_config(config_path: Path, probe: bool) -> None:
+def check_config(config_path: Path | None, probe: bool) -> None:
     """Validate the configuration: one line per problem (exit 1), or a summary (exit 0).
 
     Besides the file itself: secret files readable, the store URL supported and its directory writable,
@@ -174,6 +271,7 @@ def check_config(config_path: Path, probe: bool) -> None:
     """
     from relay.daemon import load_all, startup_problems
 
+    config_path = _config_path(config_path)
     try:
         config, specs = load_all(config_path)
     except ConfigError as exc:
@@ -205,24 +303,14 @@ def check_config(config_path: Path, probe: bool) -> None:
 
 @main.command("migrate")
 @CONFIG_OPTION
-def migrate_cmd(config_path: Path) -> None:
+def migrate_cmd(config_path: Path | None) -> None:
     """Apply the store's pending schema migrations and print its schema version.
 
     `serve` migrates on start too; run this first to upgrade a shared PostgreSQL database before the relays.
     Instances migrating at once take turns (an advisory lock); a schema newer than this relay is refused.
     """
-    from relay.store import StoreUnavailable
-
     config = _load(config_path)
-
-    async def version(store: Store) -> int:
-        return await store.schema_version()
-
-    try:
-        schema = _with_store(config, version)
-    except StoreUnavailable as exc:
-        _echo(f"error: store: {exc}", err=True)
-        raise SystemExit(1) from None
+    schema = _run_ops(config, lambda ops: ops.schema_version())
     _echo(f"store: {mask_url(config.store.url)} at schema version {schema}")
 
 
@@ -289,54 +377,13 @@ async def _probe(config: Config, specs: Any) -> int:
 @click.option("--dry-run", is_flag=True, required=True, help="Print what one poll would emit; store nothing.")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=None, help="Stop after N events.")
 @click.option("--json", "as_json", is_flag=True)
-def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | None, as_json: bool) -> None:
+def poll_cmd(config_path: Path | None, source_name: str, dry_run: bool, limit: int | None, as_json: bool) -> None:
     """Run one poll of SOURCE without storing anything."""
-    import aiohttp
-
-    from relay.daemon import load_all
-    from relay.ingest.pipeline import Router
-    from relay.poll import load_builders
-    from relay.poll.base import PollError
-    from relay.poll.engine import Poller
-    from relay.poll.scheduler import build_source
-
-    config, specs = load_all(config_path)
-    source = config.source(source_name)
-    if source is None:
+    config_path, config, specs = _load_all(config_path)
+    if config.source(source_name) is None:
         click.echo(f"no source named {source_name!r} in {config_path}", err=True)
         raise SystemExit(1)
-    load_builders()
-
-    async def run(store: Store) -> list[dict[str, Any]]:
-        emitted: list[dict[str, Any]] = []
-        async with aiohttp.ClientSession() as session:
-            built = build_source(source, session, specs)
-            if built is None:
-                click.echo(f"{source_name} is a push source ({source.kind}): nothing to poll", err=True)
-                raise SystemExit(1)
-            fetcher, resources = built
-            try:
-                for resource in resources:
-                    poller = Poller(
-                        store=store,
-                        specs=specs,
-                        router=Router(config.subscribers),
-                        source=source.name,
-                        fetcher=fetcher,
-                        resource=resource,
-                    )
-                    report = await poller.poll_once(dry_run=True, limit=limit)
-                    emitted.extend(
-                        {"resource": resource.name, "channel": resource.channel, **p} for p in report.emitted
-                    )
-            except PollError as exc:
-                _echo(f"poll failed: {exc}", err=True)
-                raise SystemExit(1) from None
-            finally:
-                await fetcher.close()
-        return emitted
-
-    emitted = _with_store(config, run)
+    emitted = _run_ops(config, lambda ops: ops.poll_preview(source_name, limit=limit), specs)
     if as_json:
         _print_json(emitted)
         return
@@ -351,33 +398,102 @@ def poll_cmd(config_path: Path, source_name: str, dry_run: bool, limit: int | No
 
 # ------------------------------------------------------------------------------------------- events
 
+WIDE_OPTION = click.option("--wide", is_flag=True, help="Never cut columns (the default when not on a terminal).")
+SINCE_OPTION = click.option("--since", help="At or after: ISO 8601, or a time ago like 30m, 2h, 7d.")
+UNTIL_OPTION = click.option("--until", help="Before: ISO 8601, or a time ago like 30m, 2h, 7d.")
+FEED_PAGE = 1000  # events per look at the store while following; a larger backlog is read page by page at once
+
+
+def _print_table(table: Table, wide: bool) -> None:
+    """A table; cut to the terminal's width only on a terminal without --wide (piped output keeps full ids)."""
+    if wide or not console.is_terminal:
+        Console(width=1_000_000, soft_wrap=True).print(table)
+    else:
+        console.print(table)
+
 
 @main.group()
 def events() -> None:
     """Inspect stored events."""
 
 
+def _event_line(e: dict[str, Any]) -> str:
+    """One followed event as a line: received, id, channel, source, key, version."""
+    return "  ".join(str(e[k] or "-") for k in ("receivedAt", "eventId", "channel", "source", "entityKey", "version"))
+
+
+def _follow(target: Target, flt: EventFilter, *, first: int, interval_s: float, as_json: bool) -> None:
+    """Print the `first` newest matching events, then every new one as it is stored, until Ctrl-C."""
+
+    def emit(views: list[dict[str, Any]]) -> None:
+        for view in views:
+            if as_json:
+                sys.stdout.buffer.write(orjson.dumps(view) + b"\n")
+            else:
+                _echo(_event_line(view))
+        sys.stdout.flush()
+
+    start = dataclasses.replace(flt, limit=first)
+    page = dataclasses.replace(flt, limit=FEED_PAGE)
+
+    async def local(ops: Operations) -> None:
+        feed = event_feed_json(await ops.event_feed(start))
+        while True:
+            emit(feed["events"])
+            if len(feed["events"]) < FEED_PAGE:
+                await asyncio.sleep(interval_s)
+            feed = event_feed_json(await ops.event_feed(page, after=feed["cursor"]))
+
+    def remote(client: AdminClient) -> None:
+        feed = client.event_feed(start)
+        while True:
+            emit(feed["events"])
+            if len(feed["events"]) < FEED_PAGE:
+                time.sleep(interval_s)
+            feed = client.event_feed(page, after=feed["cursor"])
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _query(target, local, remote)
+
+
+FOLLOW_INTERVAL_OPTION = click.option(
+    "--interval",
+    "interval_s",
+    type=click.FloatRange(0.05, 60.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds between looks for new events.",
+)
+
+
 @events.command("list")
-@CONFIG_OPTION
+@target_options
 @click.option("--channel")
 @click.option("--source")
 @click.option("--key", "entity_key", help="Entity key (e.g. a customer number).")
-@click.option("--since", help="Received at or after (ISO 8601).")
-@click.option("--until", help="Received before (ISO 8601).")
+@SINCE_OPTION
+@UNTIL_OPTION
 @click.option("--limit", type=click.IntRange(1, 10_000_000), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one array).")
+@click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
+@click.option("-f", "--follow", is_flag=True, help="Then print new events as they are stored, like `events tail`.")
+@FOLLOW_INTERVAL_OPTION
+@WIDE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one array; with --follow one object a line).")
 def events_list(
-    config_path: Path,
+    target: Target,
     channel: str | None,
     source: str | None,
     entity_key: str | None,
     since: str | None,
     until: str | None,
     limit: int,
+    oldest_first: bool,
+    follow: bool,
+    interval_s: float,
+    wide: bool,
     as_json: bool,
 ) -> None:
-    """List events in arrival order."""
-    config = _load(config_path)
+    """List events, newest first (with --follow: the newest --limit oldest first, then new ones)."""
     flt = EventFilter(
         channel=channel,
         source=source,
@@ -385,35 +501,69 @@ def events_list(
         since=_parse_when(since),
         until=_parse_when(until),
         limit=limit,
+        newest_first=not oldest_first,
     )
-    found = _with_store(config, lambda store: store.list_events(flt))
+    if follow:
+        _follow(target, flt, first=limit, interval_s=interval_s, as_json=as_json)
+        return
+
+    async def local(ops: Operations) -> list[dict[str, Any]]:
+        return [event_json(e, with_payload=False) for e in await ops.list_events(flt)]
+
+    found = _query(target, local, lambda c: c.list_events(flt))
     if as_json:
-        _print_json([event_json(e, with_payload=False) for e in found])
+        _print_json(found)
         return
     table = Table("event id", "channel", "source", "key", "version", "received")
     for e in found:
-        table.add_row(*map(_cell, (e.event_id, e.channel, e.source, e.entity_key, e.version, format_ts(e.received_at))))
-    console.print(table)
+        table.add_row(
+            *map(_cell, (e["eventId"], e["channel"], e["source"], e["entityKey"], e["version"], e["receivedAt"]))
+        )
+    _print_table(table, wide)
     console.print(f"{len(found)} event(s)")
 
 
+@events.command("tail")
+@target_options
+@click.option("--channel")
+@click.option("--source")
+@click.option("--key", "entity_key", help="Entity key (e.g. a customer number).")
+@click.option(
+    "-n", "--lines", type=click.IntRange(0, 100_000), default=10, show_default=True, help="Newest events shown first."
+)
+@FOLLOW_INTERVAL_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+def events_tail(
+    target: Target,
+    channel: str | None,
+    source: str | None,
+    entity_key: str | None,
+    lines: int,
+    interval_s: float,
+    as_json: bool,
+) -> None:
+    """Print the newest events, then each new one as it is stored (one line each), until Ctrl-C."""
+    flt = EventFilter(channel=channel, source=source, entity_key=entity_key)
+    _follow(target, flt, first=lines, interval_s=interval_s, as_json=as_json)
+
+
 @events.command("show")
-@CONFIG_OPTION
+@target_options
 @click.argument("event_id")
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def events_show(config_path: Path, event_id: str, as_json: bool) -> None:
-    """Show one event with its payload."""
-    config = _load(config_path)
-    found = _with_store(config, lambda store: store.get_event(event_id))
-    if found is None:
-        click.echo(f"no event {event_id!r}", err=True)
-        raise SystemExit(1)
-    data = event_json(found)
+def events_show(target: Target, event_id: str, wide: bool, as_json: bool) -> None:
+    """Show one event with its payload and every delivery of it."""
+
+    async def local(ops: Operations) -> dict[str, Any]:
+        return event_detail_json(await ops.show_event(event_id))
+
+    data = _query(target, local, lambda c: c.show_event(event_id))
     if as_json:
         _print_json(data)
         return
     for key, value in data.items():
-        if key in ("payload", "original"):
+        if key in ("payload", "original", "originalType", "deliveries"):
             continue
         _print_field(key, value)
     payload = Text(terminal_safe(orjson.dumps(data["payload"], option=orjson.OPT_INDENT_2).decode(), multiline=True))
@@ -421,6 +571,8 @@ def events_show(config_path: Path, event_id: str, as_json: bool) -> None:
     if "original" in data:
         console.print(Text.assemble((f"original ({terminal_safe(data['originalType'])})", "bold"), ":"))
         _print_block(data["original"])
+    console.print(Text("deliveries", "bold"))
+    _print_deliveries(data["deliveries"], as_json=False, wide=wide)
 
 
 # ------------------------------------------------------------------------------------------- quarantine
@@ -432,105 +584,70 @@ def quarantine() -> None:
 
 
 @quarantine.command("list")
-@CONFIG_OPTION
+@target_options
 @click.option("--source")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def quarantine_list(config_path: Path, source: str | None, limit: int, as_json: bool) -> None:
+def quarantine_list(target: Target, source: str | None, limit: int, wide: bool, as_json: bool) -> None:
     """Newest quarantined inputs first."""
-    config = _load(config_path)
-    rows = _with_store(config, lambda store: store.list_quarantine(source=source, limit=limit))
+
+    async def local(ops: Operations) -> list[dict[str, Any]]:
+        return [quarantine_json(r) for r in await ops.list_quarantine(source=source, limit=limit)]
+
+    rows = _query(target, local, lambda c: c.list_quarantine(source=source, limit=limit))
     if as_json:
-        _print_json(
-            [
-                {
-                    "id": r.id,
-                    "receivedAt": r.received_at,
-                    "source": r.source,
-                    "channel": r.channel,
-                    "reason": r.reason,
-                    "details": r.details,
-                    "size": r.size,
-                }
-                for r in rows
-            ]
-        )
+        _print_json(rows)
         return
     table = Table("id", "received", "source", "channel", "reason", "bytes")
     for r in rows:
-        table.add_row(*map(_cell, (r.id, r.received_at, r.source, r.channel, r.reason[:80], r.size)))
-    console.print(table)
+        table.add_row(*map(_cell, (r["id"], r["receivedAt"], r["source"], r["channel"], r["reason"][:80], r["size"])))
+    _print_table(table, wide)
 
 
 @quarantine.command("show")
-@CONFIG_OPTION
-@click.argument("quarantine_id", type=int)
+@target_options
+@click.argument("quarantine_id", type=click.IntRange(1, 2**63 - 1))
 @click.option("--json", "as_json", is_flag=True)
-def quarantine_show(config_path: Path, quarantine_id: int, as_json: bool) -> None:
+def quarantine_show(target: Target, quarantine_id: int, as_json: bool) -> None:
     """One quarantined input with its reason and body."""
-    config = _load(config_path)
-    row = _with_store(config, lambda store: store.get_quarantine(quarantine_id))
-    if row is None:
-        click.echo(f"no quarantine entry {quarantine_id}", err=True)
-        raise SystemExit(1)
-    body = (row.body or b"").decode("utf-8", "replace")
-    data = {
-        "id": row.id,
-        "receivedAt": row.received_at,
-        "source": row.source,
-        "channel": row.channel,
-        "reason": row.reason,
-        "details": row.details,
-        "contentType": row.content_type,
-        "body": body,
-    }
+
+    async def local(ops: Operations) -> dict[str, Any]:
+        return quarantine_json(await ops.show_quarantine(quarantine_id))
+
+    data = _query(target, local, lambda c: c.show_quarantine(quarantine_id))
     if as_json:
         _print_json(data)
         return
     for key in ("id", "receivedAt", "source", "channel", "contentType", "reason"):
         _print_field(key, data[key])
-    for d in row.details:
+    for d in data["details"]:
         console.print(Text.assemble("  ", _cell(d.get("path")), ": ", _cell(d.get("message"))))
-    _print_block(body)
+    _print_block(data.get("body", ""))
 
 
 @quarantine.command("retry")
 @CONFIG_OPTION
 @click.argument("quarantine_id", type=int)
-def quarantine_retry(config_path: Path, quarantine_id: int) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def quarantine_retry(config_path: Path | None, quarantine_id: int, as_json: bool) -> None:
     """Check a quarantined input again (after fixing a spec or mapping); store it if it passes now."""
-    from relay.daemon import load_all
-    from relay.ingest.requeue import requeue
-
-    config, specs = load_all(config_path)
-
-    async def run(store: Store) -> Any:
-        try:
-            return await requeue(store, specs, config, quarantine_id)
-        except KeyError:
-            return None
-
-    result = _with_store(config, run)
-    if result is None:
-        click.echo(f"no quarantine entry {quarantine_id}", err=True)
-        raise SystemExit(1)
-    if not result.ok:
+    _, config, specs = _load_all(config_path)
+    result = _run_ops(config, lambda ops: ops.retry_quarantine(quarantine_id), specs)
+    if as_json:
+        _print_json(quarantine_retry_json(result))
+        raise SystemExit(0 if result.stored else 1)
+    if not result.stored:
         click.echo(f"still refused ({len(result.problems)} problem(s)):")
         for problem in result.problems:
             _echo(f"  {problem}")
         raise SystemExit(1)
-    for outcome in result.outcomes:
-        _echo(f"{outcome.event_id}: {outcome.status} ({outcome.deliveries} deliveries)")
+    for event_id, status, count in result.events:
+        _echo(f"{event_id}: {status} ({count} deliveries)")
     click.echo(f"quarantine entry {quarantine_id} stored and removed")
 
 
 # ------------------------------------------------------------------------------------------- deliveries
-
-
-def _router(config: Config) -> Any:
-    from relay.ingest.pipeline import Router
-
-    return Router(config.subscribers)
 
 
 @main.group()
@@ -539,30 +656,75 @@ def deliveries() -> None:
 
 
 @deliveries.command("list")
-@CONFIG_OPTION
+@target_options
 @click.option("--event-id")
 @click.option("--subscriber")
 @click.option("--state", type=click.Choice(["pending", "delivered", "dead", "stale", "superseded"]))
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
 def deliveries_list(
-    config_path: Path, event_id: str | None, subscriber: str | None, state: str | None, limit: int, as_json: bool
+    target: Target,
+    event_id: str | None,
+    subscriber: str | None,
+    state: str | None,
+    limit: int,
+    wide: bool,
+    as_json: bool,
 ) -> None:
     """Newest deliveries first."""
-    from relay.http.admin import delivery_json
-    from relay.store.base import DeliveryFilter
-
-    config = _load(config_path)
     flt = DeliveryFilter(event_id=event_id, subscriber=subscriber, state=state, limit=limit)
-    rows = _with_store(config, lambda store: store.list_deliveries(flt))
-    _print_deliveries([delivery_json(d) for d in rows], as_json)
+
+    async def local(ops: Operations) -> list[dict[str, Any]]:
+        return [delivery_json(d) for d in await ops.list_deliveries(flt)]
+
+    _print_deliveries(_query(target, local, lambda c: c.list_deliveries(flt)), as_json, wide=wide)
 
 
-def _print_deliveries(rows: list[dict[str, Any]], as_json: bool) -> None:
+@deliveries.command("show")
+@target_options
+@click.argument("delivery_id", type=click.IntRange(1, 2**63 - 1))
+@WIDE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def deliveries_show(target: Target, delivery_id: int, wide: bool, as_json: bool) -> None:
+    """One delivery: every attempt with status, duration and the subscriber's answer, and the next attempt."""
+
+    async def local(ops: Operations) -> dict[str, Any]:
+        return delivery_detail_json(await ops.show_delivery(delivery_id))
+
+    data = _query(target, local, lambda c: c.show_delivery(delivery_id))
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("id", "eventId", "subscriber", "channel", "entityKey", "state", "attempts", "createdAt"):
+        _print_field(key, data[key])
+    if data["nextAttemptAt"] is not None:
+        _print_field("nextAttemptAt", data["nextAttemptAt"])
+    if data["finishedAt"] is not None:
+        _print_field("finishedAt", data["finishedAt"])
+    table = Table("#", "started", "status", "duration ms", "error", "response")
+    for a in data["attempts"]:
+        table.add_row(
+            *map(
+                _cell,
+                (
+                    a["attempt"],
+                    a["startedAt"],
+                    a["status"],
+                    f"{a['durationMs']:.1f}",
+                    a["error"],
+                    (a["response"] or "")[:200],
+                ),
+            )
+        )
+    _print_table(table, wide)
+
+
+def _print_deliveries(rows: list[dict[str, Any]], as_json: bool, *, wide: bool = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    table = Table("id", "event id", "subscriber", "state", "attempts", "replay", "last error")
+    table = Table("id", "event id", "subscriber", "state", "attempts", "next attempt", "replay", "last error")
     for d in rows:
         table.add_row(
             *map(
@@ -573,29 +735,32 @@ def _print_deliveries(rows: list[dict[str, Any]], as_json: bool) -> None:
                     d["subscriber"],
                     d["state"],
                     d["attempts"],
+                    d["nextAttemptAt"],
                     "yes" if d["replay"] else "",
                     (d["lastError"] or "")[:60],
                 ),
             )
         )
-    console.print(table)
+    _print_table(table, wide)
     console.print(f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
 
 
 @main.command("replay")
-@CONFIG_OPTION
+@target_options
 @click.option("--subscriber", help="Only this subscriber (default: every matching one).")
-@click.option("--channel")
-@click.option("--since", help="Events received at or after (ISO 8601).")
-@click.option("--until", help="Events received before (ISO 8601).")
+@click.option("--channel", help="A channel name or a glob such as 'order/*'.")
+@click.option("--source", help="Only events from this source.")
+@SINCE_OPTION
+@UNTIL_OPTION
 @click.option("--event-id")
 @click.option("--key", "entity_key", help="Entity key.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
 @click.option("--json", "as_json", is_flag=True)
 def replay_cmd(
-    config_path: Path,
+    target: Target,
     subscriber: str | None,
     channel: str | None,
+    source: str | None,
     since: str | None,
     until: str | None,
     event_id: str | None,
@@ -606,45 +771,41 @@ def replay_cmd(
     """Deliver stored events again (new deliveries flagged `relay-replay: true`)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from relay.deliver.replay import replay
-
-    config = _load(config_path)
-    if subscriber is not None and config.subscriber(subscriber) is None:
-        click.echo(f"no subscriber named {subscriber!r} in {config_path}", err=True)
-        raise SystemExit(1)
-    flt = EventFilter(channel=channel, entity_key=entity_key, since=_parse_when(since), until=_parse_when(until))
+    flt = EventFilter(
+        channel=channel, source=source, entity_key=entity_key, since=_parse_when(since), until=_parse_when(until)
+    )
     progress = Progress(
         TextColumn("replaying"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err_console,
-        disable=as_json or dry_run or not err_console.is_terminal,
+        disable=as_json or dry_run or target.url is not None or not err_console.is_terminal,
     )
     task = progress.add_task("replay", total=None)
 
     def on_progress(done: int, total: int) -> None:
         progress.update(task, completed=done, total=total)
 
+    async def local(ops: Operations) -> dict[str, Any]:
+        counted = await ops.replay(
+            flt, event_id=event_id, subscriber=subscriber, dry_run=dry_run, on_progress=on_progress
+        )
+        return replay_json(counted)
+
     with progress:
-        result = _with_store(
-            config,
-            lambda store: replay(
-                store,
-                _router(config),
-                flt,
-                event_id=event_id,
-                subscriber=subscriber,
-                dry_run=dry_run,
-                on_progress=on_progress,
-            ),
+        result = _query(
+            target,
+            local,
+            lambda c: c.replay(flt, event_id=event_id, subscriber=subscriber, dry_run=dry_run),
+            secrets=not dry_run,  # a dry run only reads
         )
     if as_json:
-        _print_json({"events": result.events_matched, "deliveries": result.deliveries, "dryRun": dry_run})
+        _print_json(result)
     elif dry_run:
-        click.echo(f"dry run: {result.events_matched} event(s) match; {result.deliveries} deliveries would be created")
+        click.echo(f"dry run: {result['events']} event(s) match; {result['deliveries']} deliveries would be created")
     else:
-        click.echo(f"{result.deliveries} replay deliveries created for {result.events_matched} event(s)")
+        click.echo(f"{result['deliveries']} replay deliveries created for {result['events']} event(s)")
 
 
 @main.group()
@@ -653,42 +814,41 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@CONFIG_OPTION
+@target_options
 @click.option("--subscriber")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def dlq_list(config_path: Path, subscriber: str | None, limit: int, as_json: bool) -> None:
-    """Dead deliveries with their last reason."""
-    from relay.http.admin import delivery_json
-    from relay.store.base import DeliveryFilter
+def dlq_list(target: Target, subscriber: str | None, limit: int, wide: bool, as_json: bool) -> None:
+    """Dead deliveries with their last reason, newest first."""
+    flt = DeliveryFilter(subscriber=subscriber, limit=limit)
 
-    config = _load(config_path)
-    flt = DeliveryFilter(subscriber=subscriber, state="dead", limit=limit)
-    rows = _with_store(config, lambda store: store.list_deliveries(flt))
-    _print_deliveries([delivery_json(d) for d in rows], as_json)
+    async def local(ops: Operations) -> list[dict[str, Any]]:
+        return [delivery_json(d) for d in await ops.list_dead(flt)]
+
+    _print_deliveries(_query(target, local, lambda c: c.list_dead(flt)), as_json, wide=wide)
 
 
 @dlq.command("redrive")
-@CONFIG_OPTION
+@target_options
 @click.option("--subscriber")
 @click.option("--channel")
 @click.option("--event-id")
 @click.option("--key", "entity_key")
-@click.option("--since")
-@click.option("--until")
+@SINCE_OPTION
+@UNTIL_OPTION
+@click.option("--dry-run", is_flag=True, help="Only count the dead deliveries that would be redriven.")
 def dlq_redrive(
-    config_path: Path,
+    target: Target,
     subscriber: str | None,
     channel: str | None,
     event_id: str | None,
     entity_key: str | None,
     since: str | None,
     until: str | None,
+    dry_run: bool,
 ) -> None:
     """Make matching dead deliveries pending again, due now (a running relay picks them up within 1 s)."""
-    from relay.store.base import DeliveryFilter
-
-    config = _load(config_path)
     flt = DeliveryFilter(
         subscriber=subscriber,
         channel=channel,
@@ -697,8 +857,14 @@ def dlq_redrive(
         since=_parse_when(since),
         until=_parse_when(until),
     )
-    count = _with_store(config, lambda store: store.redrive(flt))
-    click.echo(f"{count} dead deliver{'y' if count == 1 else 'ies'} redriven")
+    count: int = _query(
+        target,
+        lambda ops: ops.redrive(flt, dry_run=dry_run),
+        lambda c: c.redrive(flt, dry_run=dry_run),
+        secrets=not dry_run,
+    )
+    noun = f"dead deliver{'y' if count == 1 else 'ies'}"
+    click.echo(f"dry run: {count} {noun} would be redriven" if dry_run else f"{count} {noun} redriven")
 
 
 @main.group()
@@ -707,15 +873,16 @@ def subscribers() -> None:
 
 
 @subscribers.command("list")
-@CONFIG_OPTION
+@target_options
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def subscribers_list(config_path: Path, as_json: bool) -> None:
+def subscribers_list(target: Target, wide: bool, as_json: bool) -> None:
     """Pending and dead counts, circuit state, last success, disabled flag."""
-    from relay.http.admin import subscriber_json
 
-    config = _load(config_path)
-    states = _with_store(config, lambda store: store.subscriber_states())
-    rows = [subscriber_json(s.name, s.url, states.get(s.name)) for s in config.subscribers]
+    async def local(ops: Operations) -> list[dict[str, Any]]:
+        return [subscriber_json(s) for s in await ops.subscribers()]
+
+    rows = _query(target, local, lambda c: c.subscribers())
     if as_json:
         _print_json(rows)
         return
@@ -735,20 +902,37 @@ def subscribers_list(config_path: Path, as_json: bool) -> None:
                 ),
             )
         )
-    console.print(table)
+    _print_table(table, wide)
 
 
 @subscribers.command("enable")
 @CONFIG_OPTION
 @click.argument("name")
-def subscribers_enable(config_path: Path, name: str) -> None:
+def subscribers_enable(config_path: Path | None, name: str) -> None:
     """Re-enable a subscriber that answered 410 Gone."""
     config = _load(config_path)
-    if config.subscriber(name) is None:
-        click.echo(f"no subscriber named {name!r} in {config_path}", err=True)
-        raise SystemExit(1)
-    _with_store(config, lambda store: store.set_subscriber_disabled(name, False, None))
+    _run_ops(config, lambda ops: ops.enable_subscriber(name))
     click.echo(f"{name} enabled")
+
+
+@subscribers.command("test")
+@CONFIG_OPTION
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def subscribers_test(config_path: Path | None, name: str, as_json: bool) -> None:
+    """Send a signed test event (channel relay/test) to a subscriber now and show its answer; exit 1 unless 2xx."""
+    config = _load(config_path)
+    actor = f"cli:{getpass.getuser()}"
+    result = _run_ops(config, lambda ops: ops.send_test_event(name, actor=actor))
+    if as_json:
+        _print_json(test_delivery_json(result))
+    else:
+        answer = f"HTTP {result.status}" if result.status is not None else f"no answer: {result.error}"
+        _echo(f"{name}: {answer} in {result.duration_ms:.0f} ms (webhook-id {result.message_id})")
+        if result.response_excerpt:
+            _echo(result.response_excerpt)
+    if not result.ok:
+        raise SystemExit(1)
 
 
 @main.group()
@@ -953,7 +1137,7 @@ def spec() -> None:
 @CONFIG_OPTION
 @click.option("--asyncapi", "version", type=click.Choice(["2.6", "3.0"]), default="3.0", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
-def spec_export(config_path: Path, version: str, output: Path | None) -> None:
+def spec_export(config_path: Path | None, version: str, output: Path | None) -> None:
     """Print one AsyncAPI document of every channel subscribers can receive (2.6 or 3.0).
 
     Without a configuration file, the documents shipped with the relay are exported.
@@ -962,7 +1146,11 @@ def spec_export(config_path: Path, version: str, output: Path | None) -> None:
 
     from relay.spec import builtin_spec_paths, export_document, load_specs
 
-    paths = _load(config_path).spec_paths if config_path.exists() else builtin_spec_paths()
+    try:
+        found: Path | None = find_config(config_path, os.environ)
+    except ConfigError:
+        found = None  # no configuration anywhere: the shipped documents
+    paths = _load(found).spec_paths if found is not None and found.exists() else builtin_spec_paths()
     document = export_document(load_specs(paths), "3.0" if version == "3.0" else "2.6")
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     if output is None:
@@ -981,6 +1169,59 @@ def demo(duration: float | None, state_dir: Path) -> None:
 
     configure_logging("warning", "console")
     raise SystemExit(asyncio.run(run_demo(duration, state_dir)))
+
+
+# ------------------------------------------------------------------------------------------- state
+
+
+@main.group()
+def state() -> None:
+    """The current state of business keys: the latest event of each key by version."""
+
+
+@state.command("show")
+@CONFIG_OPTION
+@click.argument("noun")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True)
+def state_show(config_path: Path | None, noun: str, key: str, as_json: bool) -> None:
+    """Show the latest event of one key, e.g. `relay state show inventory 'P-100|MAIN'`."""
+    config = _load(config_path)
+    data = state_json(_run_ops(config, lambda ops: ops.show_state(noun, key)))
+    if as_json:
+        _print_json(data)
+        return
+    for field_name, value in data.items():
+        if field_name != "data":
+            _print_field(field_name, value)
+    body = Text(terminal_safe(orjson.dumps(data["data"], option=orjson.OPT_INDENT_2).decode(), multiline=True))
+    console.print(JSONHighlighter()(body))
+
+
+@state.command("list")
+@CONFIG_OPTION
+@click.argument("noun")
+@click.option("--prefix", default="", help="Only keys that start with this text (e.g. a part number and `|`).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def state_list(config_path: Path | None, noun: str, prefix: str, limit: int, as_json: bool) -> None:
+    """List the current state of the keys of NOUN in key order."""
+    config = _load(config_path)
+    rows = [state_json(r) for r in _run_ops(config, lambda ops: ops.list_state(noun, prefix=prefix, limit=limit))]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("key", "channel", "version", "deleted", "received")
+    for row in rows:
+        table.add_row(
+            _cell(row["entityKey"]),
+            _cell(row["channel"]),
+            _cell(row["version"]),
+            _cell(row["deleted"]),
+            row["receivedAt"],
+        )
+    console.print(table)
+    console.print(f"{len(rows)} key(s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

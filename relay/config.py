@@ -20,13 +20,20 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     model_validator,
 )
 
+from relay.guard import url_refusal
+from relay.signing import header_refusal, parse_secret
+
 __all__ = [
+    "UNRESOLVED_SECRET",
     "Config",
     "ConfigError",
+    "ConsoleConfig",
+    "NamedToken",
     "QuarantineConfig",
     "SubscriberConfig",
     "load_config",
@@ -102,9 +109,6 @@ def _check_listen(value: str) -> str:
 
 
 def _check_whsec(value: str) -> str:
-    # Imported here: the signing module is optional for config parsing tools and holds the format rules.
-    from relay.deliver.signing import parse_secret
-
     parse_secret(value)
     return value
 
@@ -170,6 +174,9 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     drain_grace_s: Duration = Field(default=10.0, alias="drain_grace")
     read_timeout_s: Duration = Field(default=30.0, gt=0, alias="read_timeout")
+    # Bodies read before their sender is known (signature sources); declared lengths, chunked as max_body_bytes.
+    max_unauthenticated_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_unauthenticated_body_bytes_per_source: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     @property
     def host(self) -> str:
@@ -180,7 +187,86 @@ class ServerConfig(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
+class NamedToken(_Model):
+    """An admin or viewer token with the name operator actions are logged under."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@#-]{0,63}$")]
+    token: HeaderCredential
+
+
+Role = Literal["admin", "viewer"]
+
+
+def _admin_token(value: Any) -> str | NamedToken:
+    # One validator rather than a union, so a bad entry gets one message at its own place (`admin.tokens[1]`).
+    if isinstance(value, NamedToken):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return NamedToken.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in err["loc"])
+            problem = "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"])
+            raise ValueError(f"{where}: {problem.removeprefix('Value error, ')}") from None
+    if not isinstance(value, str):
+        raise ValueError("expected a token, or {name, token}")
+    return _check_header_credential(value)
+
+
+AdminToken = Annotated[str | NamedToken, PlainValidator(_admin_token)]
+
+
 class AdminConfig(_Model):
+    tokens: list[AdminToken] = Field(default_factory=list)
+    viewer_tokens: list[AdminToken] = Field(default_factory=list)
+
+    @property
+    def token_values(self) -> list[str]:
+        """The admin tokens themselves, as the admin API compares them."""
+        return [t.token if isinstance(t, NamedToken) else t for t in self.tokens]
+
+    def identities(self) -> list[tuple[str, str, Role]]:
+        """(name, token, role) of every token: admin ones first; a plain token is named by its place
+        (`admin#1`, `viewer#2`)."""
+        out: list[tuple[str, str, Role]] = []
+        for role, tokens in (("admin", self.tokens), ("viewer", self.viewer_tokens)):
+            for i, t in enumerate(tokens, start=1):
+                if isinstance(t, NamedToken):
+                    out.append((t.name, t.token, role))  # type: ignore[arg-type]
+                else:
+                    out.append((f"{role}#{i}", t, role))  # type: ignore[arg-type]
+        return out
+
+    @model_validator(mode="after")
+    def _unique_token_names(self) -> AdminConfig:
+        seen: set[str] = set()
+        for name, _, _ in self.identities():
+            if name in seen:
+                raise ValueError(f"token name {name!r} is used twice")
+            seen.add(name)
+        return self
+
+
+class ConsoleConfig(_Model):
+    """The operator console in the browser under `/ui/` (sign in with an admin or viewer token)."""
+
+    enabled: bool = True
+    session_ttl_s: Duration = Field(default=8 * 3600.0, gt=0, alias="session_ttl")
+    secure_cookies: Literal["auto", "true", "false"] = "auto"
+
+    # YAML reads a bare true/false as a boolean: take both spellings.
+    @model_validator(mode="before")
+    @classmethod
+    def _bool_spelling(cls, raw: Any) -> Any:
+        if isinstance(raw, Mapping) and isinstance(raw.get("secure_cookies"), bool):
+            return {**raw, "secure_cookies": "true" if raw["secure_cookies"] else "false"}
+        return raw
+
+
+class StateConfig(_Model):
+    """Who may read the current state of keys (`GET /v1/state/…`) besides admin tokens."""
+
     tokens: list[HeaderCredential] = Field(default_factory=list)
 
 
@@ -298,12 +384,50 @@ class JsonPushSource(_SourceBase):
     channels: list[str] | None = None  # None: every channel of the loaded specs
 
 
+_DEFAULT_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+
+
+class RetryConfig(_Model):
+    schedule_s: list[Duration] = Field(default_factory=lambda: list(_DEFAULT_SCHEDULE), alias="schedule")
+    max_age_s: Duration = Field(default=3 * 86400.0, alias="max_age")
+
+
+ConfirmationCode = Literal["OnError", "Always"]
+_CONFIRM_ON: list[ConfirmationCode] = ["OnError", "Always"]
+
+
+class IonConfirm(_Model):
+    """ConfirmBODs back to ION for refused BODs whose sender asked for one (`Sender/ConfirmationCode`)."""
+
+    ionapi_file: str = Field(description="`.ionapi` file with a service account, for the ION API gateway")
+    logical_id: Annotated[str, Field(pattern=r"^lid://\S+$")] = Field(
+        description="the relay's logical id in ION (`fromLogicalId` of the ConfirmBODs)"
+    )
+    codes: list[ConfirmationCode] = Field(
+        default_factory=lambda: list(_CONFIRM_ON),
+        min_length=1,
+        description="the ConfirmationCodes answered with a ConfirmBOD when a BOD is refused",
+    )
+    path: str = Field(
+        default="IONSERVICES/api/ion/messaging/service/v2/multipartMessage",
+        description="the IMS path under the gateway's `iu/ti`",
+    )
+    timeout_s: Duration = Field(default=30.0, gt=0, alias="timeout")
+    max_pending: int = Field(
+        default=10000, ge=1, description="ConfirmBODs kept waiting at most; later ones are dropped"
+    )
+    retry: RetryConfig = Field(
+        default_factory=lambda: RetryConfig(schedule=[5.0, 60.0, 300.0, 1800.0, 7200.0], max_age=86400.0)
+    )
+
+
 class IonImsSource(_SourceBase):
     kind: Literal["ion-ims"]
     auth: InboundAuth
     tenant_id: str | None = None
     accepted_documents: list[str] | None = None  # None: every mapped document name
     mappings: dict[str, Any] = Field(default_factory=dict)
+    confirm: IonConfirm | None = None
 
     @model_validator(mode="after")
     def _header_auth(self) -> IonImsSource:
@@ -331,6 +455,22 @@ class X3Resource(_PollBase):
     node: str | None = None  # GraphQL: `package.node`, e.g. x3Purchasing.purchaseOrder; None: the class's default
 
 
+class LookupConfig(_Model):
+    """Live availability lookups through this source (`GET /v1/sources/{source}/availability`)."""
+
+    auth: InboundAuth = Field(description="who may look up: the same auth types as json-push sources")
+    timeout_s: Duration = Field(default=2.0, gt=0, alias="timeout", description="then answer from the store")
+    cache_ttl_s: Duration = Field(default=5.0, alias="cache_ttl", description="how long a live answer is reused")
+    max_in_flight: int = Field(default=4, ge=1, le=256, description="ERP calls at once (protects the ERP)")
+    rate_limit: float | None = Field(default=None, gt=0, description="ERP calls per second at most")
+
+    @model_validator(mode="after")
+    def _header_auth(self) -> LookupConfig:
+        if isinstance(self.auth, StandardWebhooksAuth):
+            raise ValueError("lookup auth takes basic, bearer, api-key or none (a GET has no body to sign)")
+        return self
+
+
 class X3Source(_SourceBase):
     kind: Literal["x3"]
     base_url: str
@@ -340,6 +480,7 @@ class X3Source(_SourceBase):
     auth: OutboundAuth
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     resources: list[X3Resource] = Field(min_length=1)
+    lookup: LookupConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -363,11 +504,16 @@ class X3Source(_SourceBase):
 
 
 class SxeFeed(_PollBase):
-    """One SX.e feed: a FetchWhere table (icsw, arsc, oeeh, poeh, apsv, or `table:` + `mapping:`) or a search."""
+    """One SX.e feed: a FetchWhere table (icsw, arsc, oeeh, poeh, receipts, apsv, or `table:`) or a search."""
 
-    feed: str = Field(description="icsw, arsc, oeeh, poeh, apsv (FetchWhere tables), customer-search, order-list")
+    feed: str = Field(
+        description="icsw, arsc, oeeh, poeh, receipts, apsv (FetchWhere tables), customer-search, order-list"
+    )
     table: str | None = Field(default=None, description="any other SX.e table read with FetchWhere (give `mapping`)")
-    where: str | None = Field(default=None, description="extra FetchWhere WhereClause, ANDed with the company and date")
+    where: str | None = Field(
+        default=None,
+        description="extra FetchWhere WhereClause, ANDed with the company and date (replaces `receipts`' stages)",
+    )
     lookback_s: Duration = Field(default=0.0, alias="lookback", description="order-list: days before the last poll")
     record_limit: int = Field(default=500, ge=1, description="FetchWhere BatchSize; recordLimit of searches")
 
@@ -405,6 +551,7 @@ class SxeSource(_SourceBase):
     fetchwhere_path: str = "SX/rest/serviceinterface/proxy/FetchWhere"
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     feeds: list[SxeFeed] = Field(min_length=1)
+    lookup: LookupConfig | None = None
 
 
 class HttpJsonResource(_PollBase):
@@ -434,7 +581,6 @@ SourceConfig = Annotated[
 
 # ---------------------------------------------------------------------------------------- subscribers
 
-_DEFAULT_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 # Headers every delivery carries (Standard Webhooks and the relay's own) and the ones the HTTP client frames.
 _RELAY_HEADERS = frozenset(
     {
@@ -451,11 +597,6 @@ _RELAY_HEADERS = frozenset(
         "host",
     }
 )
-
-
-class RetryConfig(_Model):
-    schedule_s: list[Duration] = Field(default_factory=lambda: list(_DEFAULT_SCHEDULE), alias="schedule")
-    max_age_s: Duration = Field(default=3 * 86400.0, alias="max_age")
 
 
 class CircuitConfig(_Model):
@@ -486,8 +627,6 @@ class SubscriberConfig(_Model):
 
     @model_validator(mode="after")
     def _url_allowed(self) -> SubscriberConfig:
-        from relay.deliver.guard import url_refusal
-
         reason = url_refusal(self.url, allow_private_network=self.allow_private_network)
         if reason:
             # The hint only where it would help: some URLs are refused whatever the setting.
@@ -501,8 +640,6 @@ class SubscriberConfig(_Model):
 
     @model_validator(mode="after")
     def _headers_sendable(self) -> SubscriberConfig:
-        from relay.deliver.signing import header_refusal
-
         for name, value in self.headers.items():
             # A value no request can carry would fail every attempt; a name the relay sets would be sent twice.
             reason = header_refusal(name, value)
@@ -510,6 +647,46 @@ class SubscriberConfig(_Model):
                 raise ValueError(f"headers: {reason}")
             if name.lower() in _RELAY_HEADERS:
                 raise ValueError(f"headers: {name} is set by the relay on every delivery and cannot be configured")
+        return self
+
+
+# ---------------------------------------------------------------------------------------- rules
+
+
+class RuleConfig(_Model):
+    """A derived-event rule: `emit` once when `when` becomes true for a key, `emit_clear` once it clears.
+
+    Expressions are CEL over the triggering event (`data`, `event`, `channel`, `key`), compiled and
+    type-checked when the configuration loads.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    on: str = Field(description="the channel whose events the rule watches, e.g. inventory/synced")
+    when: str = Field(description="CEL condition that fires the rule, e.g. data.available <= 10")
+    clear_when: str | None = Field(default=None, description="CEL condition that clears it (default: not `when`)")
+    emit: str = Field(description="channel of the event emitted when the rule fires, e.g. inventory/low-stock")
+    emit_clear: str | None = Field(default=None, description="channel emitted when it clears")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, raw: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean true.
+        if isinstance(raw, Mapping) and True in raw and "on" not in raw:
+            return {("on" if k is True else k): v for k, v in raw.items()}
+        return raw
+
+    @model_validator(mode="after")
+    def _expressions_compile(self) -> RuleConfig:
+        from relay.rules.cel import CelError, compile_condition
+
+        for field_name in ("when", "clear_when"):
+            expression = getattr(self, field_name)
+            if expression is None:
+                continue
+            try:
+                compile_condition(expression)
+            except CelError as exc:
+                raise ValueError(f"rule {self.name!r}: {field_name}: {exc}") from None
         return self
 
 
@@ -521,17 +698,21 @@ class Config(_Model):
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     specs: list[str] = Field(default_factory=list)
     sources: list[SourceConfig] = Field(default_factory=list)
     subscribers: list[SubscriberConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
         for what, names in (
             ("source", [s.name for s in self.sources]),
             ("subscriber", [s.name for s in self.subscribers]),
+            ("rule", [r.name for r in self.rules]),
         ):
             seen: set[str] = set()
             for name in names:
@@ -561,14 +742,22 @@ class Config(_Model):
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Keys whose `<key>_file` variant is replaced by the file's content; plural ones take one value a line.
 _SECRET_KEYS = {"password", "client_secret", "secret", "token", "api_key"}
-_SECRET_LIST_KEYS = {"tokens", "secrets", "keys"}
+_SECRET_LIST_KEYS = {"tokens", "viewer_tokens", "secrets", "keys"}
 # Keys whose `<key>_file` names a file the relay reads itself (resolved like secrets, content not inlined).
 _PATH_KEYS = {"ionapi"}
 _ENV_PREFIX = "RELAY_"
 _ENV_IGNORED = {"RELAY_CONFIG"}
+#: What stands in for a secret that `load_config(..., secrets=False)` left unresolved: it passes every secret's
+#: validation (a `whsec_` key of 24 zero bytes) and is never a working credential. Only read-only commands load so.
+UNRESOLVED_SECRET = "whsec_" + "A" * 32
 
 
-def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+def _needs_value(path: str) -> bool:
+    # The store section locates the database: a read-only command cannot do without it.
+    return path == "store" or path.startswith("store.")
+
+
+def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[str], *, secrets: bool = True) -> Any:
     if isinstance(node, str):
 
         def sub(match: re.Match[str]) -> str:
@@ -577,14 +766,16 @@ def _interpolate(node: Any, env: Mapping[str, str], path: str, problems: list[st
                 return env[name]
             if default is not None:
                 return default
+            if not secrets and not _needs_value(path):
+                return UNRESOLVED_SECRET
             problems.append(f"{path or '<root>'}: environment variable {name} is not set")
             return ""
 
         return _ENV_RE.sub(sub, node)
     if isinstance(node, dict):
-        return {k: _interpolate(v, env, _join(path, k), problems) for k, v in node.items()}
+        return {k: _interpolate(v, env, _join(path, k), problems, secrets=secrets) for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [_interpolate(v, env, f"{path}[{i}]", problems, secrets=secrets) for i, v in enumerate(node)]
     return node
 
 
@@ -601,9 +792,11 @@ def _secret_path(name: str, base_dir: Path, env: Mapping[str, str]) -> Path:
     return path
 
 
-def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+def _resolve_files(
+    node: Any, base_dir: Path, env: Mapping[str, str], path: str, problems: list[str], *, secrets: bool = True
+) -> Any:
     if isinstance(node, list):
-        return [_resolve_files(v, base_dir, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [_resolve_files(v, base_dir, env, f"{path}[{i}]", problems, secrets=secrets) for i, v in enumerate(node)]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
@@ -621,6 +814,9 @@ def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str,
                 problems.append(f"{key_path}: expected a file path")
                 continue
             secret_path = _secret_path(value, base_dir, env)
+            if not secrets:
+                out[stem] = [UNRESOLVED_SECRET] if stem in _SECRET_LIST_KEYS else UNRESOLVED_SECRET
+                continue
             try:
                 text = secret_path.read_text(encoding="utf-8")
             except OSError as exc:
@@ -634,7 +830,7 @@ def _resolve_files(node: Any, base_dir: Path, env: Mapping[str, str], path: str,
             else:
                 out[stem] = text.strip()
         else:
-            out[key] = _resolve_files(value, base_dir, env, key_path, problems)
+            out[key] = _resolve_files(value, base_dir, env, key_path, problems, secrets=secrets)
     return out
 
 
@@ -697,8 +893,13 @@ def _iter_problems(exc: ValidationError, data: Any) -> Iterator[str]:
             yield f"{where}: {msg}"
 
 
-def config_from_mapping(raw: Any, *, base_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+def config_from_mapping(
+    raw: Any, *, base_dir: Path | None = None, env: Mapping[str, str] | None = None, secrets: bool = True
+) -> Config:
     """Build a Config from already-parsed YAML data (interpolation, files and overrides applied).
+
+    With `secrets=False` no `*_file` secret is read and an unset `${VAR}` outside `store` is no problem: both
+    become `UNRESOLVED_SECRET`. For read-only commands only; the relay never runs on such a configuration.
 
     Raises:
         ConfigError: with one line per problem.
@@ -710,8 +911,8 @@ def config_from_mapping(raw: Any, *, base_dir: Path | None = None, env: Mapping[
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(["<root>: the configuration must be a mapping of sections"])
-    data = _interpolate(raw, env, "", problems)
-    data = _resolve_files(data, base_dir, env, "", problems)
+    data = _interpolate(raw, env, "", problems, secrets=secrets)
+    data = _resolve_files(data, base_dir, env, "", problems, secrets=secrets)
     _apply_env_overrides(data, env, problems)
     if problems:
         raise ConfigError(problems)
@@ -721,8 +922,8 @@ def config_from_mapping(raw: Any, *, base_dir: Path | None = None, env: Mapping[
         raise ConfigError(list(_iter_problems(exc, data))) from None
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a YAML configuration file.
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, secrets: bool = True) -> Config:
+    """Read and validate a YAML configuration file (`secrets=False`: see `config_from_mapping`).
 
     Raises:
         ConfigError: the file cannot be read, is not YAML, or does not validate (one line per problem).
@@ -739,4 +940,4 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError([f"{where}: {problem}"]) from None
-    return config_from_mapping(raw, base_dir=path.parent.resolve(), env=env)
+    return config_from_mapping(raw, base_dir=path.parent.resolve(), env=env, secrets=secrets)

@@ -22,10 +22,10 @@ from aiohttp import web
 from relay import systemd
 from relay._display import mask_url
 from relay.config import Config, ConfigError, load_config
-from relay.http.app import RouteInstaller, build_app
-from relay.runtime import Runtime
+from relay.http.app import build_app
+from relay.runtime import Runtime, open_configured_store
 from relay.spec import SpecError, SpecRegistry, load_specs
-from relay.store import Store, StoreUnavailable, create_store
+from relay.store import Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -46,22 +46,6 @@ class Service(Protocol):
     def reconfigure(self, runtime: Runtime) -> None: ...
 
 
-ServiceFactory = Callable[[Runtime], Service]
-# Filled by the modules that provide workers and routes (delivery, polling, ION) at import time.
-SERVICE_FACTORIES: list[ServiceFactory] = []
-ROUTE_INSTALLERS: list[RouteInstaller] = []
-
-
-def open_configured_store(config: Config) -> Store:
-    return create_store(
-        config.store.url,
-        synchronous=config.store.synchronous,
-        batch_max=config.store.batch_max,
-        busy_timeout_s=config.store.busy_timeout_s,
-        quarantine_max_bytes=config.quarantine.max_bytes,
-    )
-
-
 def load_all(config_path: Path) -> tuple[Config, SpecRegistry]:
     """Config and specs, or ConfigError with every problem (a spec problem is a config problem)."""
     config = load_config(config_path)
@@ -69,7 +53,9 @@ def load_all(config_path: Path) -> tuple[Config, SpecRegistry]:
         specs = load_specs(config.spec_paths)
     except SpecError as exc:
         raise ConfigError([f"specs: {exc}"]) from None
-    problems = source_problems(config, specs)
+    from relay.rules import rule_problems
+
+    problems = source_problems(config, specs) + rule_problems(config, specs)
     if problems:
         raise ConfigError(problems)
     return config, specs
@@ -77,7 +63,7 @@ def load_all(config_path: Path) -> tuple[Config, SpecRegistry]:
 
 def source_problems(config: Config, specs: SpecRegistry) -> list[str]:
     """What the models cannot see: channels missing from the specs, unreadable `.ionapi` files."""
-    from relay.config import HttpJsonSource, JsonPushSource, SxeSource, X3Source
+    from relay.config import HttpJsonSource, IonImsSource, JsonPushSource, SxeSource, X3Source
 
     problems: list[str] = []
     for source in config.sources:
@@ -101,6 +87,13 @@ def source_problems(config: Config, specs: SpecRegistry) -> list[str]:
                 problems.append(f"sources[{source.name}].ionapi_file: {exc}")
         elif isinstance(source, HttpJsonSource):
             polled = [(r.url, r.channel, r.reconcile_every_s) for r in source.resources]
+        elif isinstance(source, IonImsSource) and source.confirm is not None:
+            from relay.auth.ionapi import IonApiError, load_ionapi
+
+            try:
+                load_ionapi(source.confirm.ionapi_file)
+            except IonApiError as exc:
+                problems.append(f"sources[{source.name}].confirm.ionapi_file: {exc}")
         for name, channel, reconcile in polled:
             where = f"sources[{source.name}] {name}"
             if not specs.has_channel(channel):
@@ -277,16 +270,22 @@ class Relay:
         load_builders()
         dispatcher = Dispatcher(self.runtime)
         self.runtime.dispatcher = dispatcher
+        poller = PollScheduler(self.runtime)
+        self.runtime.poller = poller
         services: list[Service] = [
             dispatcher,
-            PollScheduler(self.runtime),
+            poller,
             Retention(self.runtime),
-            *(factory(self.runtime) for factory in SERVICE_FACTORIES),
         ]
+        from relay.ingest.ion_confirm import ConfirmSender
+
+        # Always started: ConfirmBODs queued before a restart or a reload that removed `confirm:` are still sent.
+        self.runtime.confirms = ConfirmSender(self.runtime)
+        services.append(self.runtime.confirms)
         for service in services:
             await service.start()
             self.services.append(service)  # only started services are stopped
-        app = build_app(self.runtime, extra_routes=tuple(ROUTE_INSTALLERS))
+        app = build_app(self.runtime)
         # keepalive_timeout also bounds how long a new connection may take to send its first request's
         # headers (aiohttp closes a connection still waiting for them), which stops slow-loris senders.
         self.runner = web.AppRunner(

@@ -34,10 +34,21 @@ NOTES: dict[str, str] = {
     "ServerConfig.read_timeout": (
         "a request's headers, and then its body, must arrive within this; slower clients get 408 or are closed"
     ),
-    "AdminConfig.tokens": (
-        "bearer tokens for `/v1/admin/…` (use `tokens_file`, one per line; blank lines are skipped); none: every"
-        " admin request answers 401"
+    "ServerConfig.max_unauthenticated_body_bytes": (
+        "bodies being read before their signature is checked (standard-webhooks sources), all sources together;"
+        " past it 503 with Retry-After, before reading; one body is always admitted"
     ),
+    "ServerConfig.max_unauthenticated_body_bytes_per_source": (
+        "the same for one source; a body of unknown length counts as `max_body_bytes`"
+    ),
+    "AdminConfig.tokens": (
+        "bearer tokens for `/v1/admin/…` and the console (use `tokens_file`, one per line; blank lines are skipped),"
+        " each a string (named `admin#1`, … in the log) or `{name, token}`; none: every admin request answers 401"
+    ),
+    "AdminConfig.viewer_tokens": "read-only tokens for the console: they see everything and change nothing",
+    "ConsoleConfig.enabled": "the operator console under `/ui/` on the main listener",
+    "ConsoleConfig.session_ttl": "a console session ends this long after sign-in (sessions do not survive a restart)",
+    "ConsoleConfig.secure_cookies": "auto: `Secure` cookies when reached over TLS or with `X-Forwarded-Proto: https`",
     "LoggingConfig.format": "auto: JSON when stdout is not a terminal (journald), readable otherwise",
     "DeliveryConfig.lease": "how long a claimed delivery is reserved (at least the subscriber timeout + 2 s)",
     "DeliveryConfig.poll_interval": "how often deliveries written by other processes (CLI replay) are looked for",
@@ -59,6 +70,13 @@ NOTES: dict[str, str] = {
     "CircuitConfig.cooldown": "time open before one probe is allowed (doubles on failed probes)",
     "IonImsSource.accepted_documents": "BOD names accepted (others answer 412); default: every mapped one",
     "IonImsSource.mappings": "per-document overrides of the BOD → event mapping",
+    "IonImsSource.confirm": "send ConfirmBODs to ION for refused BODs whose sender asked for one",
+    "IonConfirm.ionapi_file": "`.ionapi` file with a service account: the ConfirmBODs go through its ION API gateway",
+    "IonConfirm.logical_id": "the relay's logical id in ION (`lid://…`), the ConfirmBODs' `fromLogicalId`",
+    "IonConfirm.codes": "the `Sender/ConfirmationCode` values answered with a ConfirmBOD when a BOD is refused",
+    "IonConfirm.path": "the IMS method under the gateway's `iu/ti`",
+    "IonConfirm.max_pending": "most ConfirmBODs waiting per source; past it a refusal is logged and counted",
+    "IonConfirm.retry": "ConfirmBOD retries; default schedule 5s, 1m, 5m, 30m, 2h and max_age 1d",
     "JsonPushSource.channels": "channels accepted from this source; default: all",
     "X3Resource.updated_field": (
         "datetime field polled with `where=… ge @…@` (REST, default UPDDATTIM) or a `_gte` filter "
@@ -133,6 +151,7 @@ def _models() -> list[type[BaseModel]]:
         c.CircuitConfig,
         c.JsonPushSource,
         c.IonImsSource,
+        c.IonConfirm,
         c.X3Source,
         c.X3Resource,
         c.SxeSource,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from relay.deliver.signing import SignatureError, parse_secret, verify
+from relay.signing import SignatureError, parse_secret, verify
 
 __all__ = ["SignatureError", "verify_webhook"]
 

@@ -19,9 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import base_config, write_config
 
 from relay.config import Config, config_from_mapping
-from relay.daemon import open_configured_store
 from relay.http.app import build_app
-from relay.runtime import Runtime
+from relay.runtime import Runtime, open_configured_store
 from relay.spec import load_specs
 from relay.store import Store, create_store
 
@@ -159,3 +158,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def soak(request: pytest.FixtureRequest) -> bool:
     """True under `--soak`: fault tests scale their rounds and durations up."""
     return bool(request.config.getoption("--soak"))
+
+
+# Tests that start `relay serve` or other processes, kill them, or load the machine: `make test` runs them,
+# `make check` (the inner loop) leaves them out. Marked here in one list so the modules stay as they are.
+SLOW_MODULES = frozenset(
+    {
+        "test_cli_ion",
+        "test_delivery_crash",
+        "test_demo",
+        "test_fuzz_ingest",
+        "test_hostile_fields",
+        "test_bod_fuzz",
+        "test_ion_ims",
+        "test_poll_serve",
+        "test_serve_crash",
+        "test_serve_startup",
+        "test_spec_export",
+        "test_ssrf_spellings",
+        "test_store_files",
+        "test_systemd",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        if module in SLOW_MODULES or item.path.parent.name == "faults":
+            item.add_marker(pytest.mark.slow)

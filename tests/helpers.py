@@ -206,6 +206,35 @@ def relay_process(
         proc.close()
 
 
+def invoke_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The `relay` command run in this process (click's CliRunner): what `run_cli` answers, without a new
+    interpreter. For commands whose process behaviour (signals, exit on crash, another writer) is not tested.
+
+    The command configures logging to its captured stderr; the test process's logging is put back after.
+    """
+    import logging
+
+    import structlog
+    from click.testing import CliRunner
+
+    from relay.cli import main
+
+    saved_config = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    finally:
+        structlog.configure(**saved_config)
+        root.handlers[:], root.level = saved_handlers, saved_level
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+async def ainvoke_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`invoke_cli` off the event loop (the command runs its own loop; an in-process relay keeps running)."""
+    return await asyncio.to_thread(invoke_cli, *args, env=env)
+
+
 async def arun_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:

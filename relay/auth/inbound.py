@@ -15,11 +15,11 @@ from datetime import datetime
 from functools import lru_cache
 
 from relay.config import ApiKeyAuth, BasicAuth, BearerAuth, NoAuth, StandardWebhooksAuth
-from relay.deliver.signing import SignatureError, parse_secret, verify
+from relay.signing import SignatureError, parse_secret, verify
 
 InboundAuthConfig = BasicAuth | BearerAuth | ApiKeyAuth | StandardWebhooksAuth | NoAuth
 
-__all__ = ["authenticate", "check_bearer", "needs_body"]
+__all__ = ["authenticate", "check_bearer", "matching_token", "needs_body"]
 
 
 def needs_body(auth: InboundAuthConfig) -> bool:
@@ -84,6 +84,22 @@ def check_bearer(headers: Mapping[str, str], tokens: Sequence[str]) -> str | Non
     if token is None:
         return "missing bearer token"
     return None if _any_equal(token, tokens) else "bearer token not recognised"
+
+
+def matching_token(given: str, tokens: Sequence[str]) -> int | None:
+    """Which of `tokens` a token typed into a form is (the console's sign-in), compared as `check_bearer` does.
+
+    Every candidate is compared in constant time whatever matches, so the time taken tells nothing.
+
+    Returns:
+        The index of the matching token, or None.
+    """
+    given_bytes = _wire_bytes(given.strip(_OWS))
+    found: int | None = None
+    for i, candidate in enumerate(tokens):
+        if given_bytes is not None and _any_equal(given_bytes, [candidate]) and found is None:
+            found = i
+    return found
 
 
 def authenticate(

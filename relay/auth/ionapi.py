@@ -1,8 +1,9 @@
 """Infor ION API `.ionapi` credentials and the OAuth2 token manager for the ION API gateway.
 
 The `.ionapi` file is exported from Infor OS Portal; `parse_ionapi` checks it and reports every problem
-at once. `TokenManager` keeps one access token per credentials: it fetches with the password grant
-(service account `saak`/`sask`) or, without a service account, the client-credentials grant; renews with
+at once; a file without the service-account keys `saak`/`sask` is refused, since the ION API has no
+client-credentials grant to use it unattended. `TokenManager` keeps one access token per credentials: it
+fetches with the password grant (service account `saak`/`sask`); renews with
 the refresh token (HTTP Basic `ci:cs`) before expiry, falling back to a full grant; sends exactly one
 token request however many callers wait; and, after the authorization server rejects the credentials,
 answers the same error for `failure_cooldown_s` without asking again so a bad secret cannot cause a storm.
@@ -85,6 +86,18 @@ _URL_KEYS = ("iu", "pu")
 _SECRET_KEYS = ("cs", "sask")
 
 
+# The ION API issues tokens to backend services only through the password grant with a service account.
+NO_SERVICE_ACCOUNT = (
+    "no service account ('saak'/'sask'): the ION API has no client-credentials grant; in Infor OS Portal, "
+    "API Gateway → Authorized Apps, download the file with 'Create Service Account' checked"
+)
+
+
+def _saak_type_reported(problems: list[str]) -> bool:
+    """Whether a `saak`/`sask` problem was already reported (a wrong type), so absence is not reported twice."""
+    return any(p.startswith(("'saak'", "'sask'")) for p in problems)
+
+
 def _mask(secret: str | None) -> str | None:
     if secret is None:
         return None
@@ -105,8 +118,7 @@ def _join(base: str, path: str) -> str:
 class IonApiCredentials:
     """The contents of a `.ionapi` file (`or` is spelled `or_`, a Python keyword).
 
-    `grant` is `password` when the service-account keys `saak`/`sask` are present, else
-    `client_credentials`.
+    `parse_ionapi` only builds one with the service-account keys `saak`/`sask`: `grant` is `password`.
     """
 
     ti: str
@@ -141,8 +153,8 @@ class IonApiCredentials:
 
     @property
     def grant(self) -> str:
-        """`password` with a service account, else `client_credentials`."""
-        return "password" if self.saak and self.sask else "client_credentials"
+        """`password`: the resource-owner grant with the service account, the only one the ION API offers."""
+        return "password"
 
     def gateway_url(self, path: str) -> str:
         """An absolute URL for a product path (`SX/rest/sxapirestservice/…`) under the gateway base."""
@@ -235,6 +247,8 @@ def parse_ionapi(text: str, *, origin: str) -> IonApiCredentials:
     if bool(values["saak"]) != bool(values["sask"]):
         have, lacking = ("saak", "sask") if values["saak"] else ("sask", "saak")
         problems.append(f"{have!r} without {lacking!r}: the password grant needs both service-account keys")
+    elif not values["saak"] and not _saak_type_reported(problems):
+        problems.append(NO_SERVICE_ACCOUNT)
     scopes: list[str] = []
     raw_scopes = raw.get("sc")
     if isinstance(raw_scopes, str):
@@ -509,16 +523,15 @@ class TokenManager:
             except IonApiAuthError as exc:
                 log.info("ionapi token refresh failed, full grant", tenant=creds.ti, status=exc.status)
                 self._refresh = None
-        if creds.saak and creds.sask:
-            form = {
-                "grant_type": "password",
-                "username": creds.saak,
-                "password": creds.sask,
-                "client_id": creds.ci,
-                "client_secret": creds.cs,
-            }
-        else:
-            form = {"grant_type": "client_credentials", "client_id": creds.ci, "client_secret": creds.cs}
+        if not (creds.saak and creds.sask):
+            raise IonApiAuthError(f"{creds.ti}: {NO_SERVICE_ACCOUNT}", rejected=True)
+        form = {
+            "grant_type": "password",
+            "username": creds.saak,
+            "password": creds.sask,
+            "client_id": creds.ci,
+            "client_secret": creds.cs,
+        }
         return await self._grant(creds.grant, form, None)
 
     async def _grant(self, grant: str, form: dict[str, str], authorization: str | None) -> _Token:

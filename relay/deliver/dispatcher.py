@@ -25,10 +25,10 @@ from yarl import URL
 from relay import metrics
 from relay.config import Config, SubscriberConfig
 from relay.deliver.clock import ClockWatch
-from relay.deliver.guard import GuardedResolver, target_refusal, target_url
 from relay.deliver.retry import AttemptOutcome, CircuitBreaker, TokenBucket, decide, describe
-from relay.deliver.signing import header_refusal, parse_secret, signature_header
+from relay.guard import GuardedResolver, target_refusal, target_url
 from relay.runtime import Runtime
+from relay.signing import header_refusal, parse_secret, signature_header
 from relay.store import ClaimedDelivery, ClaimRequest, Completion, Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -153,9 +153,7 @@ class Dispatcher:
             raise_for_status=False,
         )
         await self._load_subscriber_states()
-        add_listener = getattr(self.store, "add_commit_listener", None)
-        if add_listener is not None:
-            add_listener(self.wake)
+        self.store.add_commit_listener(self.wake)
         self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
         self._state_task = asyncio.create_task(self._refresh_states_forever(), name="dispatcher-states")
         log.info("dispatcher started", owner=self.owner, subscribers=len(self._subs))
@@ -174,6 +172,23 @@ class Dispatcher:
         if sub is not None:
             sub.disabled = False
             self.wake()
+
+    def circuit_status(self, name: str) -> tuple[str, int] | None:
+        """(circuit state, consecutive failures) of a subscriber in this process; None for an unknown name."""
+        sub = self._subs.get(name)
+        if sub is None:
+            return None
+        return sub.breaker.state, sub.breaker.consecutive_failures
+
+    def record_probe(self, name: str, status: int | None, error: str | None) -> str | None:
+        """An operator's probe (a signed test event) counts for the circuit like an attempt: a 2xx closes it
+        and deliveries flow at once; a failure counts. Returns the state after; None for an unknown name."""
+        sub = self._subs.get(name)
+        if sub is None:
+            return None
+        self._record_circuit(sub, AttemptOutcome(status=status, error=error), self._clock.steady(time.monotonic()))
+        self.wake()
+        return sub.breaker.state
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming, let attempts in flight finish within `grace_s`, release the rest's leases."""
@@ -209,9 +224,9 @@ class Dispatcher:
             st = states.get(name)
             sub.disabled = bool(st and st.disabled)
         for name, sub in self._subs.items():
-            metrics.DELIVERIES_PENDING.labels(name).set(states[name].pending if name in states else 0)
-            metrics.DEAD_LETTERS.labels(name).set(states[name].dead if name in states else 0)
-            metrics.CIRCUIT_OPEN.labels(name).set(1 if sub.breaker.state == "open" else 0)
+            metrics.labelled(metrics.DELIVERIES_PENDING, name).set(states[name].pending if name in states else 0)
+            metrics.labelled(metrics.DEAD_LETTERS, name).set(states[name].dead if name in states else 0)
+            metrics.labelled(metrics.CIRCUIT_OPEN, name).set(1 if sub.breaker.state == "open" else 0)
 
     async def _refresh_states_forever(self) -> None:
         # Picks up `relay subscribers enable` from another process, and keeps the gauges current.
@@ -526,7 +541,7 @@ class Dispatcher:
         state = sub.breaker.state
         if state != sub.last_circuit_state:
             sub.last_circuit_state = state
-            metrics.CIRCUIT_OPEN.labels(sub.config.name).set(1 if state == "open" else 0)
+            metrics.labelled(metrics.CIRCUIT_OPEN, sub.config.name).set(1 if state == "open" else 0)
             log.info("circuit " + state, subscriber=sub.config.name)
             task = asyncio.create_task(self._save_circuit(sub.config.name, state))
             self._attempts.add(task)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 
-from relay.ingest.pipeline import Router
+from relay.routing import ChannelMatcher, Router, is_channel_glob
 from relay.store import EventFilter, Store
 from relay.store.base import ReplayEvent
 
@@ -38,20 +39,32 @@ async def replay(
     Args:
         store: the open store.
         router: today's subscribers (channel globs and filters decide who gets what).
-        flt: channel, entity key and received-at window (its `limit` is ignored).
+        flt: channel (an exact name or a glob such as `order/*`), source, entity key and received-at window
+            (its `limit` and `newest_first` are ignored: events are replayed in arrival order).
         event_id: only this event.
         subscriber: only this subscriber.
         dry_run: count, create nothing.
         on_progress: called with (events done, events total) after each page.
     """
+    matcher: ChannelMatcher | None = None
+    if flt.channel is not None and is_channel_glob(flt.channel):
+        # The store filters exact names only; a glob reads every channel and keeps the ones it matches.
+        matcher = ChannelMatcher([flt.channel])
+        flt = dataclasses.replace(flt, channel=None)
     total = await store.count_matching_events(flt, event_id=event_id)
-    done = 0
+    scanned = 0
+    matched = 0
     deliveries = 0
     after_seq = 0
     while True:
         page = await store.events_page(flt, event_id=event_id, after_seq=after_seq, limit=PAGE_SIZE)
         if not page:
             break
+        after_seq = page[-1].seq
+        scanned += len(page)
+        if matcher is not None:
+            page = [ev for ev in page if matcher.matches(ev.channel)]
+        matched += len(page)
         rows: list[tuple[ReplayEvent, str]] = []
         for ev in page:
             payload = orjson.loads(ev.payload)
@@ -59,8 +72,6 @@ async def replay(
         if rows and not dry_run:
             await store.insert_replay_deliveries(rows)
         deliveries += len(rows)
-        done += len(page)
-        after_seq = page[-1].seq
         if on_progress is not None:
-            on_progress(done, total)
-    return ReplayResult(events_matched=done, deliveries=deliveries, dry_run=dry_run)
+            on_progress(scanned, total)
+    return ReplayResult(events_matched=matched, deliveries=deliveries, dry_run=dry_run)

@@ -20,3 +20,9 @@ def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="erp-relay"'}
     return json_response({"error": code, "message": message, **extra}, status, headers)
+
+
+def unauthorized() -> web.Response:
+    """The one 401 of the ingest routes: bad credentials, an unknown source and a source of another kind get
+    the same answer, so source names and their kinds cannot be probed."""
+    return error(401, "unauthorized", "missing or invalid credentials")

@@ -63,7 +63,7 @@ from decimal import Decimal
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Literal, cast, get_args
-from xml.etree.ElementTree import Element, ParseError, TreeBuilder
+from xml.etree.ElementTree import Element, ParseError, TreeBuilder, tostring
 
 from defusedxml import DefusedXmlException  # type: ignore[import-untyped, unused-ignore]
 from defusedxml.ElementTree import XMLParser as DefusedXMLParser  # type: ignore[import-untyped, unused-ignore]
@@ -248,7 +248,10 @@ class ParsedBod:
         accounting_entity_id: `DataArea/<Verb>/AccountingEntityID`, if present.
         location_id: `DataArea/<Verb>/LocationID`, if present.
         action_code: `DataArea/<Verb>/ActionCriteria/ActionExpression/@actionCode` (`Add`, `Replace`,
-            `Delete`), if present.
+            `Delete`, `Change`), if present.
+        confirmation_code: `ApplicationArea/Sender/ConfirmationCode` (`Never`, `OnError`, `Always`), if
+            present: whether the sender wants a ConfirmBOD back.
+        application_area: The `ApplicationArea` element, if present (a ConfirmBOD quotes it).
     """
 
     root: Element
@@ -262,6 +265,8 @@ class ParsedBod:
     accounting_entity_id: str | None
     location_id: str | None
     action_code: str | None
+    confirmation_code: str | None = None
+    application_area: Element | None = None
 
     @property
     def document_name(self) -> str:
@@ -339,6 +344,8 @@ def parse_bod(xml: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH, max_bytes: int 
         accounting_entity_id=_text_at(verb_block, "AccountingEntityID"),
         location_id=_text_at(verb_block, "LocationID"),
         action_code=action_code,
+        confirmation_code=_text_at(application_area, "Sender", "ConfirmationCode"),
+        application_area=application_area,
     )
 
 
@@ -600,6 +607,24 @@ def _fields(**specs: str | tuple[str, FieldType]) -> dict[str, FieldPath]:
     }
 
 
+# OAGIS samples spell the channels `Telephone` and `EMail`; Infor applications also write `Phone` and `Email`.
+_EMAIL = "Communication[ChannelCode=EMail]/URI | Communication[ChannelCode=Email]/URI"
+_PHONE = "Communication[ChannelCode=Telephone]/DialNumber | Communication[ChannelCode=Phone]/DialNumber"
+
+
+def _deleted(channel: str, document_type: str, key: str, key_path: str) -> NounMapping:
+    return NounMapping(
+        channel=channel,
+        document_type=document_type,
+        fields=_fields(
+            **{key: key_path},
+            deletionDate=("LastModificationDateTime | bod:ApplicationArea/CreationDateTime", "date-time"),
+        ),
+        key_fields=(key,),
+        document_id_path=key_path,
+    )
+
+
 _CUSTOMER_DELETED = NounMapping(
     channel="customer/deleted",
     document_type="DeleteCustomerPartyMaster",
@@ -625,8 +650,8 @@ DEFAULT_MAPPINGS: Mapping[str, NounMapping] = MappingProxyType(
                 addressLine1="Location/Address/AddressLine",
                 city="Location/Address/CityName",
                 postalCode="Location/Address/PostalCode",
-                email="Communication[ChannelCode=EMail]/URI",
-                phone="Communication[ChannelCode=Phone]/DialNumber",
+                email=_EMAIL,
+                phone=_PHONE,
                 lastModified=("LastModificationDateTime", "date-time"),
             ),
             key_fields=("customerNumber",),
@@ -662,6 +687,64 @@ DEFAULT_MAPPINGS: Mapping[str, NounMapping] = MappingProxyType(
             ),
             key_fields=("invoiceNumber",),
             document_id_path="InvoiceHeader/DocumentID/ID",
+        ),
+        "Sync.PurchaseOrder": NounMapping(
+            channel="purchaseorder/synced",
+            document_type="SyncPurchaseOrder",
+            fields=_fields(
+                purchaseOrderNumber="PurchaseOrderHeader/DocumentID/ID",
+                vendorNumber="PurchaseOrderHeader/SupplierParty/PartyIDs/ID",
+                orderDate=("PurchaseOrderHeader/DocumentDateTime | PurchaseOrderHeader/OrderDateTime", "date"),
+                status="PurchaseOrderHeader/Status/Code",
+                totalAmount=("PurchaseOrderHeader/TotalAmount", "number"),
+                currency="PurchaseOrderHeader/TotalAmount/@currencyID",
+                lastModified=("PurchaseOrderHeader/LastModificationDateTime", "date-time"),
+            ),
+            key_fields=("purchaseOrderNumber",),
+            document_id_path="PurchaseOrderHeader/DocumentID/ID",
+            on_delete=_deleted(
+                "purchaseorder/deleted",
+                "DeletePurchaseOrder",
+                "purchaseOrderNumber",
+                "PurchaseOrderHeader/DocumentID/ID",
+            ),
+        ),
+        "Sync.ReceiveDelivery": NounMapping(
+            channel="receipt/synced",
+            document_type="SyncReceipt",
+            fields=_fields(
+                receiptNumber="ReceiveDeliveryHeader/DocumentID/ID",
+                purchaseOrderNumber=(
+                    "ReceiveDeliveryHeader/PurchaseOrderReference/DocumentID/ID"
+                    " | ReceiveDeliveryLine/PurchaseOrderReference/DocumentID/ID"
+                ),
+                vendorNumber="ReceiveDeliveryHeader/SupplierParty/PartyIDs/ID",
+                warehouse="ReceiveDeliveryHeader/ShipToParty/Location/ID | ReceiveDeliveryLine/ShipToParty/Location/ID",
+                receiptDate=("ReceiveDeliveryHeader/ReceivedDateTime | ReceiveDeliveryHeader/DocumentDateTime", "date"),
+                lastModified=("ReceiveDeliveryHeader/LastModificationDateTime", "date-time"),
+            ),
+            key_fields=("receiptNumber",),
+            document_id_path="ReceiveDeliveryHeader/DocumentID/ID",
+            on_delete=_deleted(
+                "receipt/deleted", "DeleteReceipt", "receiptNumber", "ReceiveDeliveryHeader/DocumentID/ID"
+            ),
+        ),
+        "Sync.SupplierPartyMaster": NounMapping(
+            channel="vendor/synced",
+            document_type="SyncSupplierPartyMaster",
+            fields=_fields(
+                vendorNumber="PartyIDs/ID",
+                vendorName="Name",
+                status="Status/Code",
+                currency="CurrencyCode",
+                country="Location/Address/CountryCode",
+                email=_EMAIL,
+                phone=_PHONE,
+                lastModified=("LastModificationDateTime", "date-time"),
+            ),
+            key_fields=("vendorNumber",),
+            document_id_path="PartyIDs/ID",
+            on_delete=_deleted("vendor/deleted", "DeleteSupplierPartyMaster", "vendorNumber", "PartyIDs/ID"),
         ),
         "Sync.ItemBalance": NounMapping(
             channel="inventory/synced",
@@ -883,14 +966,15 @@ def map_bod(
     Returns:
         One event per noun element (per entity element where the mapping has an `entity_path`). The
         `eventId` is `ion-` + 32 hex digits of SHA-256 over tenant, document name, documentType,
-        document ID, entity key and the variationID (else the BODID): a redelivery maps to the same ids,
-        a new variation to new ones. Fields the BOD lacks are left out, never null.
+        document ID, entity key and the variationID (without one: the BODID, the CreationDateTime and a
+        SHA-256 of the noun element): a redelivery maps to the same ids, a new variation or a later change
+        to new ones. Fields the BOD lacks are left out, never null. A BOD with actionCode `Change` carries
+        only the key and the changed fields: its events have `"partial": true` in the envelope.
 
     Raises:
         UnmappedDocument: No mapping for `bod.document_name`.
-        BodError: No tenant, no CreationDateTime, a missing key field, no entity elements, a value that
-            does not convert to its type, or nothing to version the event id by (no variationID, IMS
-            variationId or BODID).
+        BodError: No tenant, no CreationDateTime, a missing key field, no entity elements, or a value that
+            does not convert to its type.
     """
     base = mappings.get(bod.document_name)
     if base is None:
@@ -912,15 +996,22 @@ def map_bod(
     logical_id = bod.logical_id or source_logical_id
     if logical_id:
         envelope["logicalId"] = logical_id
+    # A `Change` carries the key and the changed fields only: delivered as it is, marked so that nobody
+    # reads an absent field as cleared.
+    partial = (bod.action_code or "").lower() == "change"
+    if partial:
+        envelope["partial"] = True
 
     events: list[CanonicalEvent] = []
     seen_keys: dict[str, int] = {}
     for noun in bod.noun_elements:
         document_id, id_variation = _document_id(bod, noun, mapping)
         version = id_variation or variation_id or None
-        basis = version or bod.bod_id
-        if basis is None:
-            raise BodError(f"{name}: no variationID on {mapping.document_id_path}, no IMS variationId and no BODID")
+        # Without a variation (real BODIDs may end in `:?Noun`), the BODID alone names every later change of
+        # the document too; the creation instant and the content tell a change from a redelivery.
+        basis = version or "\x1e".join(
+            (bod.bod_id or "", _format_utc(bod.creation_datetime), hashlib.sha256(tostring(noun)).hexdigest())
+        )
         if mapping.entity_path is None:
             entities = [noun]
         else:
@@ -937,7 +1028,8 @@ def map_bod(
             data: dict[str, Any] = {}
             for field_name, spec in mapping.fields.items():
                 value = spec._extract(context, f"{where} field {field_name!r} at {spec.path}")
-                if value is not None:
+                # A count of nothing in a partial document says "not sent", not "none".
+                if value is not None and not (partial and spec.type == "count" and value == 0):
                     data[field_name] = value
             missing = [k for k in mapping.key_fields if k not in data]
             if missing:

@@ -1,6 +1,6 @@
 """What every source shares: validate a canonical payload, build the Event, route it, commit it.
 
-Pure parts (`check_payload`, `build_event`, `Router.plan`) are unit-tested without I/O; `Ingestor`
+Pure parts (`check_payload`, `build_event`) are unit-tested without I/O; `Ingestor`
 is the thin edge that calls the store.
 """
 
@@ -16,8 +16,6 @@ from typing import Any
 
 import orjson
 
-from relay.config import SubscriberConfig
-from relay.deliver.matching import ChannelMatcher, PayloadFilter
 from relay.events import (
     KEY_FIELDS,
     VERSION_FIELDS,
@@ -28,14 +26,14 @@ from relay.events import (
     version_for,
     version_problem,
 )
+from relay.routing import Router
 from relay.spec import SpecRegistry, ValidationIssue, _json_path
-from relay.store import DeliveryPlan, IngestOutcome, NewEvent, QuarantineEntry, Store
+from relay.store import IngestOutcome, NewEvent, QuarantineEntry, Store
 
 __all__ = [
     "Candidate",
     "Ingestor",
     "PayloadProblem",
-    "Router",
     "build_event",
     "check_candidate",
     "check_payload",
@@ -266,41 +264,6 @@ def build_event(
         original=candidate.original,
         original_type=candidate.original_type,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    name: str
-    channels: ChannelMatcher
-    payload_filter: PayloadFilter
-    plan: DeliveryPlan
-
-
-class Router:
-    """Which subscribers an event goes to: channel globs and payload filters (pure)."""
-
-    def __init__(self, subscribers: Sequence[SubscriberConfig], disabled: frozenset[str] = frozenset()) -> None:
-        self._routes = [
-            _Route(
-                s.name,
-                ChannelMatcher(s.channels),
-                PayloadFilter(s.filter),
-                DeliveryPlan(
-                    s.name,
-                    check_stale=s.ordering == "per-key" and not s.deliver_stale,
-                    collapse=s.collapse,
-                ),
-            )
-            for s in subscribers
-            if s.name not in disabled
-        ]
-
-    def plan(self, channel: str, payload: Mapping[str, Any]) -> list[DeliveryPlan]:
-        return [r.plan for r in self._routes if r.channels.matches(channel) and r.payload_filter.matches(payload)]
-
-    def subscribers_for(self, channel: str, payload: Mapping[str, Any], only: str | None = None) -> list[str]:
-        """Names of the subscribers that match (for replay), optionally only one of them."""
-        return [p.subscriber for p in self.plan(channel, payload) if only is None or p.subscriber == only]
 
 
 class Ingestor:

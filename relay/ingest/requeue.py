@@ -3,13 +3,14 @@ mapping fix) and, when it passes now, store it and forget the quarantine entry."
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import orjson
 
 from relay.config import Config, IonImsSource, JsonPushSource
-from relay.ingest.pipeline import Candidate, Ingestor, PayloadProblem, Router, check_candidate, check_payload
+from relay.ingest.pipeline import Candidate, Ingestor, PayloadProblem, check_payload
+from relay.routing import Router
 from relay.spec import SpecRegistry
 from relay.store import IngestOutcome, Store
 
@@ -35,34 +36,23 @@ async def requeue(store: Store, specs: SpecRegistry, config: Config, quarantine_
     source = config.source(row.source)
     candidates: list[Candidate] = []
     if isinstance(source, IonImsSource) or (row.content_type or "").endswith("xml"):
-        from relay.ingest.bod import BodError, map_bod, parse_bod, parse_mapping_overrides
+        from relay.ingest.bod import BodError, parse_bod, parse_mapping_overrides
+        from relay.ingest.bod_events import ImsContext, bod_candidates
 
+        # The IMS parameters kept with the entry make the ids those of a live redelivery of the same BOD.
+        context = ImsContext.from_details(row.details) or ImsContext()
+        if context.tenant_id is None and isinstance(source, IonImsSource):
+            context = replace(context, tenant_id=source.tenant_id)
         try:
-            mapped = map_bod(
+            candidates, problems = bod_candidates(
                 parse_bod(row.body),
-                tenant_id=source.tenant_id if isinstance(source, IonImsSource) else None,
-                source_logical_id=None,
+                row.body,
+                context,
                 mappings=parse_mapping_overrides(source.mappings if isinstance(source, IonImsSource) else {}),
+                specs=specs,
             )
         except BodError as exc:
             return RequeueResult(False, [str(exc)])
-        problems = [f"{m.channel} {i.path}: {i.message}" for m in mapped for i in specs.validate(m.channel, m.payload)]
-        candidates = [
-            Candidate(
-                m.channel,
-                m.payload,
-                original=row.body,
-                original_type="application/xml",
-                version=m.version,
-                entity_key=m.entity_key,
-            )
-            for m in mapped
-        ]
-        problems += [
-            f"{c.channel} {i.path}: {i.message}"
-            for c in candidates
-            for i in check_candidate(c, version_path="variationID")
-        ]
         if problems:
             return RequeueResult(False, problems)
     else:

@@ -14,9 +14,10 @@ from typing import Any
 import structlog
 
 from relay.events import format_ts, parse_ts
-from relay.ingest.pipeline import Candidate, Router, build_event
+from relay.ingest.pipeline import Candidate, build_event
 from relay.poll.base import Fetcher, ResourceSpec
 from relay.poll.changes import Change, deleted_payload, detect_changes, entity_key, poll_event_id, vanished_keys
+from relay.routing import Router
 from relay.spec import SpecRegistry
 from relay.store import Checkpoint, NewEvent, PollCommit, QuarantineEntry, Store
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import structlog
 
+from relay import metrics
 from relay.config import HttpJsonSource, SourceConfig
 from relay.poll.base import Fetcher, PollError, ResourceSpec
 from relay.poll.changes import RecordMapping
@@ -24,7 +26,17 @@ from relay.spec import SpecRegistry
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["BUILDERS", "PollScheduler", "backoff_s", "build_source", "cron_next", "next_delay_s"]
+__all__ = [
+    "BUILDERS",
+    "PollScheduler",
+    "ResourceStatus",
+    "backoff_s",
+    "build_source",
+    "cron_delay_s",
+    "cron_next",
+    "next_delay_s",
+    "source_up",
+]
 
 Builder = Callable[[SourceConfig, aiohttp.ClientSession, SpecRegistry], tuple[Fetcher, list[ResourceSpec]]]
 BUILDERS: dict[str, Builder] = {}
@@ -90,6 +102,20 @@ def cron_next(expression: str, after: datetime) -> datetime:
             return t
         t += timedelta(minutes=1)
     raise ValueError(f"cron expression {expression!r} never matches")
+
+
+def cron_delay_s(expression: str, after: datetime) -> float:
+    """Seconds from `after` until the next run of a cron expression: the wait after a run, and its interval.
+
+    Raises:
+        ValueError: a malformed expression.
+    """
+    return (cron_next(expression, after) - after).total_seconds()
+
+
+def source_up(failures_per_resource: Sequence[int]) -> bool:
+    """A polled source is up when the last run of each of its resources succeeded (no failure streak)."""
+    return all(failures == 0 for failures in failures_per_resource)
 
 
 def _http_json_builder(
@@ -162,6 +188,27 @@ def build_source(
     return builder(source, session, specs)
 
 
+def _interval_s(resource: ResourceSpec) -> float:
+    if resource.cron:
+        # A malformed expression is reported where the job first schedules by it, not while starting others.
+        with contextlib.suppress(ValueError):
+            return cron_delay_s(resource.cron, datetime.now(UTC))
+    return resource.every_s
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceStatus:
+    """How one polled resource is doing in this process (operators' view; kept in memory only)."""
+
+    source: str
+    resource: str
+    channel: str
+    last_poll_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    failures: int
+
+
 @dataclass(eq=False)
 class _Job:
     source: str
@@ -171,7 +218,12 @@ class _Job:
     failures: int = 0
     last_error: str | None = None
     last_success: datetime | None = None
+    last_poll: datetime | None = None
     rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def label(self) -> str:
+        return metrics.resource_label(self.resource.name)
 
 
 class PollScheduler:
@@ -199,8 +251,10 @@ class PollScheduler:
                 continue
             fetcher, resources = built
             self._fetchers.append(fetcher)
+            metrics.register_known(resources=[metrics.resource_label(r.name) for r in resources])
             for resource in resources:
                 job = _Job(source.name, fetcher, resource)
+                metrics.labelled(metrics.POLL_INTERVAL, job.source, job.label).set(_interval_s(resource))
                 job.task = asyncio.create_task(self._run(job), name=f"poll {source.name} {resource.name}")
                 self._jobs.append(job)
         if self._jobs:
@@ -223,17 +277,54 @@ class PollScheduler:
         self.runtime = runtime
 
         async def restart() -> None:
+            before = {(job.source, job.label) for job in self._jobs}
             await self._stop_jobs()
             self._start_jobs()
+            self._forget_removed(before)
 
         task = asyncio.get_running_loop().create_task(restart())
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         self._restart = task
 
+    def _forget_removed(self, before: set[tuple[str, str]]) -> None:
+        # A source or resource gone from the configuration stops exporting series (and firing alerts).
+        now = {(job.source, job.label) for job in self._jobs}
+        for source, label in before - now:
+            for metric in (metrics.POLL_INTERVAL, metrics.POLL_LAST_SUCCESS):
+                metrics.forget(metric, source, label)
+            for outcome in ("success", "error", "crash"):
+                metrics.forget(metrics.POLL_RUNS, source, label, outcome)
+            metrics.forget(metrics.POLL_DURATION, source, label)
+        for source in {s for s, _ in before} - {s for s, _ in now}:
+            metrics.forget(metrics.SOURCE_UP, source)
+
+    def _record_run(self, job: _Job, outcome: str, duration_s: float) -> None:
+        metrics.labelled(metrics.POLL_RUNS, job.source, job.label, outcome).inc()
+        metrics.labelled(metrics.POLL_DURATION, job.source, job.label).observe(duration_s)
+        if outcome == "success":
+            metrics.labelled(metrics.POLL_LAST_SUCCESS, job.source, job.label).set(time.time())
+        up = source_up([j.failures for j in self._jobs if j.source == job.source])
+        metrics.labelled(metrics.SOURCE_UP, job.source).set(1 if up else 0)
+
     async def stop(self, grace_s: float) -> None:
         await self._stop_jobs()
         if self._session is not None:
             await self._session.close()
+
+    def status(self) -> list[ResourceStatus]:
+        """Every polled resource's last poll, last success, last error and failure streak."""
+        return [
+            ResourceStatus(
+                job.source,
+                job.resource.name,
+                job.resource.channel,
+                job.last_poll,
+                job.last_success,
+                job.last_error,
+                job.failures,
+            )
+            for job in self._jobs
+        ]
 
     def _poller(self, job: _Job) -> Poller:
         return Poller(
@@ -249,6 +340,8 @@ class PollScheduler:
         r = job.resource
         next_reconcile = datetime.now(UTC) + timedelta(seconds=r.reconcile_every_s) if r.reconcile_every_s else None
         while True:
+            started = time.perf_counter()
+            job.last_poll = datetime.now(UTC)
             try:
                 report = await self._poller(job).poll_once()
                 if next_reconcile is not None and datetime.now(UTC) >= next_reconcile:
@@ -259,22 +352,26 @@ class PollScheduler:
             except PollError as exc:
                 job.failures += 1
                 job.last_error = str(exc)
+                self._record_run(job, "error", time.perf_counter() - started)
                 wait = backoff_s(job.failures, retry_after_s=exc.retry_after_s, every_s=r.every_s)
                 log.warning("poll failed", source=job.source, resource=r.name, error=str(exc), retry_in_s=wait)
                 await asyncio.sleep(wait)
                 continue
             except Exception:
                 job.failures += 1
+                self._record_run(job, "crash", time.perf_counter() - started)
                 log.exception("poll crashed", source=job.source, resource=r.name)
                 await asyncio.sleep(backoff_s(job.failures, retry_after_s=None, every_s=r.every_s))
                 continue
             job.failures = 0
             job.last_error = None
             job.last_success = datetime.now(UTC)
+            self._record_run(job, "success", time.perf_counter() - started)
             if report.accepted:
                 log.info("poll emitted", source=job.source, resource=r.name, events=report.accepted)
             if r.cron:
-                now = datetime.now(UTC)
-                await asyncio.sleep((cron_next(r.cron, now) - now).total_seconds())
+                wait_s = cron_delay_s(r.cron, datetime.now(UTC))
+                metrics.labelled(metrics.POLL_INTERVAL, job.source, job.label).set(wait_s)
+                await asyncio.sleep(wait_s)
             else:
                 await asyncio.sleep(next_delay_s(r.every_s, r.jitter, job.rng))

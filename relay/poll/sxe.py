@@ -41,6 +41,7 @@ from relay.spec import SpecRegistry
 
 __all__ = [
     "FEEDS",
+    "RECEIVED_STAGES_WHERE",
     "OperationFeed",
     "ShapeError",
     "SxeFetcher",
@@ -49,6 +50,7 @@ __all__ = [
     "fetchwhere_rows",
     "local_to_utc",
     "next_restart_row_id",
+    "normalise_row",
     "operation_rows",
     "utc_to_local_date",
     "where_clause",
@@ -67,6 +69,8 @@ _REMOVED_FEEDS = {
 class ShapeError(ValueError):
     """An SX.e answer that does not have the documented shape; the message names the keys that were there."""
 
+
+Derive = Callable[[Mapping[str, Any]], Any]
 
 # ---------------------------------------------------------------------------------------- pure rules
 
@@ -235,6 +239,30 @@ def status_text(value: Any) -> str | None:
     return number_text(value)
 
 
+# Purchase order stages 5 (Received), 6 (Costed) and 7 (Closed): the POs whose goods were received and not
+# cancelled (9). A receipt in SX.e is the PO suffix itself: receiving short leaves the rest on a back order suffix.
+RECEIVED_STAGES_WHERE = "poeh.stagecd >= 5 and poeh.stagecd <= 7"
+
+
+def normalise_row(
+    row: Mapping[str, Any], derived: Mapping[str, Derive], date_fields: tuple[str, str] | None, zone: ZoneInfo
+) -> dict[str, Any]:
+    """A row with its computed columns and its update instant in UTC (`_updated`), ready for the mapping.
+
+    Args:
+        row: The SX.e row as answered.
+        derived: Computed columns (name → function of the row), such as the `pono-posuf` key.
+        date_fields: The row's server-local (date, time) columns, or None when it has none.
+        zone: The server's time zone (the source's `timezone`).
+    """
+    out = dict(row)
+    for name, derive in derived.items():
+        out[name] = derive(row)
+    if date_fields is not None:
+        out[UPDATED] = local_to_utc(row.get(date_fields[0]), row.get(date_fields[1]), zone)
+    return out
+
+
 def icsw_available(row: Mapping[str, Any]) -> float | None:
     """Available to promise of a warehouse product row: on hand less reserved and committed."""
     try:
@@ -251,16 +279,18 @@ def _m(fields: dict[str, str | tuple[str, str]]) -> RecordMapping:
     return RecordMapping(rules, updated_path=UPDATED)
 
 
-Derive = Callable[[Mapping[str, Any]], Any]
-
-
 @dataclass(frozen=True)
 class TableFeed:
-    """An SX.e table read with FetchWhere; `derived` adds computed columns before the mapping reads the row."""
+    """An SX.e table read with FetchWhere; `derived` adds computed columns before the mapping reads the row.
+
+    `where` is the feed's own filter (e.g. the received stages of `poeh`); a feed's `where:` in the config
+    replaces it.
+    """
 
     table: str
     mapping: RecordMapping
     derived: Mapping[str, Derive] = field(default_factory=dict)
+    where: str | None = None
 
 
 @dataclass(frozen=True)
@@ -347,6 +377,21 @@ FEEDS: Mapping[str, Feed] = {
             }
         ),
         {KEY: lambda r: order_key(r.get("pono"), r.get("posuf")), "_vendno": lambda r: number_text(r.get("vendno"))},
+    ),
+    "receipts": TableFeed(
+        "poeh",
+        _m(
+            {
+                "receiptNumber": KEY,
+                "purchaseOrderNumber": KEY,
+                "vendorNumber": "_vendno",
+                "warehouse": "whse",
+                "receiptDate": ("receiptdt", "date"),
+                "lastModified": (UPDATED, "date-time"),
+            }
+        ),
+        {KEY: lambda r: order_key(r.get("pono"), r.get("posuf")), "_vendno": lambda r: number_text(r.get("vendno"))},
+        where=RECEIVED_STAGES_WHERE,
     ),
     "apsv": TableFeed(
         "apsv",
@@ -509,12 +554,7 @@ class SxeFetcher:
     def _normalise(
         self, row: dict[str, Any], derived: Mapping[str, Derive], date_fields: tuple[str, str] | None
     ) -> dict[str, Any]:
-        out = dict(row)
-        for name, derive in derived.items():
-            out[name] = derive(row)
-        if date_fields is not None:
-            out[UPDATED] = local_to_utc(row.get(date_fields[0]), row.get(date_fields[1]), self.zone)
-        return out
+        return normalise_row(row, derived, date_fields, self.zone)
 
     async def _page(self, resource: ResourceSpec, since: str | None, cursor: str | None) -> Page:
         feed: Feed = resource.options["feed"]
@@ -558,6 +598,7 @@ def build_sxe(
                 f"{source.name}: unknown SX.e feed {f.feed!r}{hint}; one of {known}, or `table:` with a `mapping:`"
             )
         mapping = RecordMapping.parse(f.mapping, defaults=feed.mapping)
+        where = f.where if f.where is not None or not isinstance(feed, TableFeed) else feed.where
         resources.append(
             resource_spec(
                 f.feed,
@@ -570,7 +611,7 @@ def build_sxe(
                 cron=f.cron,
                 page_size=f.record_limit,
                 tenant_id=creds.ti,
-                options={"feed": feed, "where": f.where, "lookback_s": f.lookback_s},
+                options={"feed": feed, "where": where, "lookback_s": f.lookback_s},
             )
         )
     return SxeFetcher(source, tokens), resources

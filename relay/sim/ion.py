@@ -4,9 +4,11 @@ Used by the tests and `relay demo`. It behaves as PROTOCOLS.md describes; what t
 leaves open (error bodies, refresh-token lifetime, multipart content types) is configurable or documented
 here as the simulator's choice.
 
-* `IonSimulator` serves, for one tenant, `POST /{tenant}/as/token.oauth2` (password, client_credentials and
-  refresh_token grants), `POST /{tenant}/as/revoke_token.oauth2`, and a gateway under `/{tenant}/…` that
-  checks bearer tokens and routes to handlers added with `add_gateway_route`.
+* `IonSimulator` serves, for one tenant, `POST /{tenant}/as/token.oauth2` (password and refresh_token grants;
+  like the ION API it has no client_credentials grant), `POST /{tenant}/as/revoke_token.oauth2`, and a gateway
+  under `/{tenant}/…` that checks bearer tokens and routes to handlers added with `add_gateway_route`; behind
+  it, IMS `IONSERVICES/api/ion/messaging/service/v2/multipartMessage` takes messages from applications and
+  checks ConfirmBODs (`check_confirm_bod`), kept in `ims_messages` and `confirms` for tests.
 * `BodFactory` writes realistic BODs for Halloran Electrical Supply with the element paths that
   `relay.ingest.bod.DEFAULT_MAPPINGS` reads.
 * `plan_ims_traffic` makes a deterministic mix of new, duplicate, out-of-order and malformed IMS messages,
@@ -32,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from xml.etree import ElementTree
+from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape, quoteattr
 
 import aiohttp
@@ -50,9 +54,13 @@ __all__ = [
     "ImsMessage",
     "IonSimulator",
     "PushResult",
+    "ReceivedConfirm",
+    "ReceivedImsMessage",
+    "check_confirm_bod",
     "make_ims_message",
     "plan_ims_traffic",
     "push_bods",
+    "read_ims_message",
     "running_ion_simulator",
 ]
 
@@ -161,6 +169,12 @@ class IonSimulator:
         self._app.router.add_post(f"{prefix}/as/revoke_token.oauth2", self._revoke)
         self._app.router.add_route("*", prefix + "/{tail:.*}", self._gateway)
         self.add_gateway_route("IONSERVICES/api/ion/messaging/service/ping", self._ping, method="GET")
+        self.add_gateway_route(IMS_MESSAGE_PATH, self._ims_message, method="POST")
+        # What applications sent to ION over IMS: every accepted message, and the ConfirmBODs among them.
+        self.ims_messages: list[ReceivedImsMessage] = []
+        self.confirms: list[ReceivedConfirm] = []
+        # Why IMS messages were refused (400), newest last.
+        self.ims_refusals: list[str] = []
 
     @property
     def app(self) -> web.Application:
@@ -209,7 +223,11 @@ class IonSimulator:
     def ionapi_dict(
         self, base_url: str, *, grant: Literal["password", "client_credentials"] = "password"
     ) -> dict[str, Any]:
-        """A `.ionapi` document for this simulator served at `base_url` (no service account for client_credentials)."""
+        """A `.ionapi` document for this simulator served at `base_url`.
+
+        `grant="client_credentials"` leaves out the service account (`saak`/`sask`), as a file downloaded
+        without "Create Service Account" is: the relay refuses such a file.
+        """
         base = base_url.rstrip("/")
         doc: dict[str, Any] = {
             "ti": self.tenant,
@@ -283,7 +301,8 @@ class IonSimulator:
         return response
 
     def _grant(self, request: web.Request, form: Mapping[str, Any], grant: str) -> web.Response:
-        if grant not in ("password", "client_credentials", "refresh_token"):
+        # The ION API offers backend services the password grant with a service account, no client credentials.
+        if grant not in ("password", "refresh_token"):
             return _oauth_error(400, "unsupported_grant_type", f"grant_type {grant!r} is not supported")
         if not self._client_ok(request, form):
             return _oauth_error(401, "invalid_client", "client authentication failed")
@@ -295,8 +314,6 @@ class IonSimulator:
                 and hmac.compare_digest(username, self.saak) & hmac.compare_digest(password, self.sask)
             ):
                 return _oauth_error(401, "invalid_grant", "service account credentials are invalid")
-            return web.json_response(self._issue(grant, None))
-        if grant == "client_credentials":
             return web.json_response(self._issue(grant, None))
         refresh = form.get("refresh_token")
         issued = self._refresh.get(refresh) if isinstance(refresh, str) else None
@@ -317,6 +334,21 @@ class IonSimulator:
 
     async def _ping(self, request: web.Request, params: Mapping[str, str]) -> web.StreamResponse:
         return web.json_response({"status": "OK", "tenant": self.tenant})
+
+    async def _ims_message(self, request: web.Request, params: Mapping[str, str]) -> web.StreamResponse:
+        """IMS v2 `multipartMessage`, application → ION: parts `ParameterRequest` (JSON) and `MessagePayload`."""
+        try:
+            parts = await _read_named_parts(request)
+            message = read_ims_message(parts)
+            confirm = check_confirm_bod(message.payload) if message.document_name == CONFIRM_DOCUMENT else None
+        except ValueError as exc:
+            self.ims_refusals.append(str(exc))
+            return web.json_response({"error": "Bad Request", "message": str(exc)}, status=400)
+        self.ims_messages.append(message)
+        if confirm is not None:
+            self.confirms.append(replace(confirm, parameters=message.parameters))
+        # The v2 method answers 201 Created (the inforion client's test expects it).
+        return web.json_response({"status": "Created", "messageId": message.parameters.get("messageId")}, status=201)
 
     def _bearer(self, request: web.Request) -> str | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -361,14 +393,152 @@ class IonSimulator:
         return web.json_response({"error": "Not Found", "path": path}, status=404)
 
 
+# --- IMS, application → ION ------------------------------------------------------------------------
+
+IMS_MESSAGE_PATH = "IONSERVICES/api/ion/messaging/service/v2/multipartMessage"
+CONFIRM_DOCUMENT = "Confirm.BOD"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedImsMessage:
+    """An IMS message an application sent to ION: its ParameterRequest and payload."""
+
+    parameters: Mapping[str, Any]
+    payload: bytes
+
+    @property
+    def document_name(self) -> str:
+        """The ParameterRequest `documentName`."""
+        return str(self.parameters.get("documentName", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedConfirm:
+    """A ConfirmBOD as ION would read it.
+
+    Attributes:
+        original_bod_id: `DataArea/Confirm/OriginalApplicationArea/BODID`: the BOD it reports on.
+        original_sender: `OriginalApplicationArea/Sender/LogicalID`, if present.
+        descriptions: Every `BODFailureMessage/ErrorProcessMessage/Description`.
+        reason_codes: Every `ErrorProcessMessage/ReasonCode`.
+        sender: `ApplicationArea/Sender/LogicalID` of the ConfirmBOD.
+        bod_id: `ApplicationArea/BODID` of the ConfirmBOD.
+        tenant_id: `DataArea/Confirm/TenantID`, if present.
+        parameters: The IMS ParameterRequest it came with (empty when checked alone).
+    """
+
+    original_bod_id: str
+    original_sender: str | None
+    descriptions: tuple[str, ...]
+    reason_codes: tuple[str, ...]
+    sender: str | None
+    bod_id: str | None
+    tenant_id: str | None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def _read_named_parts(request: web.Request) -> dict[str, bytes]:
+    if not request.content_type.startswith("multipart/"):
+        raise ValueError("expected multipart/form-data with ParameterRequest and MessagePayload")
+    parts: dict[str, bytes] = {}
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        name = getattr(part, "name", None) or ""
+        parts[name] = await part.read()  # type: ignore[union-attr]
+    return parts
+
+
+def read_ims_message(parts: Mapping[str, bytes]) -> ReceivedImsMessage:
+    """Check the two IMS parts: ParameterRequest a JSON object with `documentName`, `messageId`, and logical ids.
+
+    Raises:
+        ValueError: What is missing or wrong.
+    """
+    if "ParameterRequest" not in parts or "MessagePayload" not in parts:
+        raise ValueError(f"the parts ParameterRequest and MessagePayload are required (received: {sorted(parts)})")
+    try:
+        parameters = orjson.loads(parts["ParameterRequest"])
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"ParameterRequest is not JSON: {exc}") from None
+    if not isinstance(parameters, dict):
+        raise ValueError("ParameterRequest must be a JSON object")
+    problems = [f"ParameterRequest.{k} is required" for k in ("documentName", "messageId") if not parameters.get(k)]
+    for key in ("fromLogicalId", "toLogicalId"):
+        value = parameters.get(key)
+        if not isinstance(value, str) or not value.startswith("lid://"):
+            problems.append(f"ParameterRequest.{key} must be a logical id (lid://…)")
+    if parameters.get("encoding", "NONE") not in ("NONE", "DEFLATE"):
+        problems.append("ParameterRequest.encoding must be NONE or DEFLATE")
+    if problems:
+        raise ValueError("; ".join(problems))
+    payload = parts["MessagePayload"]
+    if parameters.get("encoding") == "DEFLATE":
+        payload = zlib.decompress(payload)
+    return ReceivedImsMessage(parameters, payload)
+
+
+def _find(element: Element | None, *path: str) -> Element | None:
+    for name in path:
+        if element is None:
+            return None
+        element = next((c for c in element if isinstance(c.tag, str) and c.tag.rsplit("}", 1)[-1] == name), None)
+    return element
+
+
+def _texts(element: Element | None, *path: str) -> list[str]:
+    """The non-empty texts of every element at `path` (each step may repeat)."""
+    found = [element] if element is not None else []
+    for name in path:
+        found = [c for e in found for c in e if isinstance(c.tag, str) and c.tag.rsplit("}", 1)[-1] == name]
+    return [e.text.strip() for e in found if e.text and e.text.strip()]
+
+
+def check_confirm_bod(xml: bytes) -> ReceivedConfirm:
+    """Read a ConfirmBOD as ION would and check its shape (OAGIS 9 / Infor: the Confirm verb holds the
+    OriginalApplicationArea; the BOD noun holds a BODFailureMessage or a BODSuccessMessage).
+
+    Raises:
+        ValueError: Not XML, not a ConfirmBOD, no original BODID referenced, or a failure without a description.
+    """
+    try:
+        root = ElementTree.fromstring(xml)  # noqa: S314 - the simulator reads what the relay under test sent
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"the ConfirmBOD is not well-formed XML: {exc}") from None
+    if root.tag.rsplit("}", 1)[-1] != "ConfirmBOD":
+        raise ValueError(f"expected a ConfirmBOD, got <{root.tag.rsplit('}', 1)[-1]}>")
+    problems: list[str] = []
+    original = _find(root, "DataArea", "Confirm", "OriginalApplicationArea")
+    original_bod_id = _texts(original, "BODID")
+    if not original_bod_id:
+        problems.append("DataArea/Confirm/OriginalApplicationArea/BODID is missing: which BOD does it confirm?")
+    bod = _find(root, "DataArea", "BOD")
+    failure = _find(bod, "BODFailureMessage")
+    descriptions = _texts(failure, "ErrorProcessMessage", "Description")
+    if bod is None or (failure is None and _find(bod, "BODSuccessMessage") is None):
+        problems.append("DataArea/BOD needs a BODFailureMessage or a BODSuccessMessage")
+    elif failure is not None and not descriptions:
+        problems.append("DataArea/BOD/BODFailureMessage/ErrorProcessMessage/Description is missing: why did it fail?")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return ReceivedConfirm(
+        original_bod_id=original_bod_id[0],
+        original_sender=next(iter(_texts(original, "Sender", "LogicalID")), None),
+        descriptions=tuple(descriptions),
+        reason_codes=tuple(_texts(failure, "ErrorProcessMessage", "ReasonCode")),
+        sender=next(iter(_texts(root, "ApplicationArea", "Sender", "LogicalID")), None),
+        bod_id=next(iter(_texts(root, "ApplicationArea", "BODID")), None),
+        tenant_id=next(iter(_texts(root, "DataArea", "Confirm", "TenantID")), None),
+    )
+
+
 @contextlib.asynccontextmanager
-async def running_ion_simulator(**kwargs: Any) -> AsyncIterator[tuple[IonSimulator, str]]:
-    """Run an `IonSimulator(**kwargs)` on 127.0.0.1 (a free port) and yield it with its base URL."""
+async def running_ion_simulator(port: int = 0, **kwargs: Any) -> AsyncIterator[tuple[IonSimulator, str]]:
+    """Run an `IonSimulator(**kwargs)` on 127.0.0.1 (`port`, by default a free one) and yield it with its base URL."""
     sim = IonSimulator(**kwargs)
     runner = web.AppRunner(sim.app, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         port = runner.addresses[0][1]
         yield sim, f"http://127.0.0.1:{port}"
@@ -378,7 +548,17 @@ async def running_ion_simulator(**kwargs: Any) -> AsyncIterator[tuple[IonSimulat
 
 # --- BODs ------------------------------------------------------------------------------------------
 
-BodKind = Literal["customer_sync", "customer_delete", "sales_order", "invoice", "item_balance", "inventory_count"]
+BodKind = Literal[
+    "customer_sync",
+    "customer_delete",
+    "sales_order",
+    "invoice",
+    "item_balance",
+    "inventory_count",
+    "purchase_order",
+    "receipt",
+    "supplier",
+]
 BOD_KINDS: tuple[BodKind, ...] = (
     "customer_sync",
     "customer_delete",
@@ -386,7 +566,13 @@ BOD_KINDS: tuple[BodKind, ...] = (
     "invoice",
     "item_balance",
     "inventory_count",
+    "purchase_order",
+    "receipt",
+    "supplier",
 )
+# How often `next_bod` and `plan_ims_traffic` pick each kind, in BOD_KINDS order.
+_KIND_WEIGHTS = (3, 1, 4, 2, 3, 1, 1, 1, 1)
+_VENDORS = (("V3001", "Midwest Wire Co."), ("V3002", "Lakeside Breaker Supply"), ("V3003", "Northern Conduit Inc."))
 WAREHOUSES = ("MAIN", "EAST", "WEST")
 
 # (part number, description, unit of measure, unit price in USD)
@@ -743,10 +929,91 @@ class BodFactory:
         kind: BodKind = "item_balance" if noun == "ItemBalance" else "inventory_count"
         return self._bod(kind, noun, doc_id, variation, created, document, location=pairs[0][1])
 
+    def purchase_order(
+        self, po_number: str | None = None, *, variation_id: int | None = None, created_at: datetime | None = None
+    ) -> GeneratedBod:
+        """A `SyncPurchaseOrder` to one of Halloran's vendors (OAGIS PurchaseOrderHeader/SupplierParty)."""
+        number = po_number or f"PO-{200400 + self._next_inventory}"
+        self._next_inventory += 1
+        vendor = self._rng.choice(_VENDORS)[0]
+        created = self._created(created_at)
+        variation = self._variation("PurchaseOrder", number, variation_id)
+        part = self._rng.choice(_CATALOGUE)
+        qty = float(self._rng.choice((50, 100, 500)))
+        noun = _node(
+            "PurchaseOrder",
+            _node(
+                "PurchaseOrderHeader",
+                _node("DocumentID", self._id(number, variation)),
+                _leaf("LastModificationDateTime", _ts(created)),
+                _leaf("DocumentDateTime", _ts(created - timedelta(hours=2))),
+                _node("Status", _leaf("Code", "Open")),
+                _leaf("TotalAmount", _money(qty * part[3]), currencyID="USD"),
+                _node("SupplierParty", _node("PartyIDs", _leaf("ID", vendor))),
+            ),
+            _node(
+                "PurchaseOrderLine",
+                _leaf("LineNumber", "1"),
+                _node("Item", _node("ItemID", _leaf("ID", part[0]))),
+                _leaf("Quantity", _qty(qty), unitCode=part[2]),
+            ),
+        )
+        return self._bod("purchase_order", "PurchaseOrder", number, variation, created, noun)
+
+    def receipt(
+        self, receipt_number: str | None = None, *, variation_id: int | None = None, created_at: datetime | None = None
+    ) -> GeneratedBod:
+        """A `SyncReceiveDelivery`: goods received in a warehouse against a purchase order."""
+        number = receipt_number or f"RCV-{88000 + self._next_inventory}"
+        self._next_inventory += 1
+        vendor = self._rng.choice(_VENDORS)[0]
+        warehouse = self._rng.choice(WAREHOUSES)
+        created = self._created(created_at)
+        variation = self._variation("ReceiveDelivery", number, variation_id)
+        noun = _node(
+            "ReceiveDelivery",
+            _node(
+                "ReceiveDeliveryHeader",
+                _node("DocumentID", self._id(number, variation)),
+                _leaf("LastModificationDateTime", _ts(created)),
+                _leaf("ReceivedDateTime", _ts(created - timedelta(minutes=5))),
+                _node("SupplierParty", _node("PartyIDs", _leaf("ID", vendor))),
+                _node("ShipToParty", _node("Location", _leaf("ID", warehouse))),
+                _node(
+                    "PurchaseOrderReference",
+                    _node("DocumentID", _leaf("ID", f"PO-{200400 + self._rng.randint(1, 99)}")),
+                ),
+            ),
+        )
+        return self._bod("receipt", "ReceiveDelivery", number, variation, created, noun, location=warehouse)
+
+    def supplier(
+        self, vendor_number: str | None = None, *, variation_id: int | None = None, created_at: datetime | None = None
+    ) -> GeneratedBod:
+        """A `SyncSupplierPartyMaster` for one of Halloran's vendors."""
+        known = dict(_VENDORS)
+        if vendor_number is None:
+            vendor_number = f"V{3000 + self._next_inventory}"
+            self._next_inventory += 1
+        number = vendor_number
+        created = self._created(created_at)
+        variation = self._variation("SupplierPartyMaster", number, variation_id)
+        noun = _node(
+            "SupplierPartyMaster",
+            _node("PartyIDs", self._id(number, variation)),
+            _leaf("Name", known.get(number, f"{self._rng.choice(_NAME_FIRST)} Electrical Wholesale")),
+            _node("Location", _node("Address", _leaf("CountryCode", "US"))),
+            _node("Communication", _leaf("ChannelCode", "Telephone"), _leaf("DialNumber", "+1 414 555 0100")),
+            _node("Status", _leaf("Code", "Active")),
+            _leaf("CurrencyCode", "USD"),
+            _leaf("LastModificationDateTime", _ts(created)),
+        )
+        return self._bod("supplier", "SupplierPartyMaster", number, variation, created, noun)
+
     def next_bod(self, kind: BodKind | None = None) -> GeneratedBod:
         """A new document or a new variation of a known one, of `kind` or of a kind picked by the seed."""
         if kind is None:
-            kind = self._rng.choices(BOD_KINDS, weights=(3, 1, 4, 2, 3, 1))[0]
+            kind = self._rng.choices(BOD_KINDS, weights=_KIND_WEIGHTS)[0]
         return self.document(kind, None)
 
     def document(
@@ -769,6 +1036,12 @@ class BodFactory:
             return self.invoice(document_id, **common)
         if kind == "item_balance":
             return self.inventory_balance(document_id, noun="ItemBalance", **common)
+        if kind == "purchase_order":
+            return self.purchase_order(document_id, **common)
+        if kind == "receipt":
+            return self.receipt(document_id, **common)
+        if kind == "supplier":
+            return self.supplier(document_id, **common)
         return self.inventory_balance(document_id, noun="InventoryCount", **common)
 
     # -- helpers --
@@ -837,7 +1110,7 @@ class BodFactory:
                     ),
                     type="Billing",
                 ),
-                _node("Communication", _leaf("ChannelCode", "Phone"), _leaf("DialNumber", customer.phone)),
+                _node("Communication", _leaf("ChannelCode", "Telephone"), _leaf("DialNumber", customer.phone)),
                 _node("Communication", _leaf("ChannelCode", "EMail"), _leaf("URI", customer.email)),
                 _leaf("CurrencyCode", "USD"),
             )
@@ -1116,7 +1389,7 @@ def plan_ims_traffic(
 
     for kind in kinds:
         if kind == "new":
-            bod_kind = rng.choices(BOD_KINDS, weights=(3, 1, 4, 2, 3, 1))[0]
+            bod_kind = rng.choices(BOD_KINDS, weights=_KIND_WEIGHTS)[0]
             same_kind = [d for d in docs if d.kind == bod_kind]
             if bod_kind == "customer_delete":
                 same_kind = [d for d in docs if d.kind in ("customer_sync", "customer_delete")]

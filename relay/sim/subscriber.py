@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from relay._net import bound_port
-from relay.deliver.signing import SignatureError, parse_secret, verify
+from relay.signing import SignatureError, parse_secret, verify
 
 __all__ = ["DemoSubscriber", "ReceivedWebhook"]
 

@@ -1,16 +1,23 @@
 """Infor SX.e simulator behind the ION simulator's gateway, answering in the shapes public clients show.
 
 Halloran Electrical Supply: warehouse products (`icsw`), customers (`arsc`), sales orders (`oeeh`),
-purchase orders (`poeh`) and vendors (`apsv`), on a server whose clock is in `timezone`.
+purchase orders (`poeh`; every third one received: stage 5 with a `receiptdt`) and vendors (`apsv`), on a
+server whose clock is in `timezone`.
 
 * `POST SX/rest/serviceinterface/proxy/FetchWhere` with `{"CompanyNumber","Operator","TableName","WhereClause",
   "BatchSize","RestartRowID"}` answers `{"ttbl<table>": [rows]}`; rows are lower-case table columns with
   `<table>RowID`, `transdt` (`2026-11-20`) and `transtm` (`HHMM`), as in the sample in
   tests/fixtures/sxe/fetchwhere_sasc.json. The WhereClause understood is what the relay sends:
-  `<t>.cono = N`, `<t>.transdt >= DATE(m,d,y)`, and `<t>.<column> = 'value'` terms joined by `and`.
+  `<t>.cono = N`, `<t>.transdt >= DATE(m,d,y)`, `<t>.<column> = 'value'` and numeric comparisons
+  (`<t>.stagecd >= 5`) joined by `and`, in parentheses or not.
 * `POST {service_path}/sxapiargetcustomerlistv3` → `{"response": {"cErrorMessage": "", "tCustLstV3":
   {"t-custLstV3": [...]}}}` and `sxapioegetlistofordersv5` (`startEnterDate`/`endEnterDate`) → `tOeordV5`/`t-oeordV5`,
   camelCase as in tests/fixtures/sxe/custlstv3.json and oeordv5.json.
+
+* Availability: `sxapiicgetwhseproductdataquantityv3` (`productCode`, `warehouse` → `quantityOnHand`,
+  `quantityCommitted`, `quantityReserved`, `netAvailable`) and `sxapiicproductavailbywhse` (`productCode` →
+  `tProd_avl`/`t-prod_avl` rows of `whse`, `netAvail`), from the `icsw` rows; `lookup_delay_s` makes them slow,
+  `lookup_down` answers 503; `calls[operation]` counts them.
 
 Knobs for tests: `error_next` (an SX.e `cErrorMessage`), `answer_next` (any JSON body, e.g. an unexpected
 shape), `stall` (FetchWhere ignores `RestartRowID`), `restart_inclusive` (the restart row is repeated).
@@ -18,6 +25,7 @@ shape), `stall` (FetchWhere ignores `RestartRowID`), `restart_inclusive` (the re
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import re
@@ -41,8 +49,20 @@ _ALIASES = {"sxapiicecatalogitembalancev2": "icsw", "sxapiargetcustomerlistv3": 
 _WAREHOUSES = ("MAIN", "EAST", "WEST")
 _PRODUCTS = ("BRK-20A", "BRK-30A", "WIRE-12-2", "WIRE-14-2", "CONDUIT-EMT-1", "BOX-4SQ", "LUG-2AWG", "GFCI-20")
 _VENDORS = ("Square D", "Southwire", "Allied Tube", "Raco", "Ilsco", "Leviton")
-_TERM_RE = re.compile(r"^(\w+)\.(\w+)\s*(=|>=)\s*(.+?)$")
+_TERM_RE = re.compile(r"^(\w+)\.(\w+)\s*(<>|>=|<=|=|<|>)\s*(.+?)$")
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<>": lambda a, b: a != b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b,
+}
 _DATE_RE = re.compile(r"^DATE\((\d+),(\d+),(\d+)\)$")
+_LOOKUP_OPERATIONS = ("sxapiicgetwhseproductdataquantityv3", "sxapiicproductavailbywhse")
+
+
+def _net(row: Mapping[str, Any]) -> float:
+    return float(row["qtyonhand"]) - float(row["qtycommit"]) - float(row["qtyreservd"])
 
 
 class _Gateway(Protocol):
@@ -70,6 +90,9 @@ class SxeSimulator:
     calls: dict[str, int] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     on_call: Callable[[str], None] | None = None
+    # Availability calls (quantityv3, productavailbywhse): answer after this many seconds, or 503 when down.
+    lookup_delay_s: float = 0.0
+    lookup_down: bool = False
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -142,7 +165,8 @@ class SxeSimulator:
                 "whse": _WAREHOUSES[n % 3],
                 "orderdt": local_day,
                 "enterdt": local_day,
-                "stagecd": 2,
+                "stagecd": 5 if n % 3 == 2 else 2,
+                "receiptdt": local_day if n % 3 == 2 else None,  # Progress's unknown value until received
                 "transtype": "PO",
                 "totinvamt": round(rng.uniform(100, 20000), 2),
             }
@@ -183,12 +207,23 @@ class SxeSimulator:
         for row in rows:
             if table == "icsw":
                 row["qtyonhand"] = float(row["qtyonhand"]) + self.rng.randint(1, 50)
-            elif table in ("oeeh", "poeh"):
+            elif table == "oeeh":
                 row["stagecd"] = min(int(row["stagecd"]) + 1, 5)
+            elif table == "poeh":
+                row["stagecd"] = min(int(row["stagecd"]) + 1, 7)  # 5 Received, 6 Costed, 7 Closed
             else:
                 row["phoneno"] = f"217555{self.rng.randint(1000, 9999)}"
             row.update(self._stamp())
+            if table == "poeh" and row["stagecd"] == 5:
+                row["receiptdt"] = row["transdt"]
         return rows
+
+    def receive(self, pono: int, posuf: int = 0) -> dict[str, Any]:
+        """Receive a purchase order as Purchase Receipt of Inventory Entry does: stage 5 and today's `receiptdt`."""
+        row = next(r for r in self.tables["poeh"] if r["pono"] == pono and r["posuf"] == posuf)
+        row.update(self._stamp())
+        row.update(stagecd=5, receiptdt=row["transdt"])
+        return row
 
     def delete(self, table: str, count: int) -> list[dict[str, Any]]:
         """Remove `count` random rows of `table`."""
@@ -201,18 +236,26 @@ class SxeSimulator:
 
     def _matches(self, table: str, row: Mapping[str, Any], clause: str) -> bool:
         for term in (t for t in re.split(r"\s+and\s+", clause.strip(), flags=re.IGNORECASE) if t):
-            if term.startswith("(") and term.endswith(")"):
-                term = term[1:-1].strip()
+            term = term.strip().lstrip("(").strip()
+            while term.endswith(")") and term.count(")") > term.count("("):  # the group's closing parenthesis
+                term = term[:-1].strip()
             match = _TERM_RE.match(term)
             if match is None or match.group(1) != table:
                 raise ValueError(f"unsupported WhereClause term {term!r}")
             column, op, value = match.group(2), match.group(3), match.group(4)
-            if op == ">=":
-                when = _DATE_RE.match(value)
-                if when is None or column != "transdt":
+            when = _DATE_RE.match(value)
+            if when is not None:
+                if op != ">=" or column != "transdt":
                     raise ValueError(f"unsupported WhereClause term {term!r}")
                 month, day, year = (int(g) for g in when.groups())
                 if date.fromisoformat(str(row.get("transdt"))) < date(year, month, day):
+                    return False
+            elif op != "=":
+                try:
+                    limit, current = float(value), row[column]
+                except (KeyError, ValueError):
+                    raise ValueError(f"unsupported WhereClause term {term!r}") from None
+                if current is None or not _COMPARE[op](float(current), limit):  # Progress's unknown never matches
                     return False
             elif str(row.get(column)) != value.strip("'\"") and not (
                 isinstance(row.get(column), int | float)
@@ -315,11 +358,53 @@ class SxeSimulator:
         if self.error_next is not None:
             message, self.error_next = self.error_next, None
             return web.json_response({"response": {"cErrorMessage": message}})
+        if op.lower() in _LOOKUP_OPERATIONS:
+            return await self._lookup(op.lower(), req)
         if op.lower() == "sxapiargetcustomerlistv3":
             return web.json_response({"response": {"cErrorMessage": "", **self._customer_list(req)}})
         if op.lower() == "sxapioegetlistofordersv5":
             return web.json_response({"response": {"cErrorMessage": "", **self._order_list(req)}})
         return web.json_response({"response": {"cErrorMessage": f"Unknown operation {op}"}})
+
+    async def _lookup(self, op: str, req: Mapping[str, Any]) -> web.Response:
+        """Availability from the `icsw` rows, in the shapes of the published SX.e REST models."""
+        if self.lookup_delay_s > 0:
+            await asyncio.sleep(self.lookup_delay_s)
+        if self.lookup_down:
+            return web.json_response({"error": "Service Unavailable"}, status=503)
+        product = str(req.get("productCode") or "")
+        rows = [r for r in self.tables["icsw"] if r["prod"] == product]
+        if op == "sxapiicproductavailbywhse":
+            if not rows:
+                return web.json_response({"response": {"cErrorMessage": f"Product not found: {product}"}})
+            listed = [
+                {"prod": r["prod"], "descrip1": "", "descrip2": "", "whse": r["whse"], "netAvail": _net(r)}
+                for r in rows
+            ]
+            return web.json_response({"response": {"cErrorMessage": "", "tProd_avl": {"t-prod_avl": listed}}})
+        row = next((r for r in rows if r["whse"] == req.get("warehouse")), None)
+        if row is None:
+            message = f"Product not set up in Warehouse Product - icsw: {product}"
+            return web.json_response({"response": {"cErrorMessage": message}})
+        answer = {
+            "cErrorMessage": "",
+            "quantityOnHand": row["qtyonhand"],
+            "quantityCommitted": row["qtycommit"],
+            "quantityReserved": row["qtyreservd"],
+            "netAvailable": _net(row),
+            "quantityOnOrder": row["qtyonorder"],
+        }
+        return web.json_response({"response": answer})
+
+    def set_stock(self, product: str, warehouse: str, on_hand: float, committed: float = 0.0) -> None:
+        """Put one warehouse product's quantities in `icsw` (added when it is not there), stamped now."""
+        row = next((r for r in self.tables["icsw"] if r["prod"] == product and r["whse"] == warehouse), None)
+        if row is None:
+            self._next_row += 1
+            row = {**self._row("icsw", len(self.tables["icsw"])), "prod": product, "whse": warehouse}
+            row.update(cono=self.company_number, icswRowID=_row_id(self._next_row))
+            self.tables["icsw"].append(row)
+        row.update(qtyonhand=float(on_hand), qtycommit=float(committed), qtyreservd=0.0, **self._stamp())
 
     def _count(self, what: str) -> None:
         self.calls[what] = self.calls.get(what, 0) + 1

@@ -11,12 +11,15 @@ orderBy) { edges { node { … } } pageInfo { endCursor hasNextPage } } } } }` fo
 selected properties (an unknown one is a GraphQL error). Connected applications
 (`add_connected_app`): an HS256 JWT whose `iss`, `sub`, `aud` and `exp` are checked; anything else is 401.
 
-Records change and disappear over time (`change`, `delete`); failures on demand (`fail_next`). Basic auth
+Records change and disappear over time (`change`, `delete`); failures on demand (`fail_next`).
+Availability lookups (ITMMVT with `where=ITMREF eq '…'`, parts joined by `or`, optionally `and STOFCY eq '…'`)
+are counted in `lookup_calls` and made slow (`lookup_delay_s`) or down (`lookup_down`, 503) on demand. Basic auth
 or a bearer token from `/auth/token` are accepted too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -38,6 +41,11 @@ from relay._net import bound_port
 __all__ = ["GRAPHQL_NODES", "X3Simulator", "running_x3_simulator"]
 
 _WHERE = re.compile(r"^\s*(\w+)\s+(ge|gt|le|lt|eq)\s+@([^@]+)@\s*$")
+# Lookups: `ITMREF eq 'A'`, `(ITMREF eq 'A' or ITMREF eq 'B') and STOFCY eq 'S'` (quotes doubled in values).
+_STRING_TERM = re.compile(r"(\w+) eq '((?:[^']|'')*)'")
+_LOOKUP_WHERE = re.compile(
+    r"^\(?ITMREF eq '(?:[^']|'')*'(?: or ITMREF eq '(?:[^']|'')*')*\)?(?: and STOFCY eq '(?:[^']|'')*')?$"
+)
 _GQL_FILTER = re.compile(r"^\s*\{\s*(\w+)\s*:\s*\{\s*_gte\s*:\s*'([^']*)'\s*\}\s*\}\s*$")
 _GQL_ROOT = re.compile(r"\{\s*(\w+)\s*\{\s*(\w+)\s*\{\s*query\s*\(([^)]*)\)\s*\{", re.S)
 _SITES = ("ALD01", "ALD02")
@@ -158,6 +166,10 @@ class X3Simulator:
         self.connected_apps: list[ConnectedApp] = []
         self._failures: list[tuple[int, str | None, int]] = []
         self._tokens: set[str] = set()
+        # Availability lookups (ITMMVT by ITMREF): counted, made slow or down on demand.
+        self.lookup_calls = 0
+        self.lookup_delay_s = 0.0
+        self.lookup_down = False
         self.app = web.Application()
         self.app.router.add_get(f"/api1/x3/erp/{folder}/{{cls}}", self._query)
         self.app.router.add_post("/xtrem/api", self._graphql)
@@ -204,6 +216,30 @@ class X3Simulator:
             stamp = self._tick()
             record.update({"CREDATTIM": stamp, "UPDDATTIM": stamp})
             table[self.key(cls, record)] = record
+
+    def set_stock(self, item: str, site: str, on_hand: float, allocated: float = 0) -> None:
+        """Put one product-site total (ITMMVT) in place, stamped now."""
+        stamp = self._tick()
+        record = {"ITMREF": item, "STOFCY": site, "PHYSTO": on_hand, "ALLSTO": allocated, "UPDDATTIM": stamp}
+        self.records["ITMMVT"].setdefault(self.key("ITMMVT", record), {"CREDATTIM": stamp}).update(record)
+
+    async def _lookup(self, where: str) -> web.StreamResponse:
+        self.lookup_calls += 1
+        if self.lookup_delay_s > 0:
+            await asyncio.sleep(self.lookup_delay_s)
+        if self.lookup_down:
+            return web.json_response({"$diagnoses": [{"$message": "service unavailable"}]}, status=503)
+        wanted: dict[str, set[str]] = {}
+        for field, value in _STRING_TERM.findall(where):
+            wanted.setdefault(field, set()).add(value.replace("''", "'"))
+        rows = [
+            r
+            for r in self.records["ITMMVT"].values()
+            if all(str(r.get(field)) in values for field, values in wanted.items())
+        ]
+        return web.json_response(
+            {"$itemsPerPage": len(rows), "$resources": sorted(rows, key=lambda r: self.key("ITMMVT", r))}
+        )
 
     def change(self, cls: str, count: int) -> list[str]:
         """Change `count` random records of `cls` (their UPDDATTIM moves on); returns their keys."""
@@ -330,6 +366,9 @@ class X3Simulator:
         cls = request.match_info["cls"]
         if cls not in self.records:
             return web.json_response({"$diagnoses": [{"$message": f"unknown class {cls}"}]}, status=404)
+        lookup_where = request.query.get("where", "")
+        if cls == "ITMMVT" and _LOOKUP_WHERE.match(lookup_where):
+            return await self._lookup(lookup_where)
         facet = self._facet(cls)
         known = facet if facet is not None else {f for r in self.records[cls].values() for f in r} | set(_KEYS[cls])
         where = request.query.get("where")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from relay.events import Event
 
@@ -19,6 +19,8 @@ __all__ = [
     "DeliveryFilter",
     "DeliveryPlan",
     "DeliveryRow",
+    "Derivation",
+    "Deriver",
     "EventFilter",
     "IngestOutcome",
     "NewEvent",
@@ -26,6 +28,8 @@ __all__ = [
     "QuarantineEntry",
     "QuarantineRow",
     "ReplayEvent",
+    "RuleState",
+    "StateRecord",
     "Store",
     "StoreUnavailable",
     "SubscriberState",
@@ -54,10 +58,15 @@ class DeliveryPlan:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event to store with the deliveries fan-out decided for it."""
+    """An event to store with the deliveries fan-out decided for it.
+
+    `track_state`: the event becomes its key's current state when it is the newest version (derived alert
+    events are not states of their key and set it False).
+    """
 
     event: Event
     deliveries: Sequence[DeliveryPlan] = ()
+    track_state: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +101,52 @@ class QuarantineRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmEntry:
+    """A ConfirmBOD to send to ION: the IMS ParameterRequest (JSON object text) and the BOD bytes.
+
+    Attributes:
+        source: The ion-ims source whose BOD is confirmed.
+        bod_id: The BODID of the BOD confirmed (for logs and operators), if it had one.
+        parameters: The ParameterRequest JSON text.
+        payload: The ConfirmBOD XML.
+        created_at: When it was queued; retries count their age from here.
+    """
+
+    source: str
+    bod_id: str | None
+    parameters: str
+    payload: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmRow:
+    """A queued ConfirmBOD as stored, with its attempts so far."""
+
+    id: int
+    source: str
+    bod_id: str | None
+    parameters: str
+    payload: bytes
+    created_at: datetime
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class EventFilter:
+    """Which events: every field narrows; `limit` and `newest_first` apply to lists, a replay reads all in
+    arrival order."""
+
     channel: str | None = None
     source: str | None = None
     entity_key: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
+    # Additive to the oldest-first listing: the console and lists show the latest arrivals first.
+    newest_first: bool = False
+    event_id: str | None = None  # lists only (a replay takes its event id apart)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +282,52 @@ class PollCommit:
     forget_keys: Sequence[str] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """The latest event of one business key (by version); `deleted` when that event was a deletion."""
+
+    noun: str
+    entity_key: str
+    channel: str
+    version: str | None
+    event_id: str
+    received_at: datetime
+    deleted: bool
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """Where one derived-event rule stands for one key: fired and not cleared (`active`), as of which version."""
+
+    rule: str
+    entity_key: str
+    active: bool
+    version_order: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Derivation:
+    """What the rules make of a batch of new events: derived events to store with it, and the new rule states."""
+
+    events: Sequence[NewEvent] = ()
+    states: Sequence[RuleState] = ()
+
+
+class Deriver(Protocol):
+    """Derived-event rules, run by the store inside the transaction that stores their triggering events."""
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels any rule listens on (the store skips the rule-state read for other batches)."""
+        ...
+
+    def derive(self, events: Sequence[Event], states: dict[tuple[str, str], RuleState]) -> Derivation:
+        """Evaluate the rules over new events (arrival order) given the stored states of their keys."""
+        ...
+
+
 class Store(abc.ABC):
     """Durable storage of events, deliveries and checkpoints.
 
@@ -245,6 +339,12 @@ class Store(abc.ABC):
     dialect: str = ""
     #: Most bytes quarantined inputs may hold together (`quarantine.max_bytes`); the oldest go first past it.
     quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES
+    #: The derived-event rules applied in every ingest transaction (None: no rules).
+    deriver: Deriver | None = None
+
+    def set_deriver(self, deriver: Deriver | None) -> None:
+        """Apply `deriver` to every later ingest and poll commit, in the same transaction (reload swaps it)."""
+        self.deriver = deriver
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -253,6 +353,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Finish pending commits and disconnect."""
+
+    @abc.abstractmethod
+    def add_commit_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (no arguments, must not block) after every commit that created due deliveries.
+
+        The dispatcher registers its wake-up here so new work is sent at once instead of at the next poll.
+        """
 
     @abc.abstractmethod
     async def ping(self) -> None:
@@ -276,7 +383,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_events(self, flt: EventFilter) -> list[Event]:
-        """Events in arrival order matching the filter."""
+        """Events matching the filter, in arrival order, or the latest first with `flt.newest_first`."""
+
+    @abc.abstractmethod
+    async def list_events_after(self, flt: EventFilter, *, after_seq: int) -> list[tuple[int, Event]]:
+        """Matching events stored after the cursor `after_seq`, each with its own cursor, in the
+        order `flt.newest_first` says.
+
+        Cursors grow in commit order, so a follower that keeps the largest one it saw misses no event.
+        """
+
+    @abc.abstractmethod
+    async def last_event_seq(self) -> int:
+        """The cursor of the newest stored event (0 when there is none)."""
 
     @abc.abstractmethod
     async def get_event(self, event_id: str) -> Event | None:
@@ -301,6 +420,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune_quarantine(self, cutoff: datetime, *, limit: int = 1000) -> int:
         """Delete up to `limit` quarantined inputs received before `cutoff`, oldest first; returns how many."""
+
+    # -------------------------------------------------------------------------------- ConfirmBODs to ION
+
+    @abc.abstractmethod
+    async def enqueue_confirm(self, entry: ConfirmEntry, *, max_pending: int) -> int | None:
+        """Queue a ConfirmBOD, due now; returns its id, or None when `max_pending` of that source already wait."""
+
+    @abc.abstractmethod
+    async def due_confirms(self, now: datetime, *, limit: int) -> list[ConfirmRow]:
+        """Queued ConfirmBODs due at `now`, the earliest first."""
+
+    @abc.abstractmethod
+    async def next_confirm_at(self) -> datetime | None:
+        """When the earliest queued ConfirmBOD is due, or None when none waits."""
+
+    @abc.abstractmethod
+    async def finish_confirm(self, confirm_id: int) -> None:
+        """Forget a ConfirmBOD: ION accepted it, or the relay gave up on it."""
+
+    @abc.abstractmethod
+    async def retry_confirm(self, confirm_id: int, *, attempts: int, next_attempt_at: datetime, error: str) -> None:
+        """Record a failed attempt and when to try again."""
 
     # -------------------------------------------------------------------------------- deliveries
 
@@ -341,12 +482,29 @@ class Store(abc.ABC):
         """When the earliest pending delivery is due."""
 
     @abc.abstractmethod
+    async def oldest_pending_at(self, subscribers: Sequence[str]) -> dict[str, datetime]:
+        """When the oldest delivery waiting or in flight of each of `subscribers` was created (none: absent)."""
+
+    @abc.abstractmethod
     async def list_deliveries(self, flt: DeliveryFilter) -> list[DeliveryRow]:
         """Newest deliveries first."""
 
     @abc.abstractmethod
+    async def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
+        """One delivery by id."""
+
+    @abc.abstractmethod
     async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         """Attempts of one delivery in order."""
+
+    @abc.abstractmethod
+    async def oldest_pending_overall_at(self) -> datetime | None:
+        """When the oldest delivery still pending was created; None when nothing is pending."""
+
+    @abc.abstractmethod
+    async def make_due_now(self, delivery_id: int) -> bool:
+        """A pending delivery waiting for its next attempt becomes due now; False when it is not pending
+        (delivered, dead, …), unknown, or already due."""
 
     @abc.abstractmethod
     async def redrive(self, flt: DeliveryFilter) -> int:
@@ -356,7 +514,8 @@ class Store(abc.ABC):
     async def events_page(
         self, flt: EventFilter, *, event_id: str | None, after_seq: int, limit: int
     ) -> list[ReplayEvent]:
-        """A page of events for replay, in arrival order after `after_seq`."""
+        """A page of events for replay, in arrival order after `after_seq` (`flt.newest_first`, `flt.limit` and
+        `flt.event_id` unused: the event id is its own argument)."""
 
     @abc.abstractmethod
     async def count_matching_events(self, flt: EventFilter, *, event_id: str | None) -> int:
@@ -387,3 +546,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         """Delete up to `limit` events received before `cutoff` with nothing left to deliver."""
+
+    # -------------------------------------------------------------------------------- current state
+
+    @abc.abstractmethod
+    async def get_state(self, noun: str, entity_key: str) -> StateRecord | None:
+        """The latest event of one key of `noun` (`inventory`, `order`, …), or None when none was stored."""
+
+    @abc.abstractmethod
+    async def list_state(self, noun: str, *, prefix: str = "", after: str = "", limit: int = 100) -> list[StateRecord]:
+        """The current state of the keys of `noun` that start with `prefix`, in key order after `after`."""

@@ -27,6 +27,8 @@ from relay.store.base import (
     ClaimedDelivery,
     ClaimRequest,
     Completion,
+    ConfirmEntry,
+    ConfirmRow,
     DeliveryFilter,
     DeliveryRow,
     EventFilter,
@@ -36,6 +38,8 @@ from relay.store.base import (
     QuarantineEntry,
     QuarantineRow,
     ReplayEvent,
+    RuleState,
+    StateRecord,
     Store,
     StoreUnavailable,
     SubscriberState,
@@ -102,6 +106,49 @@ async def _existing_event_ids(conn: aiosqlite.Connection, ids: Sequence[str]) ->
     for size, params in _in_list_params(ids):
         found.update(row[0] for row in await conn.execute_fetchall(_in_list_sql("existing_event_ids", size), params))
     return found
+
+
+async def _rule_states(conn: aiosqlite.Connection, events: Sequence[Event]) -> dict[tuple[str, str], RuleState]:
+    """Where every rule stands for the keys of `events`: one query per batch (keys bound one per parameter)."""
+    keys = sorted({ev.entity_key for ev in events if ev.entity_key is not None})
+    found: dict[tuple[str, str], RuleState] = {}
+    for size, params in _in_list_params(keys):
+        for rule, key, active, version_order, event_id in await conn.execute_fetchall(
+            _in_list_sql("rule_states_for", size), params
+        ):
+            found[(rule, key)] = RuleState(rule, key, bool(active), version_order, event_id)
+    return found
+
+
+def _row_to_state(r: Sequence[Any]) -> StateRecord:
+    return StateRecord(
+        noun=r[0],
+        entity_key=r[1],
+        channel=r[2],
+        version=r[3],
+        event_id=r[4],
+        received_at=parse_ts(r[5]),
+        deleted=bool(r[6]),
+        payload=bytes(r[7]),
+    )
+
+
+def _row_to_delivery(r: Sequence[Any]) -> DeliveryRow:
+    return DeliveryRow(
+        id=r[0],
+        event_id=r[1],
+        subscriber=r[2],
+        state=r[3],
+        attempts=r[4],
+        created_at=r[5],
+        next_attempt_at=r[6],
+        replay=bool(r[7]),
+        last_status=r[8],
+        last_error=r[9],
+        finished_at=r[10],
+        channel=r[11],
+        entity_key=r[12],
+    )
 
 
 def _row_to_event(row: Sequence[Any]) -> Event:
@@ -312,6 +359,7 @@ class SqliteStore(Store):
         errors: dict[_WriteOp, BaseException] = {}
         created_deliveries = 0
         if self._lost is not None:
+            metrics.STORE_COMMIT_FAILURES.inc()
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(StoreUnavailable(self._lost))
@@ -351,6 +399,7 @@ class SqliteStore(Store):
             self._check_files()
         except Exception as exc:
             self._last_write_failed = True
+            metrics.STORE_COMMIT_FAILURES.inc()
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
             log.error("commit failed", error=str(exc), batch=len(batch))
@@ -402,7 +451,10 @@ class SqliteStore(Store):
         event_rows: list[dict[str, Any]] = []
         delivery_rows: list[dict[str, Any]] = []
         supersede_rows: list[dict[str, Any]] = []
+        state_rows: list[dict[str, Any]] = []
         outcomes: dict[_WriteOp, list[IngestOutcome]] = {}
+        deriver = self.deriver
+        triggers: list[Event] = []
         for op in ops:
             op_outcomes = []
             for item in op.items:
@@ -411,49 +463,35 @@ class SqliteStore(Store):
                     op_outcomes.append(IngestOutcome(ev.event_id, "duplicate"))
                     continue
                 seen.add(ev.event_id)
-                received = db_ts(ev.received_at)
-                version_order = ev.version_order
-                event_rows.append(
-                    {
-                        "event_id": ev.event_id,
-                        "channel": ev.channel,
-                        "source": ev.source,
-                        "tenant_id": ev.tenant_id,
-                        "entity_key": ev.entity_key,
-                        "version": ev.version,
-                        "version_order": version_order,
-                        "occurred_at": db_ts(ev.occurred_at),
-                        "received_at": received,
-                        "payload": ev.payload,
-                        "original": ev.original,
-                        "original_type": ev.original_type,
-                    }
-                )
-                for plan in item.deliveries:
-                    delivery_rows.append(
-                        {
-                            "event_id": ev.event_id,
-                            "subscriber": plan.subscriber,
-                            "entity_key": ev.entity_key,
-                            "version_order": version_order,
-                            "state": "pending",
-                            "check_stale": int(plan.check_stale),
-                            "created_at": received,
-                            "next_attempt_at": received,
-                        }
-                    )
-                    if plan.collapse and ev.entity_key is not None:
-                        supersede_rows.append(
-                            {
-                                "event_id": ev.event_id,
-                                "subscriber": plan.subscriber,
-                                "entity_key": ev.entity_key,
-                                "version_order": version_order,
-                                "now": received,
-                            }
-                        )
+                self._add_rows(item, event_rows, delivery_rows, supersede_rows, state_rows)
+                if deriver is not None and ev.entity_key is not None and ev.channel in deriver.channels:
+                    triggers.append(ev)
                 op_outcomes.append(IngestOutcome(ev.event_id, "accepted", len(item.deliveries)))
             outcomes[op] = op_outcomes
+        if triggers and deriver is not None:
+            # Derived events join this batch: a crash loses both or neither, and a redelivered trigger is a
+            # duplicate that derives nothing again.
+            derivation = deriver.derive(triggers, await _rule_states(conn, triggers))
+            derived = [item for item in derivation.events if item.event.event_id not in seen]
+            known = await _existing_event_ids(conn, [item.event.event_id for item in derived]) if derived else set()
+            for item in derived:
+                if item.event.event_id not in known:
+                    seen.add(item.event.event_id)
+                    self._add_rows(item, event_rows, delivery_rows, supersede_rows, state_rows)
+            if derivation.states:
+                await conn.executemany(
+                    Q["upsert_rule_state"],
+                    [
+                        {
+                            "rule": st.rule,
+                            "entity_key": st.entity_key,
+                            "active": int(st.active),
+                            "version_order": st.version_order,
+                            "event_id": st.event_id,
+                        }
+                        for st in derivation.states
+                    ],
+                )
         if event_rows:
             await conn.executemany(Q["insert_event"], event_rows)
         if supersede_rows:
@@ -461,7 +499,76 @@ class SqliteStore(Store):
             await conn.executemany(Q["supersede_older"], supersede_rows)
         if delivery_rows:
             await conn.executemany(Q["insert_delivery_checked"], delivery_rows)
+        if state_rows:
+            await conn.executemany(Q["upsert_entity_state"], state_rows)
         return outcomes, len(delivery_rows)
+
+    @staticmethod
+    def _add_rows(
+        item: NewEvent,
+        event_rows: list[dict[str, Any]],
+        delivery_rows: list[dict[str, Any]],
+        supersede_rows: list[dict[str, Any]],
+        state_rows: list[dict[str, Any]],
+    ) -> None:
+        """The rows one new event adds to its batch: the event, its deliveries, supersessions, its key's state."""
+        ev = item.event
+        received = db_ts(ev.received_at)
+        version_order = ev.version_order
+        event_rows.append(
+            {
+                "event_id": ev.event_id,
+                "channel": ev.channel,
+                "source": ev.source,
+                "tenant_id": ev.tenant_id,
+                "entity_key": ev.entity_key,
+                "version": ev.version,
+                "version_order": version_order,
+                "occurred_at": db_ts(ev.occurred_at),
+                "received_at": received,
+                "payload": ev.payload,
+                "original": ev.original,
+                "original_type": ev.original_type,
+            }
+        )
+        for plan in item.deliveries:
+            delivery_rows.append(
+                {
+                    "event_id": ev.event_id,
+                    "subscriber": plan.subscriber,
+                    "entity_key": ev.entity_key,
+                    "version_order": version_order,
+                    "state": "pending",
+                    "check_stale": int(plan.check_stale),
+                    "created_at": received,
+                    "next_attempt_at": received,
+                }
+            )
+            if plan.collapse and ev.entity_key is not None:
+                supersede_rows.append(
+                    {
+                        "event_id": ev.event_id,
+                        "subscriber": plan.subscriber,
+                        "entity_key": ev.entity_key,
+                        "version_order": version_order,
+                        "now": received,
+                    }
+                )
+        if item.track_state and ev.entity_key is not None:
+            noun, _, verb = ev.channel.partition("/")
+            state_rows.append(
+                {
+                    "noun": noun,
+                    "entity_key": ev.entity_key,
+                    "channel": ev.channel,
+                    "version": ev.version,
+                    "version_order": version_order,
+                    "event_id": ev.event_id,
+                    "received_at": received,
+                    "deleted": int(verb == "deleted"),
+                    "payload": ev.payload,
+                }
+            )
 
     async def _apply_completions(self, conn: aiosqlite.Connection, ops: list[_WriteOp]) -> None:
         attempts: list[dict[str, Any]] = []
@@ -551,7 +658,7 @@ class SqliteStore(Store):
         quarantine_id, dropped, usage = await self.write(insert)
         metrics.QUARANTINE_BYTES.set(usage)
         if dropped:
-            metrics.QUARANTINE_DROPPED.labels("budget").inc(dropped)
+            metrics.labelled(metrics.QUARANTINE_DROPPED, "budget").inc(dropped)
             self._log_budget_drops(dropped, max_bytes)
         return quarantine_id
 
@@ -578,7 +685,7 @@ class SqliteStore(Store):
         deleted, usage = await self.write(delete)
         metrics.QUARANTINE_BYTES.set(usage)
         if deleted:
-            metrics.QUARANTINE_DROPPED.labels("retention").inc(deleted)
+            metrics.labelled(metrics.QUARANTINE_DROPPED, "retention").inc(deleted)
         return deleted
 
     async def delete_quarantine(self, quarantine_id: int) -> bool:
@@ -587,6 +694,66 @@ class SqliteStore(Store):
             return cursor.rowcount > 0
 
         return await self.write(delete)
+
+    # ------------------------------------------------------------------------------------ ConfirmBODs
+
+    async def enqueue_confirm(self, entry: ConfirmEntry, *, max_pending: int) -> int | None:
+        params = {
+            "source": entry.source,
+            "created_at": db_ts(entry.created_at),
+            "bod_id": entry.bod_id,
+            "parameters": entry.parameters,
+            "payload": entry.payload,
+        }
+
+        async def insert(conn: aiosqlite.Connection) -> int | None:
+            # Counted in the insert's transaction: the bound holds however many refusals arrive at once.
+            rows = await conn.execute_fetchall(Q["count_ion_confirms"], {"source": entry.source})
+            if int(next(iter(rows))[0]) >= max_pending:
+                return None
+            inserted = await conn.execute_fetchall(Q["insert_ion_confirm"], params)
+            return int(next(iter(inserted))[0])
+
+        return await self.write(insert)
+
+    async def due_confirms(self, now: datetime, *, limit: int) -> list[ConfirmRow]:
+        rows = await self._read(Q["due_ion_confirms"], {"now": db_ts(now), "limit": limit})
+        return [
+            ConfirmRow(
+                id=r[0],
+                source=r[1],
+                created_at=parse_ts(r[2]),
+                bod_id=r[3],
+                parameters=r[4],
+                payload=bytes(r[5]),
+                attempts=r[6],
+                last_error=r[7],
+            )
+            for r in rows
+        ]
+
+    async def next_confirm_at(self) -> datetime | None:
+        rows = list(await self._read(Q["next_ion_confirm_at"]))
+        return parse_ts(rows[0][0]) if rows and rows[0][0] else None
+
+    async def finish_confirm(self, confirm_id: int) -> None:
+        async def delete(conn: aiosqlite.Connection) -> None:
+            await conn.execute(Q["delete_ion_confirm"], {"id": confirm_id})
+
+        await self.write(delete)
+
+    async def retry_confirm(self, confirm_id: int, *, attempts: int, next_attempt_at: datetime, error: str) -> None:
+        params = {
+            "id": confirm_id,
+            "attempts": attempts,
+            "next_attempt_at": db_ts(next_attempt_at),
+            "last_error": error,
+        }
+
+        async def update(conn: aiosqlite.Connection) -> None:
+            await conn.execute(Q["retry_ion_confirm"], params)
+
+        await self.write(update)
 
     # ------------------------------------------------------------------------------------ reads
 
@@ -619,19 +786,27 @@ class SqliteStore(Store):
         return int(rows[-1][0]) if rows else 0
 
     async def list_events(self, flt: EventFilter) -> list[Event]:
+        return [event for _, event in await self.list_events_after(flt, after_seq=0)]
+
+    async def list_events_after(self, flt: EventFilter, *, after_seq: int) -> list[tuple[int, Event]]:
         rows = await self._read(
-            Q["list_events"],
+            Q["list_events_newest" if flt.newest_first else "list_events"],
             {
                 "channel": flt.channel,
                 "source": flt.source,
                 "entity_key": flt.entity_key,
+                "event_id": flt.event_id,
                 "since": db_ts(flt.since) if flt.since else None,
                 "until": db_ts(flt.until) if flt.until else None,
-                "after_seq": 0,
+                "after_seq": after_seq,
                 "limit": flt.limit,
             },
         )
-        return [_row_to_event(row) for row in rows]
+        return [(int(row[0]), _row_to_event(row[1:])) for row in rows]
+
+    async def last_event_seq(self) -> int:
+        rows = list(await self._read(Q["last_event_seq"]))
+        return int(rows[0][0])
 
     async def get_event(self, event_id: str) -> Event | None:
         rows = list(await self._read(Q["get_event"], {"event_id": event_id}))
@@ -792,6 +967,14 @@ class SqliteStore(Store):
         rows = list(await self._read(Q["next_due_at"]))
         return parse_ts(rows[0][0]) if rows and rows[0][0] else None
 
+    async def oldest_pending_at(self, subscribers: Sequence[str]) -> dict[str, datetime]:
+        oldest: dict[str, datetime] = {}
+        for name in subscribers:
+            rows = list(await self._read(Q["oldest_pending"], {"subscriber": name}))
+            if rows:
+                oldest[name] = parse_ts(rows[0][0])
+        return oldest
+
     @staticmethod
     def _delivery_params(flt: DeliveryFilter) -> dict[str, Any]:
         return {
@@ -807,24 +990,11 @@ class SqliteStore(Store):
 
     async def list_deliveries(self, flt: DeliveryFilter) -> list[DeliveryRow]:
         rows = await self._read(Q["list_deliveries"], self._delivery_params(flt))
-        return [
-            DeliveryRow(
-                id=r[0],
-                event_id=r[1],
-                subscriber=r[2],
-                state=r[3],
-                attempts=r[4],
-                created_at=r[5],
-                next_attempt_at=r[6],
-                replay=bool(r[7]),
-                last_status=r[8],
-                last_error=r[9],
-                finished_at=r[10],
-                channel=r[11],
-                entity_key=r[12],
-            )
-            for r in rows
-        ]
+        return [_row_to_delivery(r) for r in rows]
+
+    async def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
+        rows = list(await self._read(Q["get_delivery"], {"delivery_id": delivery_id}))
+        return _row_to_delivery(rows[0]) if rows else None
 
     async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         rows = await self._read(Q["list_attempts"], {"delivery_id": delivery_id})
@@ -839,6 +1009,22 @@ class SqliteStore(Store):
             }
             for r in rows
         ]
+
+    async def oldest_pending_overall_at(self) -> datetime | None:
+        rows = list(await self._read(Q["oldest_pending_created_at"]))
+        return parse_ts(rows[0][0]) if rows and rows[0][0] else None
+
+    async def make_due_now(self, delivery_id: int) -> bool:
+        params = {"delivery_id": delivery_id, "now": db_ts(_now())}
+
+        async def update(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(Q["make_due_now"], params)
+            return int(cursor.rowcount)
+
+        changed = await self.write(update) > 0
+        if changed:
+            self._notify()
+        return changed
 
     async def redrive(self, flt: DeliveryFilter) -> int:
         params = self._delivery_params(flt)
@@ -859,6 +1045,7 @@ class SqliteStore(Store):
     def _event_params(flt: EventFilter, event_id: str | None) -> dict[str, Any]:
         return {
             "channel": flt.channel,
+            "source": flt.source,
             "event_id": event_id,
             "entity_key": flt.entity_key,
             "since": db_ts(flt.since) if flt.since else None,
@@ -965,6 +1152,14 @@ class SqliteStore(Store):
         if created:
             self._notify()
         return result
+
+    async def get_state(self, noun: str, entity_key: str) -> StateRecord | None:
+        rows = list(await self._read(Q["get_entity_state"], {"noun": noun, "entity_key": entity_key}))
+        return _row_to_state(rows[0]) if rows else None
+
+    async def list_state(self, noun: str, *, prefix: str = "", after: str = "", limit: int = 100) -> list[StateRecord]:
+        params = {"noun": noun, "prefix": prefix, "after": after, "limit": limit}
+        return [_row_to_state(r) for r in await self._read(Q["list_entity_state"], params)]
 
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         params = {"cutoff": db_ts(cutoff), "limit": limit}

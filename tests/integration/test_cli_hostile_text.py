@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers import base_config, run_cli, write_config
+from helpers import base_config, invoke_cli, write_config
 
 from relay.events import Event
 from relay.store import DeliveryPlan, NewEvent, QuarantineEntry, create_store
@@ -64,11 +64,11 @@ def _assert_shown(out: str, *texts: str) -> None:
 
 def test_events_list_and_show_print_markup_and_escapes_literally(hostile_store: tuple[Path, int]) -> None:
     config_path, _ = hostile_store
-    listed = run_cli("events", "list", "-c", str(config_path), env=WIDE)
+    listed = invoke_cli("events", "list", "-c", str(config_path), env=WIDE)
     assert listed.returncode == 0, listed.stderr
     _assert_shown(listed.stdout, SHOWN_ID, "SO-[/]\\x1b[2J", "[bold]1")
 
-    shown = run_cli("events", "show", EVENT_ID, "-c", str(config_path), env=WIDE)
+    shown = invoke_cli("events", "show", EVENT_ID, "-c", str(config_path), env=WIDE)
     assert shown.returncode == 0, shown.stderr
     _assert_shown(
         shown.stdout, f"eventId: {SHOWN_ID}", "tenantId: T[/]", "[bold]", "<Sync>[/] \\x1b[2J\n  [bold]</Sync>"
@@ -77,18 +77,18 @@ def test_events_list_and_show_print_markup_and_escapes_literally(hostile_store: 
 
 def test_deliveries_list_prints_markup_literally(hostile_store: tuple[Path, int]) -> None:
     config_path, _ = hostile_store
-    listed = run_cli("deliveries", "list", "-c", str(config_path), env=WIDE)
+    listed = invoke_cli("deliveries", "list", "-c", str(config_path), env=WIDE)
     assert listed.returncode == 0, listed.stderr
     _assert_shown(listed.stdout, SHOWN_ID, "storefront")
 
 
 def test_quarantine_list_and_show_print_markup_and_escapes_literally(hostile_store: tuple[Path, int]) -> None:
     config_path, quarantine_id = hostile_store
-    listed = run_cli("quarantine", "list", "-c", str(config_path), env=WIDE)
+    listed = invoke_cli("quarantine", "list", "-c", str(config_path), env=WIDE)
     assert listed.returncode == 0, listed.stderr
     _assert_shown(listed.stdout, SHOWN_REASON, "order/[/]")
 
-    shown = run_cli("quarantine", "show", str(quarantine_id), "-c", str(config_path), env=WIDE)
+    shown = invoke_cli("quarantine", "show", str(quarantine_id), "-c", str(config_path), env=WIDE)
     assert shown.returncode == 0, shown.stderr
     _assert_shown(
         shown.stdout,
@@ -102,6 +102,6 @@ def test_quarantine_list_and_show_print_markup_and_escapes_literally(hostile_sto
 
 def test_json_output_keeps_the_exact_values(hostile_store: tuple[Path, int]) -> None:
     config_path, _ = hostile_store
-    listed = run_cli("events", "list", "--json", "-c", str(config_path))
+    listed = invoke_cli("events", "list", "--json", "-c", str(config_path))
     assert listed.returncode == 0, listed.stderr
     assert [e["eventId"] for e in json.loads(listed.stdout)] == [EVENT_ID]

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from relay.deliver.guard import BlockedAddressError, GuardedResolver, url_refusal
+from relay.guard import BlockedAddressError, GuardedResolver, url_refusal
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import structlog
 from conftest import App, make_app
 from helpers import HUB_TOKEN, WHSEC, base_config, sample_event
 
-from relay.deliver.signing import parse_secret, sign
+from relay.signing import parse_secret, sign
 from relay.sim.ion import BodFactory, make_ims_message
 from relay.store import EventFilter
 
@@ -321,7 +321,7 @@ async def test_wrong_types_in_admin_bodies_answer_400_naming_the_field(
 async def test_well_formed_admin_bodies_still_work(hostile_app: App, error_logs: Callable[[], list[str]]) -> None:
     json_type = b"Content-Type: application/json"
     status, body = await send(hostile_app, "POST", "/v1/admin/dlq/redrive", [ADMIN, json_type], b"")
-    assert (status, body) == (200, {"redriven": 0})
+    assert (status, body) == (200, {"redriven": 0, "dryRun": False})
     replay = orjson.dumps({"since": "2026-01-01T00:00:00+01:00", "until": "", "dryRun": True, "key": None})
     status, body = await send(hostile_app, "POST", "/v1/admin/replay", [ADMIN, json_type], replay)
     assert (status, body) == (200, {"events": 0, "deliveries": 0, "dryRun": True})

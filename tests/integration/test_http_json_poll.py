@@ -11,10 +11,10 @@ from aiohttp import web
 
 from relay._net import bound_port
 from relay.config import config_from_mapping
-from relay.ingest.pipeline import Router
 from relay.poll.base import PollError
 from relay.poll.engine import Poller
 from relay.poll.scheduler import build_source
+from relay.routing import Router
 from relay.spec import builtin_spec_paths, load_specs
 from relay.store import Store
 

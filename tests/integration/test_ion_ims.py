@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from conftest import App, make_app
 from helpers import arun_cli, base_config, relay_process, until, write_config
@@ -140,7 +141,7 @@ async def test_protocol_routes_auth_and_document_filter(ion_app: App) -> None:
     async with ion_app.client.post("/ion/halloran-ion/service/v2/discovery", headers=_auth_header()) as r:
         assert "Sync.SalesOrder" in (await r.json())["acceptedDocuments"]
     async with ion_app.client.post("/ion/nope/service/v3/multipartMessage", headers=_auth_header()) as r:
-        assert r.status == 404
+        assert r.status == 401  # like bad credentials: source names cannot be probed
     bod = BodFactory(seed=3).sales_order()
     status, body = await _push_xml(ion_app, bod.xml, document="Process.PurchaseOrder")
     assert (status, body["error"]) == (412, "document_not_accepted")
@@ -159,3 +160,95 @@ async def test_protocol_routes_auth_and_document_filter(ion_app: App) -> None:
         headers={**_auth_header(), "Content-Type": "text/plain"},
     ) as r:
         assert r.status == 400
+
+
+async def _post_parts(app: App, path: str, fields: list[tuple[str, bytes, str]]) -> tuple[int, dict[str, Any]]:
+    writer = aiohttp.MultipartWriter("form-data")
+    for name, data, content_type in fields:
+        part = writer.append(data, {"Content-Type": content_type})
+        part.set_content_disposition("form-data", name=name)
+    async with app.client.post(
+        f"/ion/halloran-ion/service/{path}", data=writer, headers={**_auth_header(), "X-TenantId": "HALLORAN"}
+    ) as r:
+        return r.status, await r.json()
+
+
+def _params(bod: Any, **extra: Any) -> bytes:
+    return json.dumps({"documentName": bod.document_name, "messageId": "m-1", "encoding": "NONE", **extra}).encode()
+
+
+@pytest.mark.parametrize("order", ["parameters-first", "payload-first"])
+async def test_ims_v2_sends_both_parts_under_one_name(ion_app: App, order: str) -> None:
+    bod = BodFactory(seed=5).purchase_order()
+    fields = [("ParameterRequest", _params(bod), "application/json"), ("ParameterRequest", bod.xml, "application/xml")]
+    if order == "payload-first":
+        fields.reverse()  # told apart by content type
+    status, body = await _post_parts(ion_app, "v2/multipartMessage", fields)
+    assert (status, body["status"]) == (202, "accepted")
+    event = await ion_app.store.get_event(body["events"][0]["eventId"])
+    assert event is not None
+    assert event.channel == "purchaseorder/synced"
+
+
+async def test_v3_discovery_and_the_message_multipart_method(ion_app: App) -> None:
+    async with ion_app.client.get("/ion/halloran-ion/service/protocol", headers=_auth_header()) as r:
+        assert (await r.json())["hasDiscovery"] is True
+    async with ion_app.client.post(
+        "/ion/halloran-ion/service/v3/discovery", headers={**_auth_header(), "X-TenantId": "HALLORAN"}
+    ) as r:
+        assert r.status == 200
+        documents = (await r.json())["acceptedDocuments"]
+    assert {"Sync.PurchaseOrder", "Sync.ReceiveDelivery", "Sync.SupplierPartyMaster"} <= set(documents)
+    bod = BodFactory(seed=6).receipt()
+    status, body = await _post_parts(
+        ion_app,
+        "v3/message/multipart",
+        [("ParameterRequest", _params(bod), "application/json"), ("MessagePayload", bod.xml, "application/xml")],
+    )
+    assert (status, body["status"]) == (202, "accepted")
+
+
+async def test_batch_parameters_and_character_set(ion_app: App) -> None:
+    factory = BodFactory(seed=7)
+    bod = factory.supplier()
+    status, body = await _post_parts(
+        ion_app,
+        "v3/multipartMessage",
+        [
+            ("ParameterRequest", _params(bod, batchSequence="x"), "application/json"),
+            ("MessagePayload", bod.xml, "application/xml"),
+        ],
+    )
+    assert (status, body["error"]) == (400, "malformed_parameters")
+    assert "batchSequence must be a whole number" in body["message"]
+    status, body = await _post_parts(
+        ion_app,
+        "v3/multipartMessage",
+        [
+            ("ParameterRequest", _params(bod, batchId="b-1", batchAbortIndicator=True), "application/json"),
+            ("MessagePayload", bod.xml, "application/xml"),
+        ],
+    )
+    assert (status, body["status"]) == (200, "discarded")
+    assert await ion_app.store.count_events() == 0
+    # A Latin-1 payload without an XML declaration is read in the IMS characterSet.
+    latin = bod.xml.split(b"\n", 1)[1].replace(b"Wire", "Drähte".encode()).decode("utf-8").encode("latin-1")
+    params = _params(bod, characterSet="ISO-8859-1", batchId="b-2", batchSequence=1, batchSize=1)
+    status, body = await _post_parts(
+        ion_app,
+        "v3/multipartMessage",
+        [("ParameterRequest", params, "application/json"), ("MessagePayload", latin, "application/xml")],
+    )
+    assert status == 202, body
+    event = await ion_app.store.get_event(body["events"][0]["eventId"])
+    assert event is not None
+    assert "Drähte" in orjson.loads(event.payload)["data"]["vendorName"]
+    status, body = await _post_parts(
+        ion_app,
+        "v3/multipartMessage",
+        [
+            ("ParameterRequest", _params(bod, characterSet="no-such-charset"), "application/json"),
+            ("MessagePayload", bod.xml, "application/xml"),
+        ],
+    )
+    assert (status, body["error"]) == (400, "malformed_parameters")

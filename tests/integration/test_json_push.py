@@ -110,9 +110,9 @@ async def test_unknown_channel_in_path_is_404_and_quarantined(app: App) -> None:
     assert (await app.store.get_quarantine(body["quarantineId"])) is not None
 
 
-async def test_unknown_source_is_404(app: App) -> None:
+async def test_unknown_source_is_401_like_bad_credentials(app: App) -> None:
     status, body = await post(app, sample_event(), path="/v1/sources/nope/events")
-    assert (status, body["error"]) == (404, "unknown_source")
+    assert (status, body["error"]) == (401, "unauthorized")
 
 
 @pytest.mark.parametrize(

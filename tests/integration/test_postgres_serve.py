@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 from helpers import HUB_TOKEN, arun_cli, base_config, free_port, relay_process, run_cli, sample_event, until
 from helpers import write_config as write
 from subscriber import Subscriber, subscriber_config
+
+from relay.store._sql import migrations
 
 AUTH = {"Authorization": f"Bearer {HUB_TOKEN}", "Content-Type": "application/json"}
 
@@ -33,7 +36,7 @@ async def test_two_instances_on_one_postgresql_database_deliver_each_event_once_
 
     migrated = run_cli("migrate", "-c", str(configs[0][1]))
     assert migrated.returncode == 0, migrated.stderr
-    assert "at schema version 1" in migrated.stdout
+    assert f"at schema version {migrations('postgres')[-1].version}" in migrated.stdout
     assert "postgres@" not in migrated.stdout  # the user part of the URL is masked
 
     try:
@@ -66,3 +69,19 @@ async def test_two_instances_on_one_postgresql_database_deliver_each_event_once_
             assert (last.event_id, last.headers["relay-replay"], last.verified) == ("pg-7", "true", True)
     finally:
         await sub.stop()
+
+
+async def test_migrate_refuses_a_newer_schema_in_one_line(tmp_path: Path, postgres_url: str) -> None:
+    config = write(tmp_path, base_config(tmp_path, store={"url": postgres_url}))
+    assert run_cli("migrate", "-c", str(config)).returncode == 0
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', '')")
+    finally:
+        await conn.close()
+    refused = run_cli("migrate", "-c", str(config))
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error: store: ")
+    assert "schema version 999, newer than this relay knows" in line

@@ -165,13 +165,14 @@ async def test_check_config_next_to_the_running_relay_is_ok(tmp_path: Path) -> N
 # A relay with one extra route that fails, so that serve logs a traceback of its own.
 _FAILING_ROUTE = """
 import sys
-import relay.daemon
+import relay.http.admin
 from relay.cli import main
 
 async def fail(request):
     raise RuntimeError("deliberate failure for the log")
 
-relay.daemon.ROUTE_INSTALLERS.append(lambda app: app.router.add_get("/fail", fail))
+admin_routes = relay.http.admin.add_routes
+relay.http.admin.add_routes = lambda app: (admin_routes(app), app.router.add_get("/fail", fail))
 main(["serve", "-c", sys.argv[1]])
 """
 

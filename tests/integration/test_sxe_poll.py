@@ -14,11 +14,11 @@ from helpers import arun_cli, base_config, relay_process, until, write_config
 from subscriber import Subscriber, subscriber_config
 
 from relay.config import config_from_mapping
-from relay.ingest.pipeline import Router
 from relay.poll.base import PollError
 from relay.poll.engine import Poller
 from relay.poll.scheduler import build_source
 from relay.poll.sxe import build_sxe  # noqa: F401 - registers the builder
+from relay.routing import Router
 from relay.sim.ion import IonSimulator, running_ion_simulator
 from relay.sim.sxe import SxeSimulator
 from relay.spec import builtin_spec_paths, load_specs
@@ -230,3 +230,89 @@ async def test_serve_delivers_sxe_purchase_orders_vendors_and_customers(tmp_path
     finally:
         await sub.stop()
     assert json.loads(json.dumps(sub.delivered[0].payload))["documentType"] == "SyncPurchaseOrder"
+
+
+async def test_receipts_are_the_received_purchase_orders(store: Store, tmp_path: Path) -> None:
+    sxe = SxeSimulator()
+    sxe.seed_rows("poeh", 6)  # 300002 and 300005 are received; the others are printed (stage 2)
+    async with running_ion_simulator() as (ion, base_url), aiohttp.ClientSession() as session:
+        sxe.install(ion)
+        feed = {"feed": "receipts", "channel": "receipt/synced", "reconcile_every": "1h"}
+        poller = await _poller(store, tmp_path, base_url, ion, session, feed)
+        first = await poller.poll_once()
+        assert sorted(e["data"]["receiptNumber"] for e in first.emitted) == ["300002-00", "300005-00"]
+        assert sxe.requests[0]["TableName"] == "poeh"
+        assert sxe.requests[0]["WhereClause"] == "poeh.cono = 1 and (poeh.stagecd >= 5 and poeh.stagecd <= 7)"
+        assert {e["documentType"] for e in first.emitted} == {"SyncReceipt"}
+
+        # Received today at 08:07 in Chicago (CST): the receipt carries the server's date and the UTC instant.
+        sxe.now = datetime(2026, 11, 21, 14, 6, tzinfo=ZoneInfo("UTC"))
+        received = sxe.receive(300000)
+        assert (received["transdt"], received["transtm"]) == ("2026-11-21", "0807")
+        (event,) = (await poller.poll_once()).emitted
+        assert event["data"] == {
+            "receiptNumber": "300000-00",
+            "purchaseOrderNumber": "300000-00",
+            "vendorNumber": str(received["vendno"]),
+            "warehouse": received["whse"],
+            "receiptDate": "2026-11-21",
+            "lastModified": "2026-11-21T14:07:00Z",
+        }
+        assert event["timestamp"] == "2026-11-21T14:07:00Z"
+        assert sxe.requests[-1]["WhereClause"].endswith("and (poeh.stagecd >= 5 and poeh.stagecd <= 7)")
+
+        # A cancelled receipt (stage 9) leaves the listing: the reconcile says it is gone.
+        sxe.tables["poeh"][5]["stagecd"] = 9
+        gone = await poller.reconcile()
+        assert gone.accepted == 1
+        assert gone.emitted[0]["data"]["receiptNumber"] == "300005-00"
+    assert await store.count_events() == 4
+
+
+async def test_a_receipts_where_replaces_the_stages(store: Store, tmp_path: Path) -> None:
+    sxe = SxeSimulator()
+    sxe.seed_rows("poeh", 6)
+    sxe.tables["poeh"][0]["stagecd"] = 6  # costed: a receipt under the default stages, not under this filter
+    async with running_ion_simulator() as (ion, base_url), aiohttp.ClientSession() as session:
+        sxe.install(ion)
+        feed = {"feed": "receipts", "channel": "receipt/synced", "where": "poeh.stagecd = 5 and poeh.pono > 300002"}
+        poller = await _poller(store, tmp_path, base_url, ion, session, feed)
+        report = await poller.poll_once()
+    assert sxe.requests[0]["WhereClause"] == "poeh.cono = 1 and (poeh.stagecd = 5 and poeh.pono > 300002)"
+    assert [e["data"]["receiptNumber"] for e in report.emitted] == ["300005-00"]
+
+
+async def test_serve_delivers_sxe_receipts(tmp_path: Path) -> None:
+    """End to end: a purchase order received in SX.e reaches a subscriber as a signed `receipt/synced`."""
+    sxe = SxeSimulator()
+    sxe.seed_rows("poeh", 3)  # 300002 is received
+    sub = Subscriber()
+    await sub.start()
+    try:
+        async with running_ion_simulator() as (ion, base_url):
+            sxe.install(ion)
+            ionapi = ion.write_ionapi(tmp_path / "halloran.ionapi", base_url)
+            feeds = [{"feed": "receipts", "channel": "receipt/synced", "every": "300ms", "jitter": 0}]
+            config = base_config(
+                tmp_path,
+                delivery={"poll_interval": "200ms"},
+                sources=[_source(ionapi, feeds)],
+                subscribers=[subscriber_config("receiving", sub.url, channels=["receipt/*"])],
+            )
+            with relay_process(write_config(tmp_path, config), tmp_path) as relay:
+                await relay.wait_ready()
+                await until(lambda: len(sub.delivered) >= 1, timeout=20)
+                received = sxe.receive(300001)
+                await until(lambda: len(sub.delivered) >= 2, timeout=20)
+    finally:
+        await sub.stop()
+    assert all(r.verified for r in sub.requests)
+    assert [r.headers["relay-channel"] for r in sub.delivered] == ["receipt/synced", "receipt/synced"]
+    first, second = (r.payload for r in sub.delivered)
+    assert first["documentType"] == "SyncReceipt"
+    assert first["data"]["receiptNumber"] == "300002-00"
+    assert second["data"]["receiptNumber"] == second["data"]["purchaseOrderNumber"] == "300001-00"
+    assert second["data"]["vendorNumber"] == str(received["vendno"])
+    assert second["data"]["receiptDate"] == received["receiptdt"]
+    assert second["data"]["lastModified"].endswith("Z")
+    assert len(sub.delivered) == 2  # the unchanged receipt was not sent again

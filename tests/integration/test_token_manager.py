@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from helpers import free_port, until
 
-from relay.auth.ionapi import IonApiAuthError, IonApiCredentials, TokenManager, load_ionapi
+from relay.auth.ionapi import IonApiAuthError, IonApiCredentials, IonApiError, TokenManager, load_ionapi
 from relay.sim.ion import IonSimulator, running_ion_simulator
 
 M3_PATH = "M3/m3api-rest/v2/execute/{program}/{transaction}"
@@ -193,14 +193,11 @@ async def test_concurrent_callers_share_one_failure(ion: Ion) -> None:
     assert ion.sim.token_requests == 1
 
 
-async def test_client_credentials_grant(ion: Ion, tmp_path: Path) -> None:
+async def test_a_file_without_a_service_account_is_refused_before_any_request(ion: Ion, tmp_path: Path) -> None:
     path = ion.sim.write_ionapi(tmp_path / "cc.ionapi", ion.base_url, grant="client_credentials")
-    creds = load_ionapi(path)
-    assert creds.grant == "client_credentials"
-    manager = ion.manager(creds)
-    response = await manager.call_json("GET", "M3/m3api-rest/v2/execute/CRS610MI/LstByNumber")
-    assert response.status == 200
-    assert ion.sim.token_requests_by_grant == {"client_credentials": 1}
+    with pytest.raises(IonApiError, match="download the file with 'Create Service Account' checked"):
+        load_ionapi(path)
+    assert ion.sim.token_requests == 0
 
 
 async def test_unreachable_token_endpoint_is_not_a_rejection(ion: Ion) -> None:

@@ -18,11 +18,11 @@ from helpers import arun_cli, base_config, until, write_config
 from subscriber import Subscriber, subscriber_config
 
 from relay.config import config_from_mapping
-from relay.ingest.pipeline import Router
 from relay.poll.base import PollError
 from relay.poll.engine import Poller
 from relay.poll.scheduler import build_source
 from relay.poll.x3 import X3Fetcher
+from relay.routing import Router
 from relay.sim.x3 import X3Simulator, running_x3_simulator
 from relay.spec import builtin_spec_paths, load_specs
 from relay.store import Store

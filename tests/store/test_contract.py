@@ -15,6 +15,7 @@ from relay.store import (
     Checkpoint,
     ClaimRequest,
     Completion,
+    ConfirmEntry,
     DeliveryFilter,
     DeliveryPlan,
     EventFilter,
@@ -190,6 +191,40 @@ async def test_shift_schedule_moves_future_retries_and_leases(backend: Store) ->
     assert sorted(d.event_id for d in again) == ["a", "b"]
 
 
+async def test_oldest_pending_counts_leased_deliveries_and_skips_finished_ones(backend: Store) -> None:
+    ten_ago, five_ago = NOW - timedelta(minutes=10), NOW - timedelta(minutes=5)
+    await backend.ingest(
+        [
+            NewEvent(event("old", key=None, received=ten_ago), [DeliveryPlan("s1"), DeliveryPlan("s2")]),
+            NewEvent(event("new", key=None, received=five_ago), [DeliveryPlan("s1")]),
+        ]
+    )
+    assert await backend.oldest_pending_at(["s1", "s2", "s3"]) == {"s1": ten_ago, "s2": ten_ago}
+    now = datetime.now(UTC)
+    claimed = await backend.claim_deliveries("o", now, [ClaimRequest("s1", 10, False, now + timedelta(minutes=1))])
+    (first,) = [d for d in claimed if d.event_id == "old"]
+    await backend.complete_deliveries(
+        [
+            Completion(
+                delivery_id=first.id,
+                subscriber="s1",
+                owner="o",
+                attempt=1,
+                started_at=now,
+                duration_ms=1,
+                status=200,
+                error=None,
+                response_excerpt=None,
+                state="delivered",
+                next_attempt_at=None,
+            )
+        ]
+    )
+    # "new" is leased (in flight), still pending; "old" is delivered.
+    assert await backend.oldest_pending_at(["s1", "s2"]) == {"s1": five_ago, "s2": ten_ago}
+    assert await backend.oldest_pending_at([]) == {}
+
+
 async def test_redrive_and_replay(backend: Store) -> None:
     await backend.ingest([NewEvent(event("d", key=None), [DeliveryPlan("s")])])
     now = datetime.now(UTC)
@@ -288,3 +323,58 @@ async def test_prune_quarantine_deletes_entries_older_than_the_cutoff(backend: S
     backend.quarantine_max_bytes = 2 * (1 + len("new") + len("[]"))
     second = await backend.quarantine(QuarantineEntry("hub", "new", b"{", NOW))
     assert [r.id for r in await backend.list_quarantine()] == [second, new]
+
+
+async def test_events_list_newest_or_oldest_first_and_follow_a_cursor(backend: Store) -> None:
+    assert await backend.last_event_seq() == 0
+    await backend.ingest([NewEvent(event(name, key=name)) for name in ("a", "b", "c")])
+    assert [e.event_id for e in await backend.list_events(EventFilter(newest_first=True))] == ["c", "b", "a"]
+    assert [e.event_id for e in await backend.list_events(EventFilter(limit=2))] == ["a", "b"]
+    rows = await backend.list_events_after(EventFilter(), after_seq=0)
+    assert [e.event_id for _, e in rows] == ["a", "b", "c"]
+    cursors = [seq for seq, _ in rows]
+    assert cursors == sorted(cursors)
+    assert cursors[-1] == await backend.last_event_seq()
+    after_b = await backend.list_events_after(EventFilter(), after_seq=cursors[1])
+    assert [e.event_id for _, e in after_b] == ["c"]
+    await backend.ingest([NewEvent(event("d", key="d"))])
+    newer = await backend.list_events_after(EventFilter(entity_key="d"), after_seq=cursors[-1])
+    assert [e.event_id for _, e in newer] == ["d"]
+    # A replay reads in arrival order whatever the list order, and a source narrows it.
+    page = await backend.events_page(EventFilter(newest_first=True), event_id=None, after_seq=0, limit=10)
+    assert [e.event_id for e in page] == ["a", "b", "c", "d"]
+    assert await backend.count_matching_events(EventFilter(source="other"), event_id=None) == 0
+    assert await backend.events_page(EventFilter(source="other"), event_id=None, after_seq=0, limit=10) == []
+
+
+def confirm_entry(bod_id: str, source: str = "ion") -> ConfirmEntry:
+    return ConfirmEntry(
+        source=source, bod_id=bod_id, parameters='{"documentName":"Confirm.BOD"}', payload=b"<x/>", created_at=NOW
+    )
+
+
+async def test_confirm_outbox_is_bounded_per_source_and_sent_in_order(backend: Store) -> None:
+    first = await backend.enqueue_confirm(confirm_entry("b1"), max_pending=2)
+    second = await backend.enqueue_confirm(confirm_entry("b2"), max_pending=2)
+    assert first is not None
+    assert second is not None
+    assert await backend.enqueue_confirm(confirm_entry("b3"), max_pending=2) is None  # full: not queued
+    assert await backend.enqueue_confirm(confirm_entry("c1", source="other"), max_pending=2) is not None
+    due = await backend.due_confirms(NOW, limit=10)
+    assert [(r.bod_id, r.attempts, r.created_at) for r in due] == [("b1", 0, NOW), ("b2", 0, NOW), ("c1", 0, NOW)]
+    assert due[0].payload == b"<x/>"
+    assert await backend.next_confirm_at() == NOW
+
+
+async def test_a_retried_confirm_waits_and_a_finished_one_is_gone(backend: Store) -> None:
+    confirm_id = await backend.enqueue_confirm(confirm_entry("b1"), max_pending=10)
+    assert confirm_id is not None
+    later = NOW + timedelta(minutes=5)
+    await backend.retry_confirm(confirm_id, attempts=1, next_attempt_at=later, error="HTTP 503")
+    assert await backend.due_confirms(NOW, limit=10) == []
+    assert await backend.next_confirm_at() == later
+    (row,) = await backend.due_confirms(later, limit=10)
+    assert (row.attempts, row.last_error) == (1, "HTTP 503")
+    await backend.finish_confirm(confirm_id)
+    assert await backend.due_confirms(later, limit=10) == []
+    assert await backend.next_confirm_at() is None

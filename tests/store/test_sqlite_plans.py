@@ -18,6 +18,7 @@ HOT_QUERIES = {
     "claim_due_per_key": ("TEMP B-TREE", "SCAN d", "deliveries_state"),
     "delivery_counts": ("SCAN deliveries",),
     "next_due_at": ("SCAN deliveries", "deliveries_state"),
+    "oldest_pending": ("SCAN deliveries", "TEMP B-TREE"),
     "prune_events": ("SCAN e",),
     "future_schedule": ("SCAN deliveries",),
     "quarantine_oldest": ("SCAN quarantine", "TEMP B-TREE"),

@@ -28,19 +28,22 @@ from relay.ingest.bod import (
 )
 from relay.sim.ion import BOD_KINDS, BodFactory
 
-ION_SPEC = Path(__file__).resolve().parents[2] / "specs" / "asyncapi" / "ion-events.yaml"
+SPECS = Path(__file__).resolve().parents[2] / "specs" / "asyncapi"
+ION_SPEC = SPECS / "ion-events.yaml"
 NS = "http://schema.infor.com/InforOAGIS/2"
 
 
 @functools.cache
 def _spec_messages() -> dict[str, tuple[Any, dict[str, Any]]]:
     """Channel → (compiled payload validator, payload schema), from the spec's components.messages."""
-    doc = yaml.safe_load(ION_SPEC.read_text())
     out = {}
-    for channel, item in doc["channels"].items():
-        name = item["subscribe"]["message"]["$ref"].rsplit("/", 1)[1]
-        schema = doc["components"]["messages"][name]["payload"]
-        out[channel] = (jsonschema_rs.validator_for(schema, validate_formats=True), schema)
+    # The ION spec, then the project's own document for the channels it lacks (purchase orders, vendors, …).
+    for path in (ION_SPEC, SPECS / "relay-events.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        for channel, item in doc["channels"].items():
+            name = item["subscribe"]["message"]["$ref"].rsplit("/", 1)[1]
+            schema = doc["components"]["messages"][name]["payload"]
+            out.setdefault(channel, (jsonschema_rs.validator_for(schema, validate_formats=True), schema))
     return out
 
 
@@ -352,7 +355,10 @@ def test_mapped_document_names_are_the_defaults() -> None:
         "Sync.InventoryCount",
         "Sync.Invoice",
         "Sync.ItemBalance",
+        "Sync.PurchaseOrder",
+        "Sync.ReceiveDelivery",
         "Sync.SalesOrder",
+        "Sync.SupplierPartyMaster",
     ]
     assert DEFAULT_MAPPINGS["Sync.CustomerPartyMaster"].channels == ("customer/synced", "customer/deleted")
 
@@ -427,14 +433,139 @@ def test_ims_variation_id_is_used_when_the_bod_has_none() -> None:
     assert ids(xml, variation_id="6") != ids(xml, variation_id="5")
 
 
-def test_bodid_is_the_last_resort_for_the_id() -> None:
+# A real LN BODID whose variation part is empty.
+LN_BODID = "infor-nid:TEST_TST:3555:S_350:PSU000049:?PurchaseOrder&verb=Sync"
+
+
+def test_without_a_variation_later_changes_are_new_events_and_redeliveries_duplicates() -> None:
     noun = SALES_ORDER.format(variation=5).replace(' variationID="5"', "")
-    first = map_one(bod("SyncSalesOrder", noun, bod_id="infor-nid:HALLORAN:1:MAIN:1004711-00:A"))
-    second = map_one(bod("SyncSalesOrder", noun, bod_id="infor-nid:HALLORAN:1:MAIN:1004711-00:B"))
-    assert first[0].version is None
-    assert first[0].event_id != second[0].event_id
-    with pytest.raises(BodError, match="variationID"):
-        map_one(bod("SyncSalesOrder", noun, bod_id=None))
+    first = bod("SyncSalesOrder", noun, bod_id=LN_BODID, created="2026-11-20T09:41:56Z")
+    [event] = map_one(first)
+    assert event.version is None
+    assert ids(first) == ids(first)  # a redelivery of the same bytes
+    later = bod("SyncSalesOrder", noun, bod_id=LN_BODID, created="2026-11-20T10:15:00Z")
+    assert ids(later) != ids(first)  # same BODID, published again later: a change
+    changed = bod("SyncSalesOrder", noun.replace("<Code>Open</Code>", "<Code>Released</Code>"), bod_id=LN_BODID)
+    assert ids(changed) != ids(first)  # same BODID and instant, other content
+    assert ids(bod("SyncSalesOrder", noun, bod_id=None))  # no BODID at all is still mapped
+
+
+@pytest.mark.parametrize(
+    ("phone_code", "email_code"),
+    [("Telephone", "EMail"), ("Phone", "EMail"), ("Telephone", "Email"), ("Phone", "Email")],
+)
+def test_channel_code_spellings(phone_code: str, email_code: str) -> None:
+    noun = (
+        CUSTOMER.format(variation=3)
+        .replace("<ChannelCode>Phone</ChannelCode>", f"<ChannelCode>{phone_code}</ChannelCode>")
+        .replace("<ChannelCode>EMail</ChannelCode>", f"<ChannelCode>{email_code}</ChannelCode>")
+    )
+    [event] = map_one(bod("SyncCustomerPartyMaster", noun))
+    assert event.payload["data"]["phone"] == "+1 312 555 0142"
+    assert event.payload["data"]["email"] == "ap@brennan.example.com"
+
+
+def test_a_change_bod_is_delivered_partial_with_only_what_it_carries() -> None:
+    noun = """
+<SalesOrder><SalesOrderHeader>
+  <DocumentID><ID variationID="7">1004711-00</ID></DocumentID>
+  <Status><Code>Shipped</Code></Status>
+</SalesOrderHeader></SalesOrder>"""
+    [event] = map_one(bod("SyncSalesOrder", noun, action="Change"))
+    assert event.payload["partial"] is True
+    # No lines sent is not "no lines": lineCount is left out, as is every field the Change did not carry.
+    assert event.payload["data"] == {"orderNumber": "1004711-00", "orderStatus": "Shipped"}
+    assert_valid(event)
+    [full] = map_one(bod("SyncSalesOrder", SALES_ORDER.format(variation=7)))
+    assert "partial" not in full.payload
+
+
+PURCHASE_ORDER = """
+<PurchaseOrder><PurchaseOrderHeader>
+  <DocumentID><ID accountingEntity="1" variationID="{variation}">PO-200417</ID></DocumentID>
+  <LastModificationDateTime>2026-11-20T09:40:00Z</LastModificationDateTime>
+  <DocumentDateTime>2026-11-19T16:00:00Z</DocumentDateTime>
+  <Status><Code>Open</Code></Status>
+  <TotalAmount currencyID="USD">5120.00</TotalAmount>
+  <SupplierParty><PartyIDs><ID>V3001</ID></PartyIDs><Name>Midwest Wire Co.</Name></SupplierParty>
+</PurchaseOrderHeader>
+<PurchaseOrderLine><LineNumber>1</LineNumber></PurchaseOrderLine></PurchaseOrder>"""
+
+RECEIVE_DELIVERY = """
+<ReceiveDelivery><ReceiveDeliveryHeader>
+  <DocumentID><ID variationID="{variation}">RCV-88001</ID></DocumentID>
+  <LastModificationDateTime>2026-11-21T14:05:00Z</LastModificationDateTime>
+  <ReceivedDateTime>2026-11-21T14:00:00Z</ReceivedDateTime>
+  <SupplierParty><PartyIDs><ID>V3001</ID></PartyIDs></SupplierParty>
+  <ShipToParty><Location><ID>MAIN</ID></Location></ShipToParty>
+  <PurchaseOrderReference><DocumentID><ID>PO-200417</ID></DocumentID></PurchaseOrderReference>
+</ReceiveDeliveryHeader></ReceiveDelivery>"""
+
+SUPPLIER = """
+<SupplierPartyMaster>
+  <PartyIDs><ID variationID="{variation}">V3001</ID></PartyIDs>
+  <Name>Midwest Wire Co.</Name>
+  <Location><Address><CountryCode>US</CountryCode></Address></Location>
+  <Communication><ChannelCode>Telephone</ChannelCode><DialNumber>+1 414 555 0100</DialNumber></Communication>
+  <Status><Code>Active</Code></Status>
+  <CurrencyCode>USD</CurrencyCode>
+  <LastModificationDateTime>2026-11-18T08:00:00Z</LastModificationDateTime>
+</SupplierPartyMaster>"""
+
+
+@pytest.mark.parametrize(
+    ("root", "noun", "channel", "data"),
+    [
+        (
+            "SyncPurchaseOrder",
+            PURCHASE_ORDER,
+            "purchaseorder/synced",
+            {
+                "purchaseOrderNumber": "PO-200417",
+                "vendorNumber": "V3001",
+                "orderDate": "2026-11-19",
+                "status": "Open",
+                "totalAmount": 5120,
+                "currency": "USD",
+                "lastModified": "2026-11-20T09:40:00Z",
+            },
+        ),
+        (
+            "SyncReceiveDelivery",
+            RECEIVE_DELIVERY,
+            "receipt/synced",
+            {
+                "receiptNumber": "RCV-88001",
+                "purchaseOrderNumber": "PO-200417",
+                "vendorNumber": "V3001",
+                "warehouse": "MAIN",
+                "receiptDate": "2026-11-21",
+                "lastModified": "2026-11-21T14:05:00Z",
+            },
+        ),
+        (
+            "SyncSupplierPartyMaster",
+            SUPPLIER,
+            "vendor/synced",
+            {
+                "vendorNumber": "V3001",
+                "vendorName": "Midwest Wire Co.",
+                "status": "Active",
+                "currency": "USD",
+                "country": "US",
+                "phone": "+1 414 555 0100",
+                "lastModified": "2026-11-18T08:00:00Z",
+            },
+        ),
+    ],
+)
+def test_procurement_documents(root: str, noun: str, channel: str, data: dict[str, Any]) -> None:
+    [event] = map_one(bod(root, noun.format(variation=2)))
+    assert (event.channel, event.version, event.payload["data"]) == (channel, "2", data)
+    assert_valid(event)
+    [deleted] = map_one(bod(root, noun.format(variation=3), action="Delete"))
+    assert deleted.channel == channel.replace("synced", "deleted")
+    assert_valid(deleted)
 
 
 def test_tenants_do_not_share_ids() -> None:

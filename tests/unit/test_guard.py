@@ -8,7 +8,7 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from relay.deliver.guard import (
+from relay.guard import (
     BlockedAddressError,
     GuardedResolver,
     address_refusal,

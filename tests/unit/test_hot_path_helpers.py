@@ -11,9 +11,11 @@ from prometheus_client import CollectorRegistry, Counter
 from relay import metrics
 from relay.config import config_from_mapping
 from relay.events import utc_text, version_order
-from relay.ingest.pipeline import Ingestor, Router
+from relay.ingest.pipeline import Ingestor
+from relay.routing import Router
 from relay.runtime import Runtime
 from relay.spec import SpecRegistry
+from relay.store import create_store
 
 
 def test_utc_text_is_fixed_width_utc_and_sorts_like_the_instants() -> None:
@@ -42,6 +44,7 @@ def test_version_order_sorts_integers_by_value_and_timestamps_by_instant() -> No
 def test_labelled_returns_one_child_per_label_set_that_counts() -> None:
     registry = CollectorRegistry()
     counter = Counter("relay_test_labelled_total", "test", ["source", "result"], registry=registry)
+    metrics.register_known(sources=["hub"])
     first = metrics.labelled(counter, "hub", "accepted")
     assert metrics.labelled(counter, "hub", "accepted") is first
     assert metrics.labelled(counter, "hub", "duplicate") is not first
@@ -61,7 +64,9 @@ def _config(*sources: str) -> Any:
 def test_runtime_source_lookup_follows_a_config_swap() -> None:
     specs = SpecRegistry({})
     old = _config("hub")
-    runtime = Runtime(config=old, store=None, specs=specs, ingestor=Ingestor(None, Router([])))  # type: ignore[arg-type]
+    # An unopened store: the runtime hands it the configured rules on every swap, and nothing else here touches it.
+    store = create_store("sqlite:///never-opened.db")
+    runtime = Runtime(config=old, store=store, specs=specs, ingestor=Ingestor(store, Router([])))
     assert runtime.source("hub") is old.sources[0]
     assert runtime.source("erp") is None
     runtime.apply_config(_config("erp"), specs)

@@ -14,7 +14,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from relay.auth.inbound import authenticate, check_bearer
 from relay.config import ApiKeyAuth, BasicAuth, BearerAuth
-from relay.deliver.signing import SignatureError, parse_secret, sign, verify
+from relay.signing import SignatureError, parse_secret, sign, verify
 
 TOKEN = "hub-token-0123456789"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -64,10 +64,13 @@ def test_pu_without_trailing_slash_still_joins() -> None:
     assert creds.gateway_base == "https://gw.example.com/HALLORAN_PRD"
 
 
-def test_without_service_account_it_is_client_credentials() -> None:
-    creds = parse(ionapi(saak=None, sask=None))
-    assert creds.grant == "client_credentials"
-    assert creds.saak is None
+def test_without_a_service_account_the_file_is_refused_with_how_to_get_one() -> None:
+    # The ION API has no client-credentials grant: such a file cannot be used unattended.
+    with pytest.raises(IonApiError) as info:
+        parse(ionapi(saak=None, sask=None))
+    message = str(info.value)
+    assert "no service account ('saak'/'sask')" in message
+    assert "download the file with 'Create Service Account' checked" in message
 
 
 def test_a_windows_bom_is_fine() -> None:
@@ -126,7 +129,6 @@ def test_masked_output() -> None:
     assert SECRET not in json.dumps(masked, ensure_ascii=False)
     assert SERVICE_SECRET not in json.dumps(masked, ensure_ascii=False)
     assert parse(ionapi(cs="short")).masked()["cs"] == "…"
-    assert "saak" not in parse(ionapi(saak=None, sask=None)).masked()
 
 
 def test_repr_shows_no_secrets() -> None:

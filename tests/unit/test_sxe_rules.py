@@ -11,11 +11,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from relay.poll.sxe import (
+    FEEDS,
+    RECEIVED_STAGES_WHERE,
     ShapeError,
+    TableFeed,
     fetchwhere_rows,
     icsw_available,
     local_to_utc,
     next_restart_row_id,
+    normalise_row,
     number_text,
     operation_rows,
     order_key,
@@ -207,3 +211,83 @@ async def test_the_simulator_answers_in_the_sampled_shapes() -> None:
     assert set(_fixture("oeordv5.json")["response"]["tOeordV5"]["t-oeordV5"][0]) <= set(
         orders["tOeordV5"]["t-oeordV5"][0]
     )
+
+
+_RECEIVED = {
+    "cono": 1,
+    "pono": 300002,
+    "posuf": 1,
+    "vendno": 1002.0,
+    "whse": "WEST",
+    "stagecd": 5,
+    "orderdt": "2026-11-02",
+    "receiptdt": "2026-11-20",
+    "transdt": "2026-11-20",
+    "transtm": "1815",
+}
+
+
+@pytest.mark.parametrize(
+    ("row", "zone", "expected"),
+    [
+        (  # 18:15 in Chicago (CST, UTC-6) is the next day in UTC; the receipt date stays the server's date
+            _RECEIVED,
+            CHICAGO,
+            {
+                "receiptNumber": "300002-01",
+                "purchaseOrderNumber": "300002-01",
+                "vendorNumber": "1002",
+                "warehouse": "WEST",
+                "receiptDate": "2026-11-20",
+                "lastModified": "2026-11-21T00:15:00Z",
+            },
+        ),
+        (  # Sydney (AEDT, UTC+11): the same local columns are the morning before in UTC
+            _RECEIVED,
+            ZoneInfo("Australia/Sydney"),
+            {
+                "receiptNumber": "300002-01",
+                "purchaseOrderNumber": "300002-01",
+                "vendorNumber": "1002",
+                "warehouse": "WEST",
+                "receiptDate": "2026-11-20",
+                "lastModified": "2026-11-20T07:15:00Z",
+            },
+        ),
+        (  # Progress's unknown receipt date and an unreadable time leave those fields out, not the receipt
+            {**_RECEIVED, "receiptdt": None, "transtm": "9999"},
+            CHICAGO,
+            {
+                "receiptNumber": "300002-01",
+                "purchaseOrderNumber": "300002-01",
+                "vendorNumber": "1002",
+                "warehouse": "WEST",
+            },
+        ),
+    ],
+)
+def test_a_received_purchase_order_becomes_a_receipt(row: dict[str, Any], zone: ZoneInfo, expected: Any) -> None:
+    feed = FEEDS["receipts"]
+    assert isinstance(feed, TableFeed)
+    record = normalise_row(row, feed.derived, ("transdt", "transtm"), zone)
+    assert feed.mapping.data(record) == expected
+    assert feed.mapping.updated(record) == expected.get("lastModified")
+
+
+def test_the_receipts_feed_reads_received_costed_and_closed_purchase_orders() -> None:
+    """Stages 5 (Received), 6 (Costed), 7 (Closed) as Infor documents them; 9 (Cancelled) is no receipt."""
+    feed = FEEDS["receipts"]
+    assert isinstance(feed, TableFeed)
+    assert (feed.table, feed.where) == ("poeh", RECEIVED_STAGES_WHERE)
+    assert where_clause("poeh", 1, date(2026, 11, 20), feed.where) == (
+        "poeh.cono = 1 and poeh.transdt >= DATE(11,20,2026) and (poeh.stagecd >= 5 and poeh.stagecd <= 7)"
+    )
+    sim = SxeSimulator()
+    sim.seed_rows("poeh", 6)
+    rows = [r for r in sim.tables["poeh"] if sim._matches("poeh", r, where_clause("poeh", 1, None, feed.where))]
+    assert [(r["pono"], r["stagecd"]) for r in rows] == [(300002, 5), (300005, 5)]
+    assert all(r["receiptdt"] == r["transdt"] for r in rows)
+    assert all(r["receiptdt"] is None for r in sim.tables["poeh"] if r not in rows)
+    for stage in (6, 7, 9):
+        sim.tables["poeh"][0]["stagecd"] = stage
+        assert sim._matches("poeh", sim.tables["poeh"][0], feed.where) is (stage != 9)

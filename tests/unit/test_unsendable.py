@@ -10,7 +10,7 @@ from helpers import WHSEC
 
 from relay.config import ConfigError, config_from_mapping
 from relay.deliver.retry import AttemptOutcome, decide
-from relay.deliver.signing import header_refusal
+from relay.signing import header_refusal
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 

@@ -37,17 +37,37 @@ INSERT INTO store_probe (id, checked_at) VALUES (1, :now)
 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at;
 
 -- name: list_events
-SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+-- Oldest first after a cursor (`seq` grows in commit order: a follower that remembers the last one misses nothing).
+SELECT seq, event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
        payload, original, original_type
 FROM events
 WHERE (:channel IS NULL OR channel = :channel)
   AND (:source IS NULL OR source = :source)
   AND (:entity_key IS NULL OR entity_key = :entity_key)
+  AND (:event_id IS NULL OR event_id = :event_id)
   AND (:since IS NULL OR received_at >= :since)
   AND (:until IS NULL OR received_at < :until)
   AND seq > :after_seq
 ORDER BY seq
 LIMIT :limit;
+
+-- name: list_events_newest
+-- The console's and lists' order: the latest arrivals first (the same filters and lower bound).
+SELECT seq, event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+       payload, original, original_type
+FROM events
+WHERE (:channel IS NULL OR channel = :channel)
+  AND (:source IS NULL OR source = :source)
+  AND (:entity_key IS NULL OR entity_key = :entity_key)
+  AND (:event_id IS NULL OR event_id = :event_id)
+  AND (:since IS NULL OR received_at >= :since)
+  AND (:until IS NULL OR received_at < :until)
+  AND seq > :after_seq
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- name: last_event_seq
+SELECT coalesce(max(seq), 0) FROM events;
 
 -- name: get_event
 SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
@@ -193,6 +213,11 @@ FROM subscriber_state;
 SELECT subscriber, state, count(*) FROM deliveries
 WHERE state IN ('pending', 'dead') GROUP BY subscriber, state;
 
+-- name: oldest_pending
+-- The oldest delivery of one subscriber waiting or in flight: one index seek (ids grow with created_at).
+SELECT created_at FROM deliveries INDEXED BY deliveries_state
+WHERE state = 'pending' AND subscriber = :subscriber ORDER BY id LIMIT 1;
+
 -- name: next_due_at
 SELECT min(next_attempt_at) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending';
 
@@ -210,9 +235,23 @@ WHERE (:event_id IS NULL OR d.event_id = :event_id)
 ORDER BY d.id DESC
 LIMIT :limit;
 
+-- name: get_delivery
+SELECT d.id, d.event_id, d.subscriber, d.state, d.attempts, d.created_at, d.next_attempt_at,
+       d.replay, d.last_status, d.last_error, d.finished_at, e.channel, d.entity_key
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+WHERE d.id = :delivery_id;
+
 -- name: list_attempts
 SELECT attempt, started_at, duration_ms, status, error, response_excerpt
 FROM attempts WHERE delivery_id = :delivery_id ORDER BY attempt;
+
+-- name: oldest_pending_created_at
+SELECT min(created_at) FROM deliveries INDEXED BY deliveries_state WHERE state = 'pending';
+
+-- name: make_due_now
+-- An operator's "retry now": a waiting delivery becomes due; one in flight keeps its lease and finishes first.
+UPDATE deliveries SET next_attempt_at = :now
+WHERE id = :delivery_id AND state = 'pending' AND next_attempt_at > :now;
 
 -- name: redrive_dead
 UPDATE deliveries
@@ -230,6 +269,7 @@ WHERE state = 'dead'
 SELECT seq, event_id, channel, source, entity_key, version_order, payload, received_at
 FROM events
 WHERE (:channel IS NULL OR channel = :channel)
+  AND (:source IS NULL OR source = :source)
   AND (:event_id IS NULL OR event_id = :event_id)
   AND (:entity_key IS NULL OR entity_key = :entity_key)
   AND (:since IS NULL OR received_at >= :since)
@@ -241,6 +281,7 @@ LIMIT :limit;
 -- name: count_events_matching
 SELECT count(*) FROM events
 WHERE (:channel IS NULL OR channel = :channel)
+  AND (:source IS NULL OR source = :source)
   AND (:event_id IS NULL OR event_id = :event_id)
   AND (:entity_key IS NULL OR entity_key = :entity_key)
   AND (:since IS NULL OR received_at >= :since)
@@ -292,3 +333,57 @@ WHERE state = 'pending' AND (next_attempt_at > :since OR lease_expires_at > :sin
 
 -- name: shift_schedule
 UPDATE deliveries SET next_attempt_at = :next_attempt_at, lease_expires_at = :lease_expires_at WHERE id = :id;
+
+-- name: count_ion_confirms
+-- The outbox bound: how many ConfirmBODs of one source are waiting.
+SELECT count(*) FROM ion_confirms WHERE source = :source;
+
+-- name: insert_ion_confirm
+INSERT INTO ion_confirms (source, created_at, bod_id, parameters, payload, next_attempt_at)
+VALUES (:source, :created_at, :bod_id, :parameters, :payload, :created_at)
+RETURNING id;
+
+-- name: due_ion_confirms
+SELECT id, source, created_at, bod_id, parameters, payload, attempts, last_error FROM ion_confirms
+WHERE next_attempt_at <= :now ORDER BY next_attempt_at, id LIMIT :limit;
+
+-- name: next_ion_confirm_at
+SELECT min(next_attempt_at) FROM ion_confirms;
+
+-- name: delete_ion_confirm
+DELETE FROM ion_confirms WHERE id = :id;
+
+-- name: retry_ion_confirm
+UPDATE ion_confirms SET attempts = :attempts, next_attempt_at = :next_attempt_at, last_error = :last_error
+WHERE id = :id;
+-- name: upsert_entity_state
+-- The newest version of a key wins; an older one arriving later changes nothing (ties keep the first).
+INSERT INTO entity_state (noun, entity_key, channel, version, version_order, event_id, received_at, deleted, payload)
+VALUES (:noun, :entity_key, :channel, :version, :version_order, :event_id, :received_at, :deleted, :payload)
+ON CONFLICT (noun, entity_key) DO UPDATE SET
+    channel = excluded.channel, version = excluded.version, version_order = excluded.version_order,
+    event_id = excluded.event_id, received_at = excluded.received_at, deleted = excluded.deleted,
+    payload = excluded.payload
+WHERE excluded.version_order > entity_state.version_order;
+
+-- name: get_entity_state
+SELECT noun, entity_key, channel, version, event_id, received_at, deleted, payload
+FROM entity_state WHERE noun = :noun AND entity_key = :entity_key;
+
+-- name: list_entity_state
+-- Keys of a noun in key order from :prefix, after :after (paging); the range test keeps the primary key in use.
+SELECT noun, entity_key, channel, version, event_id, received_at, deleted, payload
+FROM entity_state
+WHERE noun = :noun AND entity_key >= :prefix AND substr(entity_key, 1, length(:prefix)) = :prefix
+  AND entity_key > :after
+ORDER BY entity_key LIMIT :limit;
+
+-- name: rule_states_for
+-- Where the rules stand for the keys of a batch. `:ids` is replaced by one parameter per key.
+SELECT rule, entity_key, active, version_order, event_id FROM rule_state WHERE entity_key IN (:ids);
+
+-- name: upsert_rule_state
+INSERT INTO rule_state (rule, entity_key, active, version_order, event_id)
+VALUES (:rule, :entity_key, :active, :version_order, :event_id)
+ON CONFLICT (rule, entity_key) DO UPDATE SET
+    active = excluded.active, version_order = excluded.version_order, event_id = excluded.event_id;

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.deliver.matching import ChannelMatcher, PayloadFilter, channel_matches
+from relay.routing import ChannelMatcher, PayloadFilter, channel_matches
 
 # ------------------------------------------------------------------------------------------ channels
 

@@ -13,7 +13,15 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-__all__ = ["SignatureError", "header_refusal", "parse_secret", "sign", "signature_header", "verify"]
+__all__ = [
+    "SignatureError",
+    "check_signature_headers",
+    "header_refusal",
+    "parse_secret",
+    "sign",
+    "signature_header",
+    "verify",
+]
 
 _PREFIX = "whsec_"
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -22,6 +30,8 @@ _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 # surrogate has no UTF-8 encoding, so it cannot be written either.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _UNSENDABLE_VALUE_CHAR = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+# What `sign` produces: base64 of a 32-byte HMAC-SHA256.
+_V1_SIGNATURE = re.compile(r"v1,[A-Za-z0-9+/]{43}=")
 _HEADER_NAMES = {
     f"{prefix}-{name}": name for prefix in ("webhook", "svix") for name in ("id", "timestamp", "signature")
 }
@@ -123,6 +133,30 @@ def _webhook_headers(headers: Mapping[str, str]) -> dict[str, str]:
             target = found if lowered.startswith("webhook-") else svix
             target.setdefault(field, value)
     return {**svix, **found}
+
+
+def check_signature_headers(headers: Mapping[str, str], *, now: datetime, tolerance_s: float = 300) -> None:
+    """The checks of `verify` that need no body: run them before reading one.
+
+    Args:
+        headers: the request headers (`webhook-` or `svix-` names, any case).
+        now: the current time, timezone-aware.
+        tolerance_s: how far the signed timestamp may lie from `now`, in either direction.
+
+    Raises:
+        SignatureError: a header is missing or malformed, the timestamp is outside the tolerance, or no
+            signature has the shape of a v1 signature (so none could match).
+    """
+    found = _webhook_headers(headers)
+    timestamp = found.get("timestamp", "").strip()
+    if not found.get("id") or not timestamp or not found.get("signature"):
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise SignatureError("webhook-timestamp is not Unix seconds")
+    if abs(now.timestamp() - int(timestamp)) > tolerance_s:
+        raise SignatureError("timestamp outside tolerance")
+    if not any(_V1_SIGNATURE.fullmatch(s) for s in found["signature"].split()):
+        raise SignatureError("no well-formed v1 signature in webhook-signature header")
 
 
 def verify(

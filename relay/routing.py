@@ -1,13 +1,20 @@
-"""Which events a subscriber wants: channel globs and payload filters (pure, compiled once per subscriber)."""
+"""Which subscribers an event goes to: channel globs and payload filters (pure, compiled once per subscriber).
+
+Used by ingest, replay and the runtime; it depends only on the configuration and the store's record types.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ChannelMatcher", "PayloadFilter", "channel_matches"]
+from relay.config import SubscriberConfig
+from relay.store.base import DeliveryPlan
+
+__all__ = ["ChannelMatcher", "PayloadFilter", "Router", "channel_matches", "is_channel_glob"]
 
 _GLOB_CHARS = frozenset("*?[")
 _INDEX = re.compile(r"[0-9]+")
@@ -42,6 +49,11 @@ class ChannelMatcher:
         if self._everything or channel in self._exact:
             return True
         return self._regex is not None and self._regex.match(channel) is not None
+
+
+def is_channel_glob(pattern: str) -> bool:
+    """Whether `pattern` has glob characters (`*`, `?`, `[`) rather than naming one channel exactly."""
+    return not _GLOB_CHARS.isdisjoint(pattern)
 
 
 def channel_matches(patterns: Sequence[str], channel: str) -> bool:
@@ -128,3 +140,38 @@ class PayloadFilter:
             if value is _MISSING or not any(_json_equal(value, a) for a in allowed):
                 return False
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    name: str
+    channels: ChannelMatcher
+    payload_filter: PayloadFilter
+    plan: DeliveryPlan
+
+
+class Router:
+    """Which subscribers an event goes to: channel globs and payload filters (pure)."""
+
+    def __init__(self, subscribers: Sequence[SubscriberConfig], disabled: frozenset[str] = frozenset()) -> None:
+        self._routes = [
+            _Route(
+                s.name,
+                ChannelMatcher(s.channels),
+                PayloadFilter(s.filter),
+                DeliveryPlan(
+                    s.name,
+                    check_stale=s.ordering == "per-key" and not s.deliver_stale,
+                    collapse=s.collapse,
+                ),
+            )
+            for s in subscribers
+            if s.name not in disabled
+        ]
+
+    def plan(self, channel: str, payload: Mapping[str, Any]) -> list[DeliveryPlan]:
+        return [r.plan for r in self._routes if r.channels.matches(channel) and r.payload_filter.matches(payload)]
+
+    def subscribers_for(self, channel: str, payload: Mapping[str, Any], only: str | None = None) -> list[str]:
+        """Names of the subscribers that match (for replay), optionally only one of them."""
+        return [p.subscriber for p in self.plan(channel, payload) if only is None or p.subscriber == only]
