@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
@@ -28,6 +28,8 @@ from relay.store.base import (
     ClaimedDelivery,
     ClaimRequest,
     Completion,
+    ConfirmEntry,
+    ConfirmRow,
     DeliveryFilter,
     DeliveryRow,
     EventFilter,
@@ -37,10 +39,15 @@ from relay.store.base import (
     QuarantineEntry,
     QuarantineRow,
     ReplayEvent,
+    RuleState,
+    StateRecord,
     Store,
     StoreUnavailable,
     SubscriberState,
 )
+
+if TYPE_CHECKING:
+    from relay.store.base import Deriver
 
 __all__ = ["PostgresStore", "PostgresTarget", "postgres_problem", "postgres_target"]
 
@@ -137,7 +144,7 @@ class _WriteOp:
     size: int = field(default=1)
 
 
-def _row_to_event(r: asyncpg.Record) -> Event:
+def _row_to_event(r: asyncpg.Record | tuple[Any, ...]) -> Event:
     return Event(
         event_id=r[0],
         channel=r[1],
@@ -150,6 +157,37 @@ def _row_to_event(r: asyncpg.Record) -> Event:
         payload=bytes(r[8]),
         original=bytes(r[9]) if r[9] is not None else None,
         original_type=r[10],
+    )
+
+
+def _row_to_delivery(r: asyncpg.Record) -> DeliveryRow:
+    return DeliveryRow(
+        id=r[0],
+        event_id=r[1],
+        subscriber=r[2],
+        state=r[3],
+        attempts=r[4],
+        created_at=r[5],
+        next_attempt_at=r[6],
+        replay=bool(r[7]),
+        last_status=r[8],
+        last_error=r[9],
+        finished_at=r[10],
+        channel=r[11],
+        entity_key=r[12],
+    )
+
+
+def _row_to_state(r: asyncpg.Record) -> StateRecord:
+    return StateRecord(
+        noun=r[0],
+        entity_key=r[1],
+        channel=r[2],
+        version=r[3],
+        event_id=r[4],
+        received_at=parse_ts(r[5]),
+        deleted=bool(r[6]),
+        payload=bytes(r[7]),
     )
 
 
@@ -341,6 +379,7 @@ class PostgresStore(Store):
                         conn.terminate()
                     raise
         except Exception as exc:  # whatever broke, the batch was not committed: fail it and keep writing
+            metrics.STORE_COMMIT_FAILURES.inc()
             log.error("commit failed", error=_describe(exc), batch=len(batch))
             failure = StoreUnavailable(f"commit failed: {_describe(exc)}")
             for op in batch:
@@ -372,13 +411,13 @@ class PostgresStore(Store):
         """Everything of one group commit, inside the caller's transaction; returns how many deliveries it created."""
         created = 0
         if ingest_ops and not isolated:
-            outcomes, created = await _apply_ingest(conn, [op.items for op in ingest_ops])
+            outcomes, created = await _apply_ingest(conn, [op.items for op in ingest_ops], self.deriver)
             results.update(zip(ingest_ops, outcomes, strict=True))
         elif ingest_ops:
             for op in ingest_ops:
                 try:
                     async with conn.transaction():  # a savepoint inside the batch's transaction
-                        (outcome,), op_created = await _apply_ingest(conn, [op.items])
+                        (outcome,), op_created = await _apply_ingest(conn, [op.items], self.deriver)
                 except asyncpg.PostgresError as exc:
                     ids = [item.event.event_id for item in op.items][:5]
                     log.error("event not stored", error=str(exc), event_ids=ids)
@@ -436,7 +475,7 @@ class PostgresStore(Store):
         quarantine_id, dropped, usage = await self.write(insert)
         metrics.QUARANTINE_BYTES.set(usage)
         if dropped:
-            metrics.QUARANTINE_DROPPED.labels("budget").inc(dropped)
+            metrics.labelled(metrics.QUARANTINE_DROPPED, "budget").inc(dropped)
             self._drops_unlogged += dropped
             now = time.monotonic()
             if now - self._drop_logged_at >= _DROP_LOG_INTERVAL_S:
@@ -457,7 +496,7 @@ class PostgresStore(Store):
         deleted, usage = await self.write(delete)
         metrics.QUARANTINE_BYTES.set(usage)
         if deleted:
-            metrics.QUARANTINE_DROPPED.labels("retention").inc(deleted)
+            metrics.labelled(metrics.QUARANTINE_DROPPED, "retention").inc(deleted)
         return deleted
 
     async def delete_quarantine(self, quarantine_id: int) -> bool:
@@ -465,6 +504,53 @@ class PostgresStore(Store):
             return _rowcount(await conn.execute(Q["delete_quarantine"], quarantine_id)) > 0
 
         return await self.write(delete)
+
+    # ------------------------------------------------------------------------------------ ConfirmBODs
+
+    async def enqueue_confirm(self, entry: ConfirmEntry, *, max_pending: int) -> int | None:
+        args = (entry.source, utc_text(entry.created_at), entry.bod_id, entry.parameters, entry.payload)
+
+        async def insert(conn: asyncpg.Connection) -> int | None:
+            # Counted under a per-source lock in the insert's transaction: the bound holds however many refusals
+            # arrive at once, on however many instances.
+            await conn.execute(Q["confirm_source_lock"], entry.source)
+            if int(await conn.fetchval(Q["count_ion_confirms"], entry.source)) >= max_pending:
+                return None
+            return int(await conn.fetchval(Q["insert_ion_confirm"], *args))
+
+        return await self.write(insert)
+
+    async def due_confirms(self, now: datetime, *, limit: int) -> list[ConfirmRow]:
+        rows = await self._fetch(Q["due_ion_confirms"], utc_text(now), limit)
+        return [
+            ConfirmRow(
+                id=r[0],
+                source=r[1],
+                created_at=parse_ts(r[2]),
+                bod_id=r[3],
+                parameters=r[4],
+                payload=bytes(r[5]),
+                attempts=r[6],
+                last_error=r[7],
+            )
+            for r in rows
+        ]
+
+    async def next_confirm_at(self) -> datetime | None:
+        value = (await self._fetch(Q["next_ion_confirm_at"]))[0][0]
+        return parse_ts(value) if value else None
+
+    async def finish_confirm(self, confirm_id: int) -> None:
+        async def delete(conn: asyncpg.Connection) -> None:
+            await conn.execute(Q["delete_ion_confirm"], confirm_id)
+
+        await self.write(delete)
+
+    async def retry_confirm(self, confirm_id: int, *, attempts: int, next_attempt_at: datetime, error: str) -> None:
+        async def update(conn: asyncpg.Connection) -> None:
+            await conn.execute(Q["retry_ion_confirm"], confirm_id, attempts, utc_text(next_attempt_at), error)
+
+        await self.write(update)
 
     # ------------------------------------------------------------------------------------ reads
 
@@ -488,10 +574,24 @@ class PostgresStore(Store):
         return int(rows[-1][0]) if rows else 0
 
     async def list_events(self, flt: EventFilter) -> list[Event]:
+        return [event for _, event in await self.list_events_after(flt, after_seq=0)]
+
+    async def list_events_after(self, flt: EventFilter, *, after_seq: int) -> list[tuple[int, Event]]:
         rows = await self._fetch(
-            Q["list_events"], flt.channel, flt.source, flt.entity_key, _ts(flt.since), _ts(flt.until), flt.limit
+            Q["list_events_newest" if flt.newest_first else "list_events"],
+            flt.channel,
+            flt.source,
+            flt.entity_key,
+            flt.event_id,
+            _ts(flt.since),
+            _ts(flt.until),
+            after_seq,
+            flt.limit,
         )
-        return [_row_to_event(r) for r in rows]
+        return [(int(r[0]), _row_to_event(tuple(r)[1:])) for r in rows]
+
+    async def last_event_seq(self) -> int:
+        return int((await self._fetch(Q["last_event_seq"]))[0][0])
 
     async def get_event(self, event_id: str) -> Event | None:
         rows = await self._fetch(Q["get_event"], event_id)
@@ -642,6 +742,10 @@ class PostgresStore(Store):
         rows = await self._fetch(Q["next_due_at"])
         return parse_ts(rows[0][0]) if rows and rows[0][0] else None
 
+    async def oldest_pending_at(self, subscribers: Sequence[str]) -> dict[str, datetime]:
+        rows = await self._fetch(Q["oldest_pending"], list(subscribers)) if subscribers else []
+        return {r[0]: parse_ts(r[1]) for r in rows if r[1] is not None}
+
     async def list_deliveries(self, flt: DeliveryFilter) -> list[DeliveryRow]:
         rows = await self._fetch(
             Q["list_deliveries"],
@@ -654,24 +758,11 @@ class PostgresStore(Store):
             flt.entity_key,
             flt.limit,
         )
-        return [
-            DeliveryRow(
-                id=r[0],
-                event_id=r[1],
-                subscriber=r[2],
-                state=r[3],
-                attempts=r[4],
-                created_at=r[5],
-                next_attempt_at=r[6],
-                replay=bool(r[7]),
-                last_status=r[8],
-                last_error=r[9],
-                finished_at=r[10],
-                channel=r[11],
-                entity_key=r[12],
-            )
-            for r in rows
-        ]
+        return [_row_to_delivery(r) for r in rows]
+
+    async def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
+        rows = await self._fetch(Q["get_delivery"], delivery_id)
+        return _row_to_delivery(rows[0]) if rows else None
 
     async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         rows = await self._fetch(Q["list_attempts"], delivery_id)
@@ -687,6 +778,21 @@ class PostgresStore(Store):
             for r in rows
         ]
 
+    async def oldest_pending_overall_at(self) -> datetime | None:
+        value = (await self._fetch(Q["oldest_pending_created_at"]))[0][0]
+        return parse_ts(value) if value else None
+
+    async def make_due_now(self, delivery_id: int) -> bool:
+        now = utc_text(_now())
+
+        async def update(conn: asyncpg.Connection) -> int:
+            return _rowcount(await conn.execute(Q["make_due_now"], delivery_id, now))
+
+        changed = await self.write(update) > 0
+        if changed:
+            self._notify()
+        return changed
+
     async def redrive(self, flt: DeliveryFilter) -> int:
         args = (flt.event_id, flt.subscriber, flt.entity_key, _ts(flt.since), _ts(flt.until), flt.channel)
 
@@ -700,7 +806,7 @@ class PostgresStore(Store):
 
     @staticmethod
     def _event_args(flt: EventFilter, event_id: str | None) -> tuple[Any, ...]:
-        return (flt.channel, event_id, flt.entity_key, _ts(flt.since), _ts(flt.until))
+        return (flt.channel, event_id, flt.entity_key, _ts(flt.since), _ts(flt.until), flt.source)
 
     async def events_page(
         self, flt: EventFilter, *, event_id: str | None, after_seq: int, limit: int
@@ -760,12 +866,13 @@ class PostgresStore(Store):
         now = utc_text(_now())
         cp = commit.checkpoint
         created = 0
+        deriver = self.deriver
 
         async def apply(conn: asyncpg.Connection) -> list[IngestOutcome]:
             nonlocal created
             outcomes: list[IngestOutcome] = []
             if commit.events:
-                (outcomes,), created = await _apply_ingest(conn, [commit.events])
+                (outcomes,), created = await _apply_ingest(conn, [commit.events], deriver)
             if commit.hashes:
                 keys, hashes = _columns(list(commit.hashes), 2)
                 await conn.execute(Q["upsert_record_hashes"], commit.source, commit.resource, keys, hashes, now)
@@ -787,6 +894,15 @@ class PostgresStore(Store):
             self._notify()
         return result
 
+    # ------------------------------------------------------------------------------------ current state
+
+    async def get_state(self, noun: str, entity_key: str) -> StateRecord | None:
+        rows = await self._fetch(Q["get_entity_state"], noun, entity_key)
+        return _row_to_state(rows[0]) if rows else None
+
+    async def list_state(self, noun: str, *, prefix: str = "", after: str = "", limit: int = 100) -> list[StateRecord]:
+        return [_row_to_state(r) for r in await self._fetch(Q["list_entity_state"], noun, prefix, after, limit)]
+
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         async def delete(conn: asyncpg.Connection) -> int:
             return _rowcount(await conn.execute(Q["prune_events"], utc_text(cutoff), limit))
@@ -798,9 +914,10 @@ class PostgresStore(Store):
 
 
 async def _apply_ingest(
-    conn: asyncpg.Connection, requests: Sequence[Sequence[NewEvent]]
+    conn: asyncpg.Connection, requests: Sequence[Sequence[NewEvent]], deriver: Deriver | None = None
 ) -> tuple[list[list[IngestOutcome]], int]:
-    """Insert the events of several ingest requests and their deliveries: one statement per table.
+    """Insert the events of several ingest requests, their deliveries, their keys' current state and what the
+    rules derive from them: one statement per table.
 
     Ids stored before (by this or another instance, even one committing right now) are duplicates. Returns the
     outcomes per request and how many deliveries were created.
@@ -809,6 +926,56 @@ async def _apply_ingest(
     for items in requests:
         for item in items:
             firsts.setdefault(item.event.event_id, item)
+    if firsts:
+        # Held until commit: event inserts (and the rule evaluation below) go one transaction at a time across
+        # instances, so `seq` becomes visible in order and rule states are read current.
+        await conn.execute(Q["event_insert_lock"])
+    inserted = await _insert_events(conn, list(firsts.values()))
+    rows = _IngestRows()
+    outcomes: list[list[IngestOutcome]] = []
+    accepted: set[str] = set()
+    triggers: list[Event] = []
+    for items in requests:
+        request_outcomes = []
+        for item in items:
+            ev = item.event
+            if ev.event_id not in inserted or ev.event_id in accepted:
+                request_outcomes.append(IngestOutcome(ev.event_id, "duplicate"))
+                continue
+            accepted.add(ev.event_id)
+            rows.add(item)
+            if deriver is not None and ev.entity_key is not None and ev.channel in deriver.channels:
+                triggers.append(ev)
+            request_outcomes.append(IngestOutcome(ev.event_id, "accepted", len(item.deliveries)))
+        outcomes.append(request_outcomes)
+    if triggers and deriver is not None:
+        # Derived events join this transaction: a crash loses both or neither, and a redelivered trigger is a
+        # duplicate that derives nothing again.
+        derivation = deriver.derive(triggers, await _rule_states(conn, triggers))
+        derived = {item.event.event_id: item for item in derivation.events if item.event.event_id not in accepted}
+        stored = await _insert_events(conn, list(derived.values()))
+        for event_id, item in derived.items():
+            if event_id in stored:
+                accepted.add(event_id)
+                rows.add(item)
+        if derivation.states:
+            latest = {(st.rule, st.entity_key): st for st in derivation.states}  # one row per (rule, key)
+            states = [(st.rule, st.entity_key, st.active, st.version_order, st.event_id) for st in latest.values()]
+            await conn.execute(Q["upsert_rule_state"], *_columns(states, 5))
+    if rows.supersede:
+        # Before the inserts: the new versions themselves must not be superseded.
+        await conn.execute(Q["supersede_older"], *_columns(rows.supersede, 5))
+    if rows.deliveries:
+        await conn.execute(Q["insert_deliveries_checked"], *_columns(rows.deliveries, 6))
+    if rows.states:
+        await conn.execute(Q["upsert_entity_state"], *_columns(list(rows.states.values()), 9))
+    return outcomes, len(rows.deliveries)
+
+
+async def _insert_events(conn: asyncpg.Connection, items: Sequence[NewEvent]) -> set[str]:
+    """Insert new events; returns the ids stored now (an id stored before, by any instance, is left alone)."""
+    if not items:
+        return set()
     event_rows = [
         (
             ev.event_id,
@@ -824,36 +991,54 @@ async def _apply_ingest(
             ev.original,
             ev.original_type,
         )
-        for ev in (item.event for item in firsts.values())
+        for ev in (item.event for item in items)
     ]
-    inserted = {r[0] for r in await conn.fetch(Q["insert_events"], *_columns(event_rows, 12))} if event_rows else set()
-    deliveries: list[tuple[Any, ...]] = []
-    supersede: list[tuple[Any, ...]] = []
-    outcomes: list[list[IngestOutcome]] = []
-    accepted: set[str] = set()
-    for items in requests:
-        request_outcomes = []
-        for item in items:
-            ev = item.event
-            if ev.event_id not in inserted or ev.event_id in accepted:
-                request_outcomes.append(IngestOutcome(ev.event_id, "duplicate"))
-                continue
-            accepted.add(ev.event_id)
-            received = utc_text(ev.received_at)
-            for plan in item.deliveries:
-                deliveries.append(
-                    (ev.event_id, plan.subscriber, ev.entity_key, ev.version_order, plan.check_stale, received)
+    return {r[0] for r in await conn.fetch(Q["insert_events"], *_columns(event_rows, 12))}
+
+
+async def _rule_states(conn: asyncpg.Connection, events: Sequence[Event]) -> dict[tuple[str, str], RuleState]:
+    """Where every rule stands for the keys of `events` (one query per batch)."""
+    keys = sorted({ev.entity_key for ev in events if ev.entity_key is not None})
+    return {
+        (r[0], r[1]): RuleState(r[0], r[1], bool(r[2]), r[3], r[4])
+        for r in await conn.fetch(Q["rule_states_for"], keys)
+    }
+
+
+@dataclass(slots=True)
+class _IngestRows:
+    """The rows new events add to one transaction: deliveries, supersessions, and each key's newest state."""
+
+    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
+    supersede: list[tuple[Any, ...]] = field(default_factory=list)
+    states: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
+
+    def add(self, item: NewEvent) -> None:
+        ev = item.event
+        received = utc_text(ev.received_at)
+        for plan in item.deliveries:
+            self.deliveries.append(
+                (ev.event_id, plan.subscriber, ev.entity_key, ev.version_order, plan.check_stale, received)
+            )
+            if plan.collapse and ev.entity_key is not None:
+                self.supersede.append((ev.event_id, plan.subscriber, ev.entity_key, ev.version_order, received))
+        if item.track_state and ev.entity_key is not None:
+            noun, _, verb = ev.channel.partition("/")
+            held = self.states.get((noun, ev.entity_key))
+            # One row per key and statement: the newest version of the batch (ties keep the first, as the
+            # upsert keeps what is stored on a tie).
+            if held is None or ev.version_order > held[4]:
+                self.states[(noun, ev.entity_key)] = (
+                    noun,
+                    ev.entity_key,
+                    ev.channel,
+                    ev.version,
+                    ev.version_order,
+                    ev.event_id,
+                    received,
+                    verb == "deleted",
+                    ev.payload,
                 )
-                if plan.collapse and ev.entity_key is not None:
-                    supersede.append((ev.event_id, plan.subscriber, ev.entity_key, ev.version_order, received))
-            request_outcomes.append(IngestOutcome(ev.event_id, "accepted", len(item.deliveries)))
-        outcomes.append(request_outcomes)
-    if supersede:
-        # Before the inserts: the new versions themselves must not be superseded.
-        await conn.execute(Q["supersede_older"], *_columns(supersede, 5))
-    if deliveries:
-        await conn.execute(Q["insert_deliveries_checked"], *_columns(deliveries, 6))
-    return outcomes, len(deliveries)
 
 
 async def _apply_completions(conn: asyncpg.Connection, completions: Sequence[Completion]) -> None:

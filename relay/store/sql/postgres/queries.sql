@@ -88,16 +88,43 @@ INSERT INTO store_probe (id, checked_at) VALUES (1, $1)
 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at;
 
 -- name: list_events
-SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+-- Oldest first after a cursor. Event inserts commit one at a time across instances (`event_insert_lock`), so
+-- `seq` grows in commit order and a follower that remembers the last one misses nothing.
+SELECT seq, event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
        payload, original, original_type
 FROM events
 WHERE ($1::text IS NULL OR channel = $1)
   AND ($2::text IS NULL OR source = $2)
   AND ($3::text IS NULL OR entity_key = $3)
-  AND ($4::text IS NULL OR received_at >= $4)
-  AND ($5::text IS NULL OR received_at < $5)
+  AND ($4::text IS NULL OR event_id = $4)
+  AND ($5::text IS NULL OR received_at >= $5)
+  AND ($6::text IS NULL OR received_at < $6)
+  AND seq > $7
 ORDER BY seq
-LIMIT $6;
+LIMIT $8;
+
+-- name: list_events_newest
+-- The console's and lists' order: the latest arrivals first (the same filters and lower bound).
+SELECT seq, event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
+       payload, original, original_type
+FROM events
+WHERE ($1::text IS NULL OR channel = $1)
+  AND ($2::text IS NULL OR source = $2)
+  AND ($3::text IS NULL OR entity_key = $3)
+  AND ($4::text IS NULL OR event_id = $4)
+  AND ($5::text IS NULL OR received_at >= $5)
+  AND ($6::text IS NULL OR received_at < $6)
+  AND seq > $7
+ORDER BY seq DESC
+LIMIT $8;
+
+-- name: last_event_seq
+SELECT coalesce(max(seq), 0) FROM events;
+
+-- name: event_insert_lock
+-- Taken by every transaction that inserts events, held until it commits: `seq` values become visible in the
+-- order they were drawn, which is what a cursor over events (`relay events tail`) relies on.
+SELECT pg_advisory_xact_lock(7235083390127718192);
 
 -- name: get_event
 SELECT event_id, channel, source, tenant_id, entity_key, version, occurred_at, received_at,
@@ -228,6 +255,26 @@ WHERE ($1::text IS NULL OR d.event_id = $1)
 ORDER BY d.id DESC
 LIMIT $8;
 
+-- name: get_delivery
+SELECT d.id, d.event_id, d.subscriber, d.state, d.attempts, d.created_at, d.next_attempt_at,
+       d.replay, d.last_status, d.last_error, d.finished_at, e.channel, d.entity_key
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+WHERE d.id = $1;
+
+-- name: oldest_pending
+-- The oldest delivery of each subscriber waiting or in flight: one index seek each (ids grow with created_at).
+SELECT s.subscriber, (SELECT d.created_at FROM deliveries d
+                      WHERE d.state = 'pending' AND d.subscriber = s.subscriber ORDER BY d.id LIMIT 1)
+FROM unnest($1::text[]) AS s(subscriber);
+
+-- name: oldest_pending_created_at
+SELECT min(created_at) FROM deliveries WHERE state = 'pending';
+
+-- name: make_due_now
+-- An operator's "retry now": a waiting delivery becomes due; one in flight keeps its lease and finishes first.
+UPDATE deliveries SET next_attempt_at = $2
+WHERE id = $1 AND state = 'pending' AND next_attempt_at > $2;
+
 -- name: list_attempts
 SELECT attempt, started_at, duration_ms, status, error, response_excerpt
 FROM attempts WHERE delivery_id = $1 ORDER BY attempt;
@@ -252,9 +299,10 @@ WHERE ($1::text IS NULL OR channel = $1)
   AND ($3::text IS NULL OR entity_key = $3)
   AND ($4::text IS NULL OR received_at >= $4)
   AND ($5::text IS NULL OR received_at < $5)
-  AND seq > $6
+  AND ($6::text IS NULL OR source = $6)
+  AND seq > $7
 ORDER BY seq
-LIMIT $7;
+LIMIT $8;
 
 -- name: count_events_matching
 SELECT count(*) FROM events
@@ -262,7 +310,8 @@ WHERE ($1::text IS NULL OR channel = $1)
   AND ($2::text IS NULL OR event_id = $2)
   AND ($3::text IS NULL OR entity_key = $3)
   AND ($4::text IS NULL OR received_at >= $4)
-  AND ($5::text IS NULL OR received_at < $5);
+  AND ($5::text IS NULL OR received_at < $5)
+  AND ($6::text IS NULL OR source = $6);
 
 -- name: insert_replay_deliveries
 INSERT INTO deliveries (event_id, subscriber, entity_key, version_order, state, created_at, next_attempt_at, replay)
@@ -313,3 +362,61 @@ WHERE state = 'pending' AND (next_attempt_at > $1 OR lease_expires_at > $1);
 UPDATE deliveries d SET next_attempt_at = r.next_attempt_at, lease_expires_at = r.lease_expires_at
 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS r(id, next_attempt_at, lease_expires_at)
 WHERE d.id = r.id;
+
+-- name: confirm_source_lock
+-- The outbox bound is counted and kept in one transaction per source, whichever instance queues.
+SELECT pg_advisory_xact_lock(hashtextextended('ion_confirms:' || $1, 0));
+
+-- name: count_ion_confirms
+SELECT count(*) FROM ion_confirms WHERE source = $1;
+
+-- name: insert_ion_confirm
+INSERT INTO ion_confirms (source, created_at, bod_id, parameters, payload, next_attempt_at)
+VALUES ($1, $2, $3, $4, $5, $2)
+RETURNING id;
+
+-- name: due_ion_confirms
+SELECT id, source, created_at, bod_id, parameters, payload, attempts, last_error FROM ion_confirms
+WHERE next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2;
+
+-- name: next_ion_confirm_at
+SELECT min(next_attempt_at) FROM ion_confirms;
+
+-- name: delete_ion_confirm
+DELETE FROM ion_confirms WHERE id = $1;
+
+-- name: retry_ion_confirm
+UPDATE ion_confirms SET attempts = $2, next_attempt_at = $3, last_error = $4 WHERE id = $1;
+
+-- name: upsert_entity_state
+-- The newest version of a key wins; an older one arriving later changes nothing (ties keep the first). The
+-- caller sends one row per key (the newest of its batch): one statement cannot update a row twice.
+INSERT INTO entity_state (noun, entity_key, channel, version, version_order, event_id, received_at, deleted, payload)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::boolean[], $9::bytea[])
+ON CONFLICT (noun, entity_key) DO UPDATE SET
+    channel = excluded.channel, version = excluded.version, version_order = excluded.version_order,
+    event_id = excluded.event_id, received_at = excluded.received_at, deleted = excluded.deleted,
+    payload = excluded.payload
+WHERE excluded.version_order > entity_state.version_order;
+
+-- name: get_entity_state
+SELECT noun, entity_key, channel, version, event_id, received_at, deleted, payload
+FROM entity_state WHERE noun = $1 AND entity_key = $2;
+
+-- name: list_entity_state
+-- Keys of a noun in key order from $2, after $3 (paging); the range test keeps the primary key in use.
+SELECT noun, entity_key, channel, version, event_id, received_at, deleted, payload
+FROM entity_state
+WHERE noun = $1 AND entity_key >= $2 AND left(entity_key, length($2)) = $2 AND entity_key > $3
+ORDER BY entity_key LIMIT $4;
+
+-- name: rule_states_for
+-- Read under `event_insert_lock`: rules of a key are evaluated by one transaction at a time across instances.
+SELECT rule, entity_key, active, version_order, event_id FROM rule_state WHERE entity_key = ANY($1::text[]);
+
+-- name: upsert_rule_state
+INSERT INTO rule_state (rule, entity_key, active, version_order, event_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[])
+ON CONFLICT (rule, entity_key) DO UPDATE SET
+    active = excluded.active, version_order = excluded.version_order, event_id = excluded.event_id;
