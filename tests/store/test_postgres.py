@@ -13,7 +13,16 @@ import asyncpg
 import pytest
 
 from relay.events import Event
-from relay.store import ClaimRequest, Completion, DeliveryFilter, DeliveryPlan, NewEvent, StoreUnavailable, create_store
+from relay.store import (
+    ClaimRequest,
+    Completion,
+    DeliveryFilter,
+    DeliveryPlan,
+    EventFilter,
+    NewEvent,
+    StoreUnavailable,
+    create_store,
+)
 from relay.store._sql import migrations
 from relay.store.postgres import PostgresStore, postgres_target
 
@@ -241,3 +250,28 @@ def test_a_password_file_is_read_and_kept_out_of_the_dsn(tmp_path: Path) -> None
     assert (target.password, target.dsn) == ("s3cret", "postgresql://relay@db/relay?sslmode=require")
     with pytest.raises(ValueError, match="cannot read store password file"):
         postgres_target(f"postgresql://relay@db/relay?password_file={tmp_path / 'missing'}")
+
+
+async def test_a_follower_of_the_event_cursor_misses_nothing_two_instances_store(open_store: OpenStore) -> None:
+    first, second, follower = await open_store(), await open_store(), await open_store()
+    seen: list[str] = []
+    cursor = 0
+    writing = True
+
+    async def follow() -> None:
+        nonlocal cursor
+        while writing or cursor < await follower.last_event_seq():
+            for seq, ev in await follower.list_events_after(EventFilter(limit=1000), after_seq=cursor):
+                seen.append(ev.event_id)
+                cursor = seq
+            await asyncio.sleep(0)  # yield to the writers: the follower polls as `relay events tail` does
+
+    async def write(store: PostgresStore, name: str) -> None:
+        for n in range(150):
+            await store.ingest([NewEvent(event(f"{name}-{n}-{i}")) for i in range(3)])
+
+    reader = asyncio.create_task(follow())
+    await asyncio.gather(write(first, "a"), write(second, "b"))
+    writing = False
+    await reader
+    assert len(seen) == len(set(seen)) == 2 * 150 * 3
