@@ -38,6 +38,7 @@ from relay.store.base import (
 if TYPE_CHECKING:
     from relay.deliver.dispatcher import Dispatcher
     from relay.poll.scheduler import PollScheduler
+    from relay.store.copy import TableCount
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,7 @@ __all__ = [
     "SubscriberStatus",
     "TestDelivery",
     "UnknownSubscriberError",
+    "copy_store",
     "operations",
     "operator_action",
     "parse_when",
@@ -888,6 +890,24 @@ def _with_state(flt: DeliveryFilter, state: str, *, limit: int | None = None) ->
         until=flt.until,
         limit=flt.limit if limit is None else limit,
     )
+
+
+async def copy_store(
+    from_url: str, to_url: str, *, progress: Callable[[str, int], None] | None = None
+) -> list[TableCount]:
+    """Copy an SQLite store into an empty PostgreSQL database, verified by row counts (`relay store copy`).
+
+    Raises:
+        OpsError: a URL of the wrong kind, a target that holds data, a store that cannot be opened, or counts
+            that differ (the message says which; nothing is kept in the target then).
+    """
+    from relay.store.copy import CopyError
+    from relay.store.copy import copy_store as copy_tables
+
+    try:
+        return await copy_tables(from_url, to_url, progress=progress)
+    except (CopyError, StoreUnavailable, ValueError) as exc:
+        raise OpsError(str(exc)) from None
 
 
 @contextlib.asynccontextmanager

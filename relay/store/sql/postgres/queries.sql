@@ -420,3 +420,35 @@ INSERT INTO rule_state (rule, entity_key, active, version_order, event_id)
 SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[])
 ON CONFLICT (rule, entity_key) DO UPDATE SET
     active = excluded.active, version_order = excluded.version_order, event_id = excluded.event_id;
+
+-- name: copy_counts
+-- Rows per table `relay store copy` fills: the target must start empty, and match the source before commit.
+SELECT 'events', count(*) FROM events UNION ALL
+SELECT 'deliveries', count(*) FROM deliveries UNION ALL
+SELECT 'attempts', count(*) FROM attempts UNION ALL
+SELECT 'quarantine', count(*) FROM quarantine UNION ALL
+SELECT 'subscriber_state', count(*) FROM subscriber_state UNION ALL
+SELECT 'key_state', count(*) FROM key_state UNION ALL
+SELECT 'checkpoints', count(*) FROM checkpoints UNION ALL
+SELECT 'record_hashes', count(*) FROM record_hashes UNION ALL
+SELECT 'entity_state', count(*) FROM entity_state UNION ALL
+SELECT 'rule_state', count(*) FROM rule_state UNION ALL
+SELECT 'ion_confirms', count(*) FROM ion_confirms;
+
+-- name: copy_column_types
+SELECT column_name, data_type FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = $1;
+
+-- name: copy_lock_tables
+-- No relay writes the target while it is filled (a relay started too early waits, then sees the whole copy).
+LOCK TABLE events, deliveries, attempts, quarantine, subscriber_state, key_state, checkpoints, record_hashes,
+           entity_state, rule_state, ion_confirms IN EXCLUSIVE MODE;
+
+-- name: copy_reset_identities
+-- Ids were copied as they were: new rows continue after the highest.
+SELECT setval(pg_get_serial_sequence('events', 'seq'), (SELECT coalesce(max(seq), 0) + 1 FROM events), false),
+       setval(pg_get_serial_sequence('deliveries', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM deliveries), false),
+       setval(pg_get_serial_sequence('attempts', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM attempts), false),
+       setval(pg_get_serial_sequence('quarantine', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM quarantine), false),
+       setval(pg_get_serial_sequence('ion_confirms', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM ion_confirms),
+              false);
