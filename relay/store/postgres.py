@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +61,11 @@ _DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.In
 _CONNECT_TIMEOUT_S = 10.0
 _COMMAND_TIMEOUT_S = 60.0
 _DROP_LOG_INTERVAL_S = 60.0
+# Wake-ups across instances: one NOTIFY per window at most, whatever the commit rate (each NOTIFY takes a global
+# lock at commit, so one per event would serialise every instance's commits).
+_NOTIFY_CHANNEL = "relay_due"
+_NOTIFY_COALESCE_S = 0.05
+_LISTEN_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +234,13 @@ class PostgresStore(Store):
         self._commit_listeners: list[Callable[[], None]] = []
         self._drops_unlogged = 0
         self._drop_logged_at = float("-inf")
+        # Our own NOTIFYs carry this id, so an instance does not wake itself twice for its own commits.
+        self.instance_id = uuid.uuid4().hex
+        self._notify_wanted = asyncio.Event()
+        self._notify_unsent = False  # set by a commit, cleared once a NOTIFY went out after it
+        self._notifier_task: asyncio.Task[None] | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._listener_conn: asyncpg.Connection | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -242,6 +255,9 @@ class PostgresStore(Store):
             raise
         metrics.QUARANTINE_BYTES.set(int(usage))
         self._writer_task = asyncio.create_task(self._write_loop(), name="postgres-writer")
+        self._notifier_task = asyncio.create_task(self._notify_forever(), name="postgres-notify")
+        if self._commit_listeners:
+            self._listen()
 
     async def _connect(self) -> None:
         try:
@@ -297,6 +313,16 @@ class PostgresStore(Store):
             await self._queue.put(None)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
+        for task in (self._notifier_task, self._listener_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._notify_unsent:  # the last commits (a `relay replay` about to exit) still wake the others
+            await self._send_notify()
+        if self._listener_conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listener_conn.close(), timeout=5.0)
         await self._close_pool()
 
     async def _close_pool(self) -> None:
@@ -312,12 +338,76 @@ class PostgresStore(Store):
         return self._pool.acquire()
 
     def add_commit_listener(self, callback: Callable[[], None]) -> None:
-        """Call `callback` after every commit of this process that created deliveries (wakes the dispatcher)."""
+        """Call `callback` after every commit that created due deliveries: this process's at once, another
+        instance's (or a `relay replay`'s) when its NOTIFY arrives; polling stays the backstop."""
         self._commit_listeners.append(callback)
+        if self._writer_task is not None and not self._closed:
+            self._listen()
 
     def _notify(self) -> None:
+        """Deliveries became due in a commit of this process: wake its listeners now, the other instances soon."""
+        self._wake_local()
+        self._notify_unsent = True
+        self._notify_wanted.set()
+
+    def _wake_local(self) -> None:
         for callback in self._commit_listeners:
             callback()
+
+    async def _notify_forever(self) -> None:
+        while True:
+            await self._notify_wanted.wait()
+            self._notify_wanted.clear()
+            await self._send_notify()
+            # Coalescing: commits during this window share the next NOTIFY. A rate limit, not synchronisation.
+            await asyncio.sleep(_NOTIFY_COALESCE_S)
+
+    async def _send_notify(self) -> None:
+        self._notify_wanted.clear()
+        self._notify_unsent = False
+        try:
+            async with self._acquire() as conn:
+                await conn.execute(Q["notify_due"], _NOTIFY_CHANNEL, self.instance_id)
+        except asyncio.CancelledError:
+            self._notify_unsent = True  # close() interrupted it: close() sends it
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, StoreUnavailable) as exc:
+            # Only a hint: the other instances find the deliveries at their next poll.
+            log.info("wake-up notification not sent", error=_describe(exc))
+
+    def _listen(self) -> None:
+        if self._listener_task is None:
+            self._listener_task = asyncio.create_task(self._listen_forever(), name="postgres-listen")
+
+    async def _listen_forever(self) -> None:
+        """Hold one connection that LISTENs for other instances' wake-ups; reconnect when it is lost."""
+        while True:
+            try:
+                conn = await asyncpg.connect(self.target.dsn, password=self.target.password, timeout=_CONNECT_TIMEOUT_S)
+            except _DB_ERRORS as exc:
+                log.info("cannot listen for wake-ups; polling meanwhile", error=_describe(exc))
+            else:
+                self._listener_conn = conn
+                try:
+                    await self._listen_on(conn)
+                except _DB_ERRORS as exc:
+                    log.info("wake-up connection failed; reconnecting", error=_describe(exc))
+                finally:
+                    self._listener_conn = None
+                    conn.terminate()
+            await asyncio.sleep(_LISTEN_RETRY_S)  # reconnect back-off; the dispatcher keeps polling meanwhile
+
+    async def _listen_on(self, conn: asyncpg.Connection) -> None:
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        await conn.add_listener(_NOTIFY_CHANNEL, self._on_notification)
+        self._wake_local()  # whatever became due while nobody listened
+        await lost.wait()
+        log.info("wake-up connection lost; reconnecting")
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if payload != self.instance_id:
+            self._wake_local()
 
     # ------------------------------------------------------------------------------------ the writer
 

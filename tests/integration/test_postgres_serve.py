@@ -3,6 +3,7 @@ signed deliveries (verified with standardwebhooks) exactly once each, and a repl
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import aiohttp
@@ -85,3 +86,32 @@ async def test_migrate_refuses_a_newer_schema_in_one_line(tmp_path: Path, postgr
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith("error: store: ")
     assert "schema version 999, newer than this relay knows" in line
+
+
+async def test_a_replay_from_the_cli_is_sent_at_once_not_at_the_next_poll(tmp_path: Path, postgres_url: str) -> None:
+    sub = Subscriber()
+    await sub.start()
+    # Polling every 30 s: only the wake-up from the replaying process can make the relay send within seconds.
+    data = base_config(
+        tmp_path,
+        store={"url": postgres_url},
+        delivery={"poll_interval": "30s"},
+        subscribers=[subscriber_config("s", sub.url, channels=["order/*"])],
+    )
+    config = write(tmp_path, data)
+    try:
+        with relay_process(config, tmp_path) as relay:
+            await relay.wait_ready()
+            async with aiohttp.ClientSession() as session:
+                body = orjson.dumps(sample_event("order/synced", "woken-1"))
+                async with session.post(f"{relay.base_url}/v1/sources/hub/events", data=body, headers=AUTH) as r:
+                    assert r.status == 202, await r.text()
+            await until(lambda: sub.delivered_ids() == ["woken-1"], timeout=10)
+            started = time.monotonic()
+            replay = await arun_cli("replay", "-c", str(config), "--event-id", "woken-1")
+            assert replay.returncode == 0, replay.stderr
+            await until(lambda: len(sub.delivered) == 2, timeout=10)
+            assert time.monotonic() - started < 10  # well inside the 30 s poll interval
+            assert (sub.delivered[-1].headers["relay-replay"], sub.delivered[-1].verified) == ("true", True)
+    finally:
+        await sub.stop()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import helpers
 import pytest
 
 from relay.events import Event
@@ -275,3 +277,22 @@ async def test_a_follower_of_the_event_cursor_misses_nothing_two_instances_store
     writing = False
     await reader
     assert len(seen) == len(set(seen)) == 2 * 150 * 3
+
+
+async def test_another_instance_is_woken_by_one_notification_per_window_not_per_commit(open_store: OpenStore) -> None:
+    sender, receiver = await open_store(), await open_store()
+    wakes: list[float] = []
+    receiver.add_commit_listener(lambda: wakes.append(time.monotonic()))
+    # The receiver wakes once when it starts listening (whatever became due meanwhile); wait for that first.
+    await helpers.until(lambda: len(wakes) >= 1, timeout=10)
+    wakes.clear()
+    await sender.ingest([NewEvent(event("first"), [DeliveryPlan("s")])])
+    await helpers.until(lambda: len(wakes) >= 1, timeout=10)
+    # A storm of 200 separate commits that each create a delivery: coalesced into a few NOTIFYs.
+    wakes.clear()
+    started = time.monotonic()
+    for n in range(200):  # one after another: 200 group commits, each creating a delivery
+        await sender.ingest([NewEvent(event(f"storm-{n}"), [DeliveryPlan("s")])])
+    elapsed_s = time.monotonic() - started
+    await helpers.until(lambda: len(wakes) >= 1, timeout=10)
+    assert len(wakes) <= elapsed_s / 0.05 + 2, (len(wakes), elapsed_s)

@@ -452,3 +452,7 @@ SELECT setval(pg_get_serial_sequence('events', 'seq'), (SELECT coalesce(max(seq)
        setval(pg_get_serial_sequence('quarantine', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM quarantine), false),
        setval(pg_get_serial_sequence('ion_confirms', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM ion_confirms),
               false);
+
+-- name: notify_due
+-- Deliveries became due: a hint to the instances LISTENing on $1; the payload names the sender.
+SELECT pg_notify($1, $2);
