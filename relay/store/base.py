@@ -547,6 +547,23 @@ class Store(abc.ABC):
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         """Delete up to `limit` events received before `cutoff` with nothing left to deliver."""
 
+    # -------------------------------------------------------------------------------- poll leases
+
+    async def hold_poll_lease(self, source: str, resource: str, owner: str, ttl_s: float) -> bool:
+        """Take, or renew, the lease to poll one resource for `ttl_s` seconds; False while another owner holds it.
+
+        A store only one process opens (SQLite) has nobody to share with: every lease is held (this default).
+        """
+        return True
+
+    async def renew_poll_leases(self, owner: str, ttl_s: float) -> int:
+        """Extend every poll lease `owner` holds by `ttl_s` from now; returns how many it holds."""
+        return 0
+
+    async def release_poll_leases(self, owner: str) -> None:
+        """Give up every poll lease of `owner` (a clean stop: the others take over at once)."""
+        del owner  # the single-process default holds nothing another process could take over
+
     # -------------------------------------------------------------------------------- current state
 
     @abc.abstractmethod

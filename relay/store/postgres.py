@@ -984,6 +984,26 @@ class PostgresStore(Store):
             self._notify()
         return result
 
+    # ------------------------------------------------------------------------------------ poll leases
+
+    async def hold_poll_lease(self, source: str, resource: str, owner: str, ttl_s: float) -> bool:
+        async def hold(conn: asyncpg.Connection) -> bool:
+            return await conn.fetchval(Q["hold_poll_lease"], source, resource, owner, ttl_s) is not None
+
+        return await self.write(hold)
+
+    async def renew_poll_leases(self, owner: str, ttl_s: float) -> int:
+        async def renew(conn: asyncpg.Connection) -> int:
+            return _rowcount(await conn.execute(Q["renew_poll_leases"], owner, ttl_s))
+
+        return await self.write(renew)
+
+    async def release_poll_leases(self, owner: str) -> None:
+        async def release(conn: asyncpg.Connection) -> None:
+            await conn.execute(Q["release_poll_leases"], owner)
+
+        await self.write(release)
+
     # ------------------------------------------------------------------------------------ current state
 
     async def get_state(self, noun: str, entity_key: str) -> StateRecord | None:

@@ -296,3 +296,18 @@ async def test_another_instance_is_woken_by_one_notification_per_window_not_per_
     elapsed_s = time.monotonic() - started
     await helpers.until(lambda: len(wakes) >= 1, timeout=10)
     assert len(wakes) <= elapsed_s / 0.05 + 2, (len(wakes), elapsed_s)
+
+
+async def test_a_poll_lease_has_one_holder_until_it_lapses_or_is_released(open_store: OpenStore) -> None:
+    a, b = await open_store(), await open_store()
+    assert await a.hold_poll_lease("x3", "BPCUSTOMER", "A", 0.5)
+    assert not await b.hold_poll_lease("x3", "BPCUSTOMER", "B", 0.5)
+    assert await b.hold_poll_lease("x3", "BPCUSTOMER-2", "B", 30)  # another resource is free
+    assert await a.hold_poll_lease("x3", "BPCUSTOMER", "A", 0.5)  # renewed by its holder
+    # Not renewed: it lapses, and the other instance takes it over.
+    await helpers.until(lambda: b.hold_poll_lease("x3", "BPCUSTOMER", "B", 30), timeout=10)
+    assert not await a.hold_poll_lease("x3", "BPCUSTOMER", "A", 30)
+    assert await b.renew_poll_leases("B", 30) == 2
+    assert await a.renew_poll_leases("A", 30) == 0
+    await b.release_poll_leases("B")
+    assert await a.hold_poll_lease("x3", "BPCUSTOMER", "A", 30)

@@ -456,3 +456,17 @@ SELECT setval(pg_get_serial_sequence('events', 'seq'), (SELECT coalesce(max(seq)
 -- name: notify_due
 -- Deliveries became due: a hint to the instances LISTENing on $1; the payload names the sender.
 SELECT pg_notify($1, $2);
+
+-- name: hold_poll_lease
+-- Taken when free or expired, renewed when ours; no row back while another instance holds it.
+INSERT INTO poll_leases (source, resource, owner, expires_at)
+VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4::float8))
+ON CONFLICT (source, resource) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+WHERE poll_leases.owner = excluded.owner OR poll_leases.expires_at < clock_timestamp()
+RETURNING owner;
+
+-- name: renew_poll_leases
+UPDATE poll_leases SET expires_at = clock_timestamp() + make_interval(secs => $2::float8) WHERE owner = $1;
+
+-- name: release_poll_leases
+DELETE FROM poll_leases WHERE owner = $1;
