@@ -339,6 +339,8 @@ class Store(abc.ABC):
     dialect: str = ""
     #: Most bytes quarantined inputs may hold together (`quarantine.max_bytes`); the oldest go first past it.
     quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES
+    #: Several relay processes may serve from this store at once (PostgreSQL): they share circuit states.
+    shared: bool = False
     #: The derived-event rules applied in every ingest transaction (None: no rules).
     deriver: Deriver | None = None
 

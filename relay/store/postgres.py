@@ -214,6 +214,7 @@ class PostgresStore(Store):
     """The shared store. Reads use a pool; writes of this process go through one group-commit writer."""
 
     dialect = "postgres"
+    shared = True
 
     def __init__(
         self,

@@ -1,5 +1,6 @@
-"""Pollers across instances on one PostgreSQL store: an X3 resource is polled by one `relay serve` at a time, and
-when that instance is killed another takes over within the documented bound, without delivering anything twice."""
+"""Shared work across instances on one PostgreSQL store: an X3 resource is polled by one `relay serve` at a time,
+and when that instance is killed another takes over within the documented bound, without delivering anything
+twice; a circuit opened on one instance holds on the others."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
-from helpers import base_config, free_port, relay_process, until
+from helpers import HUB_TOKEN, base_config, free_port, relay_process, sample_event, until
 from helpers import write_config as write
 from subscriber import Subscriber, subscriber_config
 
@@ -115,3 +117,72 @@ async def test_one_instance_polls_a_resource_and_another_takes_over_when_it_is_k
                 print(f"poller failover after SIGKILL: {failover_s:.2f} s (bound {FAILOVER_BOUND_S:.2f} s)")
         finally:
             await sub.stop()
+
+
+async def circuit_open(session: aiohttp.ClientSession, base_url: str) -> bool:
+    async with session.get(base_url + "/metrics") as resp:
+        text = await resp.text()
+    return 'relay_subscriber_circuit_open{subscriber="s"} 1.0' in text
+
+
+async def pending_gauge(session: aiohttp.ClientSession, base_url: str) -> float:
+    async with session.get(base_url + "/metrics") as resp:
+        text = await resp.text()
+    lines = [ln for ln in text.splitlines() if ln.startswith('relay_deliveries_pending{subscriber="s"}')]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+@pytest.mark.slow  # two `relay serve` processes
+async def test_a_circuit_opened_on_one_instance_holds_on_another(tmp_path: Path, postgres_url: str) -> None:
+    sub = Subscriber(behaviour=lambda *_: 500)
+    await sub.start()
+    configs = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        failing = subscriber_config(
+            "s", sub.url, channels=["order/*"], circuit={"failure_threshold": 2, "cooldown": "60s"}
+        )
+        data = base_config(
+            folder,
+            store={"url": postgres_url},
+            server={"listen": f"127.0.0.1:{free_port()}"},
+            subscribers=[failing],
+        )
+        configs.append((folder, write(folder, data)))
+    auth = {"Authorization": f"Bearer {HUB_TOKEN}", "Content-Type": "application/json"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            with relay_process(configs[0][1], configs[0][0]) as a:
+                await a.wait_ready()
+                for n in range(3):
+                    body = orjson.dumps(sample_event("order/synced", f"before-{n}"))
+                    async with session.post(f"{a.base_url}/v1/sources/hub/events", data=body, headers=auth) as r:
+                        assert r.status == 202
+                await until(lambda: circuit_open(session, a.base_url), timeout=20)
+                sent_by_a = len(sub.requests)
+                assert sent_by_a >= 2
+                # A second instance starts while the circuit is open: it holds it open too and sends nothing,
+                # even for events it receives itself.
+                with relay_process(configs[1][1], configs[1][0]) as b:
+                    await b.wait_ready()
+                    await until(lambda: circuit_open(session, b.base_url), timeout=10)
+                    for n in range(5):
+                        body = orjson.dumps(sample_event("order/synced", f"on-b-{n}"))
+                        async with session.post(f"{b.base_url}/v1/sources/hub/events", data=body, headers=auth) as r:
+                            assert r.status == 202
+                    # B's gauges refresh after its dispatcher was woken by those events.
+                    conn = await asyncpg.connect(postgres_url)
+                    try:
+                        pending = await conn.fetchval("SELECT count(*) FROM deliveries WHERE state = 'pending'")
+                    finally:
+                        await conn.close()
+                    assert pending >= 5
+
+                    async def b_counted_them() -> bool:
+                        return await pending_gauge(session, b.base_url) == pending
+
+                    await until(b_counted_them, timeout=10)
+                    assert len(sub.requests) == sent_by_a
+    finally:
+        await sub.stop()
