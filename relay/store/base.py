@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from relay.events import Event
+import orjson
+
+from relay.events import Event, parse_ts
 
 __all__ = [
     "DEFAULT_QUARANTINE_MAX_BYTES",
@@ -36,6 +38,7 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "SubscriberState",
+    "command_from_row",
 ]
 
 
@@ -323,6 +326,28 @@ class CommandRow:
     created_at: datetime
     finished_at: datetime | None
     window_start_at: datetime
+
+
+def command_from_row(r: Sequence[Any]) -> CommandRow:
+    """A command as both backends select it (`id, source, command, …, window_start_at`: text times, JSON texts)."""
+    return CommandRow(
+        id=r[0],
+        source=r[1],
+        command=r[2],
+        idempotency_key=r[3],
+        body_hash=r[4],
+        body=bytes(r[5]),
+        order_key=r[6],
+        reference=r[7],
+        status=r[8],
+        attempts=int(r[9]),
+        next_attempt_at=parse_ts(r[10]),
+        result=orjson.loads(r[11]) if r[11] is not None else None,
+        error=orjson.loads(r[12]) if r[12] is not None else None,
+        created_at=parse_ts(r[13]),
+        finished_at=parse_ts(r[14]) if r[14] is not None else None,
+        window_start_at=parse_ts(r[15]),
+    )
 
 
 @dataclass(frozen=True, slots=True)

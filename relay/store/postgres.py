@@ -8,7 +8,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +28,8 @@ from relay.store.base import (
     Checkpoint,
     ClaimedDelivery,
     ClaimRequest,
+    CommandFilter,
+    CommandRow,
     Completion,
     ConfirmEntry,
     ConfirmRow,
@@ -35,6 +37,7 @@ from relay.store.base import (
     DeliveryRow,
     EventFilter,
     IngestOutcome,
+    NewCommand,
     NewEvent,
     PollCommit,
     QuarantineEntry,
@@ -45,6 +48,7 @@ from relay.store.base import (
     Store,
     StoreUnavailable,
     SubscriberState,
+    command_from_row,
 )
 
 if TYPE_CHECKING:
@@ -978,6 +982,36 @@ class PostgresStore(Store):
                 orjson.dumps(cp.state).decode(),
                 now,
             )
+            if commit.shape is not None:
+                await conn.execute(Q["save_observation"], *_observation(commit.source, commit.resource, "shape",
+                                                                        commit.shape, now))  # fmt: skip
+            return outcomes
+
+        result = await self.write(apply)
+        if created:
+            self._notify()
+        return result
+
+    async def get_observation(self, source: str, resource: str, kind: str) -> dict[str, Any] | None:
+        rows = await self._fetch(Q["get_observation"], source, resource, kind)
+        if not rows:
+            return None
+        value = orjson.loads(rows[0][0])
+        return value if isinstance(value, dict) else None
+
+    async def commit_observation(
+        self, source: str, resource: str, kind: str, value: Mapping[str, Any], events: Sequence[NewEvent] = ()
+    ) -> list[IngestOutcome]:
+        args = _observation(source, resource, kind, value, utc_text(_now()))
+        created = 0
+        deriver = self.deriver
+
+        async def apply(conn: asyncpg.Connection) -> list[IngestOutcome]:
+            nonlocal created
+            outcomes: list[IngestOutcome] = []
+            if events:
+                (outcomes,), created = await _apply_ingest(conn, [events], deriver)
+            await conn.execute(Q["save_observation"], *args)
             return outcomes
 
         result = await self.write(apply)
@@ -1019,6 +1053,117 @@ class PostgresStore(Store):
             return _rowcount(await conn.execute(Q["prune_events"], utc_text(cutoff), limit))
 
         return await self.write(delete)
+
+    # ------------------------------------------------------------------------------------ commands
+
+    async def submit_command(self, command: NewCommand) -> tuple[CommandRow, bool]:
+        args = (
+            command.id,
+            command.source,
+            command.command,
+            command.idempotency_key,
+            command.body_hash,
+            command.body,
+            command.order_key,
+            command.reference,
+            utc_text(command.now),
+        )
+
+        async def insert(conn: asyncpg.Connection) -> tuple[CommandRow, bool]:
+            created = _rowcount(await conn.execute(Q["insert_command"], *args)) == 1
+            row = await conn.fetchrow(Q["command_by_key"], command.source, command.idempotency_key)
+            if row is None:  # the conflicting row is committed before ON CONFLICT gives way: never absent
+                raise StoreUnavailable(f"command {command.idempotency_key!r} was neither stored nor found")
+            return command_from_row(tuple(row)), created
+
+        return await self.write(insert)
+
+    async def get_command(self, command_id: str) -> CommandRow | None:
+        rows = await self._fetch(Q["command_by_id"], command_id)
+        return command_from_row(tuple(rows[0])) if rows else None
+
+    async def claim_commands(
+        self, owner: str, source: str, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[CommandRow]:
+        args = (owner, utc_text(lease_until), source, utc_text(now), limit)
+
+        async def claim(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            rows: list[asyncpg.Record] = await conn.fetch(Q["claim_commands"], *args)
+            return rows
+
+        claimed = [command_from_row(tuple(r)) for r in await self.write(claim)]
+        return sorted(claimed, key=lambda c: (c.created_at, c.id))
+
+    async def finish_command(
+        self,
+        command_id: str,
+        owner: str,
+        *,
+        status: Literal["succeeded", "failed"],
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        now: datetime,
+        event: NewEvent | None,
+    ) -> bool:
+        args = (
+            command_id,
+            owner,
+            status,
+            orjson.dumps(result).decode() if result is not None else None,
+            orjson.dumps(error).decode() if error is not None else None,
+            utc_text(now),
+        )
+        created = 0
+        deriver = self.deriver
+
+        async def apply(conn: asyncpg.Connection) -> bool:
+            nonlocal created
+            if _rowcount(await conn.execute(Q["finish_command"], *args)) != 1:
+                return False  # the lease was lost: neither the outcome nor its event is written
+            if event is not None:
+                _, created = await _apply_ingest(conn, [[event]], deriver)
+            return True
+
+        done = await self.write(apply)
+        if created:
+            self._notify()
+        return done
+
+    async def reschedule_command(
+        self, command_id: str, owner: str, *, next_attempt_at: datetime, error: dict[str, Any]
+    ) -> bool:
+        args = (command_id, owner, utc_text(next_attempt_at), orjson.dumps(error).decode())
+
+        async def update(conn: asyncpg.Connection) -> bool:
+            return _rowcount(await conn.execute(Q["reschedule_command"], *args)) == 1
+
+        return await self.write(update)
+
+    async def retry_command(self, command_id: str, now: datetime) -> bool:
+        async def update(conn: asyncpg.Connection) -> bool:
+            return _rowcount(await conn.execute(Q["retry_command"], command_id, utc_text(now))) == 1
+
+        return await self.write(update)
+
+    async def release_command_leases(self, owner: str) -> int:
+        async def release(conn: asyncpg.Connection) -> int:
+            return _rowcount(await conn.execute(Q["release_command_leases"], owner))
+
+        return await self.write(release)
+
+    async def list_commands(self, flt: CommandFilter) -> list[CommandRow]:
+        rows = await self._fetch(Q["list_commands"], flt.source, flt.status, flt.command, flt.limit)
+        return [command_from_row(tuple(r)) for r in rows]
+
+    async def open_command_counts(self) -> dict[tuple[str, str], int]:
+        return {(r[0], r[1]): int(r[2]) for r in await self._fetch(Q["count_open_commands"])}
+
+
+def _observation(
+    source: str, resource: str, kind: str, value: Mapping[str, Any], now: str
+) -> tuple[str, str, str, str, str]:
+    """The arguments of `save_observation`: the value as JSON text, as SQLite keeps it."""
+    return source, resource, kind, orjson.dumps(dict(value)).decode(), now
 
 
 # ---------------------------------------------------------------------------------------- batch statements

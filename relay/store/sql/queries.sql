@@ -507,6 +507,15 @@ SELECT rule, entity_key, active, version_order, event_id FROM rule_state ORDER B
 SELECT id, source, created_at, bod_id, parameters, payload, attempts, next_attempt_at, last_error
 FROM ion_confirms ORDER BY id;
 
+-- name: copy_commands
+-- The rowid is the submission order: PostgreSQL keeps it as `seq`, the order claims walk.
+SELECT rowid AS seq, id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, lease_owner, lease_until, result, error, window_start_at, created_at, finished_at
+FROM commands ORDER BY rowid;
+
+-- name: copy_resource_observations
+SELECT source, resource, kind, value, updated_at FROM resource_observations ORDER BY source, resource, kind;
+
 -- name: copy_counts
 -- Rows per copied table: compared with the target's before the copy commits.
 SELECT 'events', count(*) FROM events UNION ALL
@@ -519,4 +528,6 @@ SELECT 'checkpoints', count(*) FROM checkpoints UNION ALL
 SELECT 'record_hashes', count(*) FROM record_hashes UNION ALL
 SELECT 'entity_state', count(*) FROM entity_state UNION ALL
 SELECT 'rule_state', count(*) FROM rule_state UNION ALL
-SELECT 'ion_confirms', count(*) FROM ion_confirms;
+SELECT 'ion_confirms', count(*) FROM ion_confirms UNION ALL
+SELECT 'commands', count(*) FROM commands UNION ALL
+SELECT 'resource_observations', count(*) FROM resource_observations;

@@ -421,6 +421,90 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text
 ON CONFLICT (rule, entity_key) DO UPDATE SET
     active = excluded.active, version_order = excluded.version_order, event_id = excluded.event_id;
 
+-- ------------------------------------------------------------------------------------------ commands
+
+-- name: insert_command
+-- The first request with a key creates the command; a repeat (here or on another instance, even one committing
+-- right now: the insert waits for it) finds the existing row (see command_by_key).
+INSERT INTO commands (id, source, command, idempotency_key, body_hash, body, order_key, reference, status,
+                      attempts, next_attempt_at, window_start_at, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'accepted', 0, $9, $9, $9)
+ON CONFLICT (source, idempotency_key) DO NOTHING;
+
+-- name: command_by_key
+SELECT id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, result, error, created_at, finished_at, window_start_at
+FROM commands WHERE source = $1 AND idempotency_key = $2;
+
+-- name: command_by_id
+SELECT id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, result, error, created_at, finished_at, window_start_at
+FROM commands WHERE id = $1;
+
+-- name: claim_commands
+-- Due commands of one source in submission order, each only when no older command of its order key is open
+-- (accepted or running, by anyone): per-key order across instances, kept by the database. A `running` command
+-- whose lease ran out (its executor died) is taken over. A row another instance is claiming is skipped, and the
+-- commands of its key behind it stay blocked because it is still open in this statement's snapshot.
+WITH claimed AS (
+    UPDATE commands SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1
+    WHERE id IN (
+        SELECT c.id FROM commands c
+        WHERE c.source = $3 AND c.status IN ('accepted', 'running') AND c.next_attempt_at <= $4
+          AND (c.status = 'accepted' OR c.lease_until < $4)
+          AND NOT EXISTS (
+                SELECT 1 FROM commands o
+                WHERE o.source = c.source AND o.order_key = c.order_key AND o.status IN ('accepted', 'running')
+                  AND o.seq < c.seq)
+        ORDER BY c.seq
+        LIMIT $5
+        FOR UPDATE OF c SKIP LOCKED)
+    RETURNING seq, id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, result, error, created_at, finished_at, window_start_at)
+SELECT id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, result, error, created_at, finished_at, window_start_at
+FROM claimed ORDER BY seq;
+
+-- name: finish_command
+-- Only the lease holder finishes: an executor whose lease ran out and was taken over changes nothing.
+UPDATE commands SET status = $3, result = $4, error = $5, finished_at = $6, lease_owner = NULL, lease_until = NULL
+WHERE id = $1 AND status = 'running' AND lease_owner = $2;
+
+-- name: reschedule_command
+UPDATE commands SET status = 'accepted', next_attempt_at = $3, error = $4, lease_owner = NULL, lease_until = NULL
+WHERE id = $1 AND status = 'running' AND lease_owner = $2;
+
+-- name: retry_command
+-- An operator restarts a failed command: a fresh retry window from now, attempts kept for the record.
+UPDATE commands SET status = 'accepted', next_attempt_at = $2, window_start_at = $2, error = NULL, result = NULL,
+                    finished_at = NULL
+WHERE id = $1 AND status = 'failed';
+
+-- name: release_command_leases
+UPDATE commands SET status = 'accepted', lease_owner = NULL, lease_until = NULL
+WHERE status = 'running' AND lease_owner = $1;
+
+-- name: list_commands
+SELECT id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, result, error, created_at, finished_at, window_start_at
+FROM commands
+WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR command = $3)
+ORDER BY seq DESC
+LIMIT $4;
+
+-- name: count_open_commands
+SELECT source, command, count(*) FROM commands WHERE status IN ('accepted', 'running') GROUP BY source, command;
+
+-- ------------------------------------------------------------------------------------------ observations
+
+-- name: get_observation
+SELECT value FROM resource_observations WHERE source = $1 AND resource = $2 AND kind = $3;
+
+-- name: save_observation
+INSERT INTO resource_observations (source, resource, kind, value, updated_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (source, resource, kind) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;
+
 -- name: copy_counts
 -- Rows per table `relay store copy` fills: the target must start empty, and match the source before commit.
 SELECT 'events', count(*) FROM events UNION ALL
@@ -433,7 +517,9 @@ SELECT 'checkpoints', count(*) FROM checkpoints UNION ALL
 SELECT 'record_hashes', count(*) FROM record_hashes UNION ALL
 SELECT 'entity_state', count(*) FROM entity_state UNION ALL
 SELECT 'rule_state', count(*) FROM rule_state UNION ALL
-SELECT 'ion_confirms', count(*) FROM ion_confirms;
+SELECT 'ion_confirms', count(*) FROM ion_confirms UNION ALL
+SELECT 'commands', count(*) FROM commands UNION ALL
+SELECT 'resource_observations', count(*) FROM resource_observations;
 
 -- name: copy_column_types
 SELECT column_name, data_type FROM information_schema.columns
@@ -442,7 +528,7 @@ WHERE table_schema = current_schema() AND table_name = $1;
 -- name: copy_lock_tables
 -- No relay writes the target while it is filled (a relay started too early waits, then sees the whole copy).
 LOCK TABLE events, deliveries, attempts, quarantine, subscriber_state, key_state, checkpoints, record_hashes,
-           entity_state, rule_state, ion_confirms IN EXCLUSIVE MODE;
+           entity_state, rule_state, ion_confirms, commands, resource_observations IN EXCLUSIVE MODE;
 
 -- name: copy_reset_identities
 -- Ids were copied as they were: new rows continue after the highest.
@@ -451,7 +537,8 @@ SELECT setval(pg_get_serial_sequence('events', 'seq'), (SELECT coalesce(max(seq)
        setval(pg_get_serial_sequence('attempts', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM attempts), false),
        setval(pg_get_serial_sequence('quarantine', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM quarantine), false),
        setval(pg_get_serial_sequence('ion_confirms', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM ion_confirms),
-              false);
+              false),
+       setval(pg_get_serial_sequence('commands', 'seq'), (SELECT coalesce(max(seq), 0) + 1 FROM commands), false);
 
 -- name: notify_due
 -- Deliveries became due: a hint to the instances LISTENing on $1; the payload names the sender.
