@@ -17,10 +17,12 @@ import pytest
 from relay.events import Event
 from relay.store import (
     ClaimRequest,
+    CommandRow,
     Completion,
     DeliveryFilter,
     DeliveryPlan,
     EventFilter,
+    NewCommand,
     NewEvent,
     StoreUnavailable,
     create_store,
@@ -142,6 +144,70 @@ async def test_per_key_order_holds_across_instances(open_store: OpenStore) -> No
     await asyncio.wait_for(asyncio.gather(*(work(s, f"inst-{i}") for i, s in enumerate(instances))), 60)
     assert overlaps == []
     assert delivered == {f"K{k}": list(range(1, versions + 1)) for k in range(keys)}
+
+
+async def test_instances_claiming_commands_at_once_never_share_one_and_keep_per_key_order(
+    open_store: OpenStore,
+) -> None:
+    instances = [await open_store() for _ in range(3)]
+    customers, per_customer = 8, 6
+    for n in range(per_customer):  # interleaved submissions: each customer's commands are spread out
+        for c in range(customers):
+            await instances[n % 3].submit_command(
+                NewCommand(
+                    id=f"C{c}-{n}",
+                    source="x3",
+                    command="order/create",
+                    idempotency_key=f"C{c}-{n}",
+                    body_hash="h",
+                    body=b"{}",
+                    order_key=f"C{c}",
+                    reference=None,
+                    now=NOW,
+                )
+            )
+    total = customers * per_customer
+    claims: list[str] = []
+    in_flight: dict[str, str] = {}
+    finished: dict[str, list[int]] = {}
+    overlaps: list[str] = []
+
+    async def work(store: PostgresStore, owner: str) -> None:
+        while sum(len(v) for v in finished.values()) < total:
+            now = datetime.now(UTC)
+            claimed = await store.claim_commands(owner, "x3", now=now, lease_until=now + timedelta(60), limit=4)
+            for cmd in claimed:
+                claims.append(cmd.id)
+                if cmd.order_key in in_flight:
+                    overlaps.append(f"{cmd.id} while {in_flight[cmd.order_key]}")
+                in_flight[cmd.order_key] = cmd.id
+            await asyncio.sleep(random.uniform(0, 0.003))  # the ERP call: other instances claim meanwhile
+            for cmd in claimed:
+                del in_flight[cmd.order_key]
+                finished.setdefault(cmd.order_key, []).append(int(cmd.id.rsplit("-", 1)[1]))
+                assert await store.finish_command(
+                    cmd.id, owner, status="succeeded", result={}, error=None, now=now, event=None
+                )
+            if not claimed:
+                await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(asyncio.gather(*(work(s, f"inst-{i}") for i, s in enumerate(instances))), 60)
+    assert sorted(claims) == sorted({f"C{c}-{n}" for c in range(customers) for n in range(per_customer)})
+    assert overlaps == []
+    assert finished == {f"C{c}": list(range(per_customer)) for c in range(customers)}
+    assert await instances[1].open_command_counts() == {}
+
+
+async def test_one_idempotency_key_submitted_on_two_instances_at_once_is_stored_once(open_store: OpenStore) -> None:
+    first, second = await open_store(), await open_store()
+
+    def submit(store: PostgresStore, n: int) -> Awaitable[tuple[CommandRow, bool]]:
+        cmd = NewCommand(f"cmd{n}", "x3", "order/create", "same-key", "h", b"{}", "C1", None, NOW)
+        return store.submit_command(cmd)
+
+    results = await asyncio.gather(*(submit(first if n % 2 else second, n) for n in range(20)))
+    assert sum(created for _, created in results) == 1
+    assert len({row.id for row, _ in results}) == 1
 
 
 async def test_instances_starting_at_once_migrate_once(open_store: OpenStore, postgres_url: str) -> None:
