@@ -34,6 +34,8 @@ COPIED_TABLES = (
     "entity_state",
     "rule_state",
     "ion_confirms",
+    "commands",
+    "resource_observations",
 )
 _CHUNK_ROWS = 5000
 

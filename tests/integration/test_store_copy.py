@@ -16,10 +16,12 @@ from relay.events import Event
 from relay.store import (
     Checkpoint,
     ClaimRequest,
+    CommandFilter,
     Completion,
     DeliveryFilter,
     DeliveryPlan,
     EventFilter,
+    NewCommand,
     NewEvent,
     PollCommit,
     QuarantineEntry,
@@ -69,10 +71,27 @@ async def fill_sqlite(store: Store) -> None:
     await store.complete_deliveries(completions)
     await store.quarantine(QuarantineEntry("hub", "not JSON", b"{", NOW, details=[{"path": "$", "message": "x"}]))
     commit = PollCommit(
-        "x3", "BPCUSTOMER", [NewEvent(order(100))], [("C1", "h1")], Checkpoint("2026-11-20T00:00:00Z", "k", {"a": 1})
+        "x3",
+        "BPCUSTOMER",
+        [NewEvent(order(100))],
+        [("C1", "h1")],
+        Checkpoint("2026-11-20T00:00:00Z", "k", {"a": 1}),
+        shape={"BPCNUM": "string"},
     )
     await store.commit_poll(commit)
+    await store.commit_observation("x3", "BPCUSTOMER", "health", {"state": "failing", "failures": 3})
     await store.set_circuit_state("s", "closed")
+    # Write-back commands: one succeeded, one leased by the old relay, one waiting behind it (same customer).
+    for n, name in enumerate(("done", "leased", "waiting")):
+        body = orjson.dumps({"n": n})
+        cmd = NewCommand(f"cmd-{name}", "x3", "order/create", name, f"h{n}", body, f"C{min(n, 1)}", f"Q-{n}", NOW)
+        await store.submit_command(cmd)
+    claimed = await store.claim_commands("old-relay", "x3", now=NOW, lease_until=NOW + timedelta(minutes=1), limit=9)
+    assert [c.id for c in claimed] == ["cmd-done", "cmd-leased"]
+    finished = await store.finish_command(
+        "cmd-done", "old-relay", status="succeeded", result={"documentNumber": "SO1"}, error=None, now=NOW, event=None
+    )
+    assert finished
 
 
 async def snapshot(store: Store) -> tuple[object, ...]:
@@ -88,6 +107,8 @@ async def snapshot(store: Store) -> tuple[object, ...]:
         await store.record_hashes("x3", "BPCUSTOMER", ["C1"]),
         [await store.get_state("order", f"SO-{k}") for k in range(7)],
         {name: (s.pending, s.dead) for name, s in (await store.subscriber_states()).items()},
+        await store.list_commands(CommandFilter()),
+        [await store.get_observation("x3", "BPCUSTOMER", kind) for kind in ("shape", "health")],
     )
 
 
@@ -106,7 +127,15 @@ async def test_copy_moves_everything_verified_and_the_copy_delivers_and_replays(
     assert "every count matches" in copied.stdout
     assert "postgres@" not in copied.stdout  # the user part of the URL is masked
     cells = [[cell.strip() for cell in line.split("│")][1:4] for line in copied.stdout.splitlines()]
-    for table, rows in (("events", 61), ("deliveries", 60), ("attempts", 40), ("quarantine", 1)):
+    copied_rows = (
+        ("events", 61),
+        ("deliveries", 60),
+        ("attempts", 40),
+        ("quarantine", 1),
+        ("commands", 3),
+        ("resource_observations", 2),
+    )
+    for table, rows in copied_rows:
         assert [table, str(rows), str(rows)] in cells, table
 
     target = create_store(postgres_url)
@@ -120,6 +149,14 @@ async def test_copy_moves_everything_verified_and_the_copy_delivers_and_replays(
         newest = (await target.list_deliveries(DeliveryFilter(limit=1)))[0]
         assert newest.id > max(d.id for d in before[1])  # type: ignore[attr-defined]
         assert (await target.list_events(EventFilter(newest_first=True, limit=1)))[0].event_id == "order-200"
+        # Commands keep their order: once the old relay's lease ran out, its command is taken over and the one
+        # behind it (same customer) still waits; a new command is ordered after the copied ones.
+        later = NOW + timedelta(minutes=2)
+        again = await target.claim_commands("new-relay", "x3", now=later, lease_until=later + timedelta(1), limit=9)
+        assert [(c.id, c.attempts) for c in again] == [("cmd-leased", 2)]
+        new_cmd = NewCommand("cmd-new", "x3", "order/create", "new", "h", b"{}", "C9", None, later)
+        assert (await target.submit_command(new_cmd))[1]
+        assert [c.id for c in await target.list_commands(CommandFilter(limit=2))] == ["cmd-new", "cmd-waiting"]
     finally:
         await target.close()
 
