@@ -26,7 +26,7 @@ from relay._display import mask_url, mask_urls_in, terminal_safe
 from relay.admin_client import AdminClient, AdminClientError, admin_token
 from relay.config import Config, ConfigError
 from relay.events import format_ts
-from relay.ops import DeliveryFilter, EventFilter, Operations, OpsError, operations, parse_when
+from relay.ops import DeliveryFilter, EventFilter, Operations, OpsError, copy_store, operations, parse_when
 from relay.spec import SpecRegistry
 from relay.views import (
     circuit_probe_json,
@@ -308,6 +308,49 @@ def check_config(config_path: Path | None, probe: bool) -> None:
     click.echo(f"  channels: {len(specs.channels)} from {len(config.spec_paths)} AsyncAPI document(s)")
     click.echo(f"  sources: {kinds}")
     click.echo(f"  subscribers: {', '.join(s.name for s in config.subscribers) or 'none'}")
+
+
+@main.command("migrate")
+@CONFIG_OPTION
+def migrate_cmd(config_path: Path | None) -> None:
+    """Apply the store's pending schema migrations and print its schema version.
+
+    `serve` migrates on start too; run this first to upgrade a shared PostgreSQL database before the relays.
+    Instances migrating at once take turns (an advisory lock); a schema newer than this relay is refused.
+    """
+    config = _load(config_path)
+    schema = _run_ops(config, lambda ops: ops.schema_version())
+    _echo(f"store: {mask_url(config.store.url)} at schema version {schema}")
+
+
+@main.group("store")
+def store_group() -> None:
+    """Move a store: copy an SQLite installation into PostgreSQL."""
+
+
+@store_group.command("copy")
+@click.argument("from_url")
+@click.argument("to_url")
+def store_copy(from_url: str, to_url: str) -> None:
+    """Copy the SQLite store FROM_URL into the empty PostgreSQL database TO_URL and verify the row counts.
+
+    Events, deliveries with their states and attempts, quarantine, checkpoints, current state and rule states
+    move as they are, in one transaction: a copy that does not verify leaves the target empty. Stop the relay
+    that uses FROM_URL first, then point `store.url` at TO_URL.
+    """
+
+    def progress(table: str, rows: int) -> None:
+        _echo(f"  {table}: {rows} rows", err=True)
+
+    try:
+        counts = asyncio.run(copy_store(from_url, to_url, progress=progress))
+    except OpsError as exc:
+        raise _fail([str(exc)]) from None
+    table = Table("table", "source rows", "copied rows")
+    for count in counts:
+        table.add_row(count.table, str(count.source), str(count.target))
+    console.print(table)
+    _echo(f"copied {mask_url(from_url)} to {mask_url(to_url)}: every count matches")
 
 
 def _relay_answers(host: str, port: int) -> bool:

@@ -154,6 +154,7 @@ class StoreConfig(_Model):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     batch_max: int = Field(default=512, ge=1, le=10000)
     busy_timeout_s: Duration = Field(default=5.0, alias="busy_timeout")
+    poll_lease_s: Duration = Field(default=30.0, gt=0, alias="poll_lease")
 
     @model_validator(mode="after")
     def _known_scheme(self) -> StoreConfig:

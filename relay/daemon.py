@@ -117,9 +117,13 @@ def startup_problems(config: Config) -> list[str]:
 
 
 def store_problems(url: str) -> list[str]:
-    """A supported store URL whose database file can be created or written; one line per problem."""
+    """A supported store URL whose database file can be created or written, or whose PostgreSQL server
+    accepts a connection; one line per problem."""
     if url.startswith(("postgresql://", "postgres://")):
-        return ["store.url: postgresql:// is not supported by this version; use sqlite:///path/to/relay.db"]
+        from relay.store.postgres import postgres_problem
+
+        problem = postgres_problem(url)
+        return [problem] if problem else []
     from relay.store.sqlite import sqlite_path_from_url
 
     try:

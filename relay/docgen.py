@@ -17,11 +17,15 @@ from relay import config as c
 
 # One line per key that needs more than its name and type to be understood.
 NOTES: dict[str, str] = {
-    "StoreConfig.url": "`sqlite:///abs/path.db` (absolute) or `sqlite://relative/path.db`",
+    "StoreConfig.url": "`sqlite:///abs/path.db` (absolute), `sqlite://relative/path.db`, or "
+    "`postgresql://user@host:5432/db` (libpq style; password via `password_file=`, `passfile=` or `PGPASSFILE`; "
+    "see docs/scaling.md)",
     "StoreConfig.retention": "how long delivered events are kept",
     "StoreConfig.synchronous": "FULL: an acknowledged event survives power loss; NORMAL: may lose the last commits",
     "StoreConfig.batch_max": "most writes gathered into one transaction (group commit)",
     "StoreConfig.busy_timeout": "how long a write waits for another process's lock before answering 503",
+    "StoreConfig.poll_lease": "PostgreSQL: how long an instance holds a polled resource without renewing; a dead "
+    "holder's resources are polled elsewhere within this plus a third of it",
     "QuarantineConfig.max_bytes": (
         "bytes all quarantined inputs may hold (`64MiB`, `512KiB`, `1GiB` or a number); past it the oldest are deleted"
     ),

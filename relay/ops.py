@@ -35,12 +35,14 @@ from relay.store.base import (
     QuarantineRow,
     StateRecord,
     Store,
+    StoreUnavailable,
     SubscriberState,
 )
 
 if TYPE_CHECKING:
     from relay.deliver.dispatcher import Dispatcher
     from relay.poll.scheduler import PollScheduler
+    from relay.store.copy import TableCount
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +70,7 @@ __all__ = [
     "SubscriberStatus",
     "TestDelivery",
     "UnknownSubscriberError",
+    "copy_store",
     "discover_ion",
     "discover_source",
     "operations",
@@ -894,6 +897,10 @@ class Operations:
             raise OpsError(f"command {command_id} is {row.status}; only a failed command can be retried")
         return await self.show_command(command_id)
 
+    async def schema_version(self) -> int:
+        """The store's schema version; opening the store has applied its pending migrations (`relay migrate`)."""
+        return await self.store.schema_version()
+
 
 def _with_circuit(health: SubscriberHealth, circuit: str) -> SubscriberHealth:
     return SubscriberHealth(
@@ -921,6 +928,24 @@ def _with_state(flt: DeliveryFilter, state: str, *, limit: int | None = None) ->
     )
 
 
+async def copy_store(
+    from_url: str, to_url: str, *, progress: Callable[[str, int], None] | None = None
+) -> list[TableCount]:
+    """Copy an SQLite store into an empty PostgreSQL database, verified by row counts (`relay store copy`).
+
+    Raises:
+        OpsError: a URL of the wrong kind, a target that holds data, a store that cannot be opened, or counts
+            that differ (the message says which; nothing is kept in the target then).
+    """
+    from relay.store.copy import CopyError
+    from relay.store.copy import copy_store as copy_tables
+
+    try:
+        return await copy_tables(from_url, to_url, progress=progress)
+    except (CopyError, StoreUnavailable, ValueError) as exc:
+        raise OpsError(str(exc)) from None
+
+
 @contextlib.asynccontextmanager
 async def operations(config: Config, specs: SpecRegistry | None = None) -> AsyncIterator[Operations]:
     """Open the configured store for the length of one operator command (the CLI's way in).
@@ -929,7 +954,10 @@ async def operations(config: Config, specs: SpecRegistry | None = None) -> Async
     `relay serve` would.
     """
     store = open_configured_store(config)
-    await store.open()
+    try:
+        await store.open()
+    except StoreUnavailable as exc:  # unreachable server, newer schema: one line for the operator
+        raise OpsError(f"store: {exc}") from None
     try:
         ops = Operations(store, config, specs=specs)
         if specs is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,52 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.open()
     yield s
     await s.close()
+
+
+# The PostgreSQL server the tests use (trust authentication); `.ci/run` starts it when it is down.
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def _pg_execute(url: str, sql: str) -> None:
+    """Run `sql` on `url` from a thread of its own: fixtures may be set up while a test's event loop runs."""
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A throw-away database for this test session (dropped at its end); its URL.
+
+    Fails, never skips, when the server is down: `make test` covers both backends or says why it cannot.
+    """
+    name = f"relay_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        _pg_execute(f"{POSTGRES_SERVER}/postgres", f'CREATE DATABASE "{name}"')
+    except OSError as exc:  # refused, unreachable, timed out
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_SERVER} ({type(exc).__name__}: {exc}); the store tests run "
+            "on it too. Start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            pytrace=False,
+        )
+    yield f"{POSTGRES_SERVER}/{name}"
+    _pg_execute(f"{POSTGRES_SERVER}/postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """The session's database emptied for one test: the schema is dropped, the store migrates it afresh."""
+
+    _pg_execute(postgres_database, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    return postgres_database
 
 
 class App:

@@ -25,7 +25,7 @@ from yarl import URL
 from relay import metrics
 from relay.config import Config, SubscriberConfig
 from relay.deliver.clock import ClockWatch
-from relay.deliver.retry import AttemptOutcome, CircuitBreaker, TokenBucket, decide, describe
+from relay.deliver.retry import AttemptOutcome, CircuitBreaker, TokenBucket, decide, describe, shared_circuit_step
 from relay.guard import GuardedResolver, target_refusal, target_url
 from relay.runtime import Runtime
 from relay.signing import header_refusal, parse_secret, signature_header
@@ -61,6 +61,7 @@ class _SubscriberRuntime:
     in_flight: int = 0
     disabled: bool = False
     last_circuit_state: str = "closed"
+    circuit_seen: str | None = None  # the stored circuit change last taken over from a shared store
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -220,13 +221,35 @@ class Dispatcher:
             states = await self.store.subscriber_states()
         except StoreUnavailable:
             return
+        steady = self._clock.steady(time.monotonic())
         for name, sub in self._subs.items():
             st = states.get(name)
             sub.disabled = bool(st and st.disabled)
+            if st is not None and self.store.shared:
+                self._share_circuit(sub, st.circuit_state, st.circuit_changed_at, steady)
         for name, sub in self._subs.items():
             metrics.labelled(metrics.DELIVERIES_PENDING, name).set(states[name].pending if name in states else 0)
             metrics.labelled(metrics.DEAD_LETTERS, name).set(states[name].dead if name in states else 0)
             metrics.labelled(metrics.CIRCUIT_OPEN, name).set(1 if sub.breaker.state == "open" else 0)
+
+    def _share_circuit(
+        self, sub: _SubscriberRuntime, stored: str | None, changed_at: str | None, now: datetime
+    ) -> None:
+        """One instance's open circuit holds for all on a shared store, and its successful probe closes it."""
+        step = shared_circuit_step(sub.breaker.state, stored, changed_at, sub.circuit_seen)
+        sub.circuit_seen = changed_at
+        if step == "keep":
+            return
+        if step == "open":
+            sub.breaker.trip(now)
+        else:
+            sub.breaker.record_success(now)
+        state = sub.breaker.state
+        sub.last_circuit_state = state
+        metrics.labelled(metrics.CIRCUIT_OPEN, sub.config.name).set(1 if state == "open" else 0)
+        log.info("circuit " + state + " (from another instance)", subscriber=sub.config.name)
+        if state == "closed":
+            self.wake()
 
     async def _refresh_states_forever(self) -> None:
         # Picks up `relay subscribers enable` from another process, and keeps the gauges current.
@@ -462,6 +485,7 @@ class Dispatcher:
                     version_order=d.version_order,
                     track_key=per_key,
                     mark_older_stale=per_key and not config.deliver_stale,
+                    lease_token=d.lease_token,
                 )
             )
             if (
@@ -516,6 +540,7 @@ class Dispatcher:
             entity_key=d.entity_key,
             version_order=d.version_order,
             track_key=config.ordering == "per-key",
+            lease_token=d.lease_token,
         )
         try:
             await self.store.complete_deliveries([fault])

@@ -24,6 +24,7 @@ __all__ = [
     "describe",
     "jittered",
     "parse_retry_after",
+    "shared_circuit_step",
 ]
 
 _DELTA_SECONDS = re.compile(r"[0-9]+")
@@ -312,9 +313,33 @@ class CircuitBreaker:
             self._cooldown_s = min(self._cooldown_s * 2, self.max_cooldown_s)
             self._open(now)
 
+    def trip(self, now: datetime) -> None:
+        """Open now, with the current cooldown, because another instance opened the circuit (no effect if open)."""
+        self._see(now)
+        if self._opened_at is None:
+            self._open(now)
+
     def _open(self, now: datetime) -> None:
         self._opened_at = now
         self._probe_granted_at = None
+
+
+def shared_circuit_step(
+    local: CircuitState, stored: str | None, stored_changed_at: str | None, seen_changed_at: str | None
+) -> Literal["open", "close", "keep"]:
+    """What this instance's breaker takes over from the circuit state saved in a shared store (pure).
+
+    Only a change not seen before counts (`stored_changed_at` differs from the last one looked at), so the
+    breaker's own transitions, saved a moment later, are never undone: another instance's opening opens a closed
+    breaker here, its successful probe closes an open or half-open one.
+    """
+    if stored_changed_at is None or stored_changed_at == seen_changed_at:
+        return "keep"
+    if stored == "open" and local == "closed":
+        return "open"
+    if stored == "closed" and local != "closed":
+        return "close"
+    return "keep"
 
 
 class TokenBucket:

@@ -1,5 +1,9 @@
 """Runs every polled resource on its own schedule: one poll at a time per resource, backoff on errors.
 
+Several instances on one PostgreSQL store poll each resource on one instance at a time: a resource is polled
+only under its lease, which the holder renews every third of `store.poll_lease` while it lives; the others ask
+as often and take it over once it has lapsed.
+
 Timing is pure (`next_delay_s`, `backoff_s`, `cron_next`); the service only sleeps and calls the Poller.
 """
 
@@ -7,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +44,7 @@ __all__ = [
     "build_source",
     "cron_delay_s",
     "cron_next",
+    "lease_check_s",
     "next_delay_s",
     "source_up",
 ]
@@ -114,6 +122,12 @@ def cron_delay_s(expression: str, after: datetime) -> float:
         ValueError: a malformed expression.
     """
     return (cron_next(expression, after) - after).total_seconds()
+
+
+def lease_check_s(lease_s: float) -> float:
+    """How often a poll lease is renewed, and how often a standby instance asks for it: a third of the lease, so
+    two renewals can fail before it lapses, and a dead holder's resources move within `lease_s` + this."""
+    return lease_s / 3
 
 
 def source_up(failures_per_resource: Sequence[int]) -> bool:
@@ -224,6 +238,7 @@ class _Job:
     last_poll: datetime | None = None
     rng: random.Random = field(default_factory=random.Random)
     health: HealthState | None = None  # None: not read from the store yet
+    holding: bool | None = None  # this instance holds the poll lease (None: not asked yet)
 
     @property
     def label(self) -> str:
@@ -238,10 +253,42 @@ class PollScheduler:
         self._session: aiohttp.ClientSession | None = None
         self._jobs: list[_Job] = []
         self._fetchers: list[Fetcher] = []
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/poll-{uuid.uuid4().hex[:8]}"
+        self._renew_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(headers={"User-Agent": "erp-relay"})
         self._start_jobs()
+        self._renew_task = asyncio.create_task(self._renew_forever(), name="poll-leases")
+
+    @property
+    def _lease_s(self) -> float:
+        return self.runtime.config.store.poll_lease_s
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(lease_check_s(self._lease_s))  # the renewal period, not a synchronisation
+            try:
+                await self.runtime.store.renew_poll_leases(self.owner, self._lease_s)
+            except StoreUnavailable as exc:
+                log.warning("poll leases not renewed", error=str(exc))
+
+    async def _hold(self, job: _Job) -> bool:
+        """Take or renew this resource's poll lease; False while another instance polls it."""
+        try:
+            held = await self.runtime.store.hold_poll_lease(job.source, job.resource.name, self.owner, self._lease_s)
+        except StoreUnavailable as exc:
+            log.warning(
+                "poll lease unknown: not polling", source=job.source, resource=job.resource.name, error=str(exc)
+            )
+            held = False
+        if held != job.holding and (held or job.holding is not None):
+            if held:
+                log.info("poll lease taken: polling here", source=job.source, resource=job.resource.name)
+            else:
+                log.info("polled by another instance", source=job.source, resource=job.resource.name)
+        job.holding = held
+        return held
 
     def _start_jobs(self) -> None:
         assert self._session is not None
@@ -283,6 +330,9 @@ class PollScheduler:
         async def restart() -> None:
             before = {(job.source, job.label) for job in self._jobs}
             await self._stop_jobs()
+            # Resources this instance no longer polls must not stay leased to it.
+            with contextlib.suppress(StoreUnavailable):
+                await self.runtime.store.release_poll_leases(self.owner)
             self._start_jobs()
             self._forget_removed(before)
 
@@ -315,7 +365,13 @@ class PollScheduler:
             metrics.labelled(metrics.SOURCE_TOKEN_EXPIRY, job.source).set(expires_at.timestamp())
 
     async def stop(self, grace_s: float) -> None:
+        if self._renew_task is not None:
+            self._renew_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renew_task
         await self._stop_jobs()
+        with contextlib.suppress(StoreUnavailable):  # a clean stop hands the resources over at once
+            await self.runtime.store.release_poll_leases(self.owner)
         if self._session is not None:
             await self._session.close()
 
@@ -371,6 +427,9 @@ class PollScheduler:
         r = job.resource
         next_reconcile = datetime.now(UTC) + timedelta(seconds=r.reconcile_every_s) if r.reconcile_every_s else None
         while True:
+            if not await self._hold(job):
+                await asyncio.sleep(lease_check_s(self._lease_s))  # standby: ask again at the renewal period
+                continue
             started = time.perf_counter()
             job.last_poll = datetime.now(UTC)
             try:

@@ -59,7 +59,10 @@ def create_store(
     busy_timeout_s: float = 5.0,
     quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES,
 ) -> Store:
-    """Return an unopened store for `sqlite:///path` (call `await store.open()`).
+    """Return an unopened store for `sqlite:///path` or `postgresql://…` (call `await store.open()`).
+
+    `synchronous` and `busy_timeout_s` apply to SQLite only; PostgreSQL commits at the server's own
+    `synchronous_commit` (on by default).
 
     Raises:
         ValueError: an unsupported URL.
@@ -75,5 +78,7 @@ def create_store(
             quarantine_max_bytes=quarantine_max_bytes,
         )
     if url.startswith(("postgresql://", "postgres://")):
-        raise ValueError("the PostgreSQL backend is not available in this version; use sqlite://")
+        from relay.store.postgres import PostgresStore
+
+        return PostgresStore(url, batch_max=batch_max, quarantine_max_bytes=quarantine_max_bytes)
     raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")

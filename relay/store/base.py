@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from relay.events import Event
+import orjson
+
+from relay.events import Event, parse_ts
 
 __all__ = [
     "DEFAULT_QUARANTINE_MAX_BYTES",
@@ -36,6 +38,7 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "SubscriberState",
+    "command_from_row",
 ]
 
 
@@ -180,6 +183,9 @@ class ClaimedDelivery:
     payload: bytes
     original: bytes | None
     original_type: str | None
+    #: The claim's fencing token (PostgreSQL): its completion must present it, so a claim whose lease expired
+    #: cannot finish a delivery claimed again since. None where one process owns the store (SQLite).
+    lease_token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,8 @@ class Completion:
     version_order: str = ""
     track_key: bool = False
     mark_older_stale: bool = False
+    #: The `ClaimedDelivery.lease_token` this attempt answers (None: the owner alone is checked).
+    lease_token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +328,28 @@ class CommandRow:
     window_start_at: datetime
 
 
+def command_from_row(r: Sequence[Any]) -> CommandRow:
+    """A command as both backends select it (`id, source, command, …, window_start_at`: text times, JSON texts)."""
+    return CommandRow(
+        id=r[0],
+        source=r[1],
+        command=r[2],
+        idempotency_key=r[3],
+        body_hash=r[4],
+        body=bytes(r[5]),
+        order_key=r[6],
+        reference=r[7],
+        status=r[8],
+        attempts=int(r[9]),
+        next_attempt_at=parse_ts(r[10]),
+        result=orjson.loads(r[11]) if r[11] is not None else None,
+        error=orjson.loads(r[12]) if r[12] is not None else None,
+        created_at=parse_ts(r[13]),
+        finished_at=parse_ts(r[14]) if r[14] is not None else None,
+        window_start_at=parse_ts(r[15]),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CommandFilter:
     source: str | None = None
@@ -381,8 +411,12 @@ class Store(abc.ABC):
     their deliveries are committed, and raises StoreUnavailable when they are not.
     """
 
+    #: The backend's SQL dialect: which `sql/` queries and numbered migrations it runs.
+    dialect: str = ""
     #: Most bytes quarantined inputs may hold together (`quarantine.max_bytes`); the oldest go first past it.
     quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES
+    #: Several relay processes may serve from this store at once (PostgreSQL): they share circuit states.
+    shared: bool = False
     #: The derived-event rules applied in every ingest transaction (None: no rules).
     deriver: Deriver | None = None
 
@@ -600,6 +634,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         """Delete up to `limit` events received before `cutoff` with nothing left to deliver."""
+
+    # -------------------------------------------------------------------------------- poll leases
+
+    async def hold_poll_lease(self, source: str, resource: str, owner: str, ttl_s: float) -> bool:
+        """Take, or renew, the lease to poll one resource for `ttl_s` seconds; False while another owner holds it.
+
+        A store only one process opens (SQLite) has nobody to share with: every lease is held (this default).
+        """
+        return True
+
+    async def renew_poll_leases(self, owner: str, ttl_s: float) -> int:
+        """Extend every poll lease `owner` holds by `ttl_s` from now; returns how many it holds."""
+        return 0
+
+    async def release_poll_leases(self, owner: str) -> None:
+        """Give up every poll lease of `owner` (a clean stop: the others take over at once)."""
+        del owner  # the single-process default holds nothing another process could take over
 
     # -------------------------------------------------------------------------------- current state
 

@@ -46,6 +46,7 @@ from relay.store.base import (
     Store,
     StoreUnavailable,
     SubscriberState,
+    command_from_row,
 )
 
 log = structlog.get_logger(__name__)
@@ -1227,13 +1228,13 @@ class SqliteStore(Store):
             rows = await conn.execute_fetchall(
                 Q["command_by_key"], {"source": command.source, "idempotency_key": command.idempotency_key}
             )
-            return _row_to_command(next(iter(rows))), created
+            return command_from_row(next(iter(rows))), created
 
         return await self.write(insert)
 
     async def get_command(self, command_id: str) -> CommandRow | None:
         rows = list(await self._read(Q["command_by_id"], {"id": command_id}))
-        return _row_to_command(rows[0]) if rows else None
+        return command_from_row(rows[0]) if rows else None
 
     async def claim_commands(
         self, owner: str, source: str, *, now: datetime, lease_until: datetime, limit: int
@@ -1251,7 +1252,7 @@ class SqliteStore(Store):
             found: list[CommandRow] = []
             for command_id in ids:
                 rows = await conn.execute_fetchall(Q["command_by_id"], {"id": command_id})
-                found.extend(_row_to_command(r) for r in rows)
+                found.extend(command_from_row(r) for r in rows)
             return found
 
         claimed = await self.write(claim)
@@ -1325,31 +1326,10 @@ class SqliteStore(Store):
 
     async def list_commands(self, flt: CommandFilter) -> list[CommandRow]:
         params = {"source": flt.source, "status": flt.status, "command": flt.command, "limit": flt.limit}
-        return [_row_to_command(r) for r in await self._read(Q["list_commands"], params)]
+        return [command_from_row(r) for r in await self._read(Q["list_commands"], params)]
 
     async def open_command_counts(self) -> dict[tuple[str, str], int]:
         return {(r[0], r[1]): int(r[2]) for r in await self._read(Q["count_open_commands"])}
-
-
-def _row_to_command(r: Sequence[Any]) -> CommandRow:
-    return CommandRow(
-        id=r[0],
-        source=r[1],
-        command=r[2],
-        idempotency_key=r[3],
-        body_hash=r[4],
-        body=bytes(r[5]),
-        order_key=r[6],
-        reference=r[7],
-        status=r[8],
-        attempts=int(r[9]),
-        next_attempt_at=parse_ts(r[10]),
-        result=orjson.loads(r[11]) if r[11] is not None else None,
-        error=orjson.loads(r[12]) if r[12] is not None else None,
-        created_at=parse_ts(r[13]),
-        finished_at=parse_ts(r[14]) if r[14] is not None else None,
-        window_start_at=parse_ts(r[15]),
-    )
 
 
 def _now() -> datetime:

@@ -1,5 +1,6 @@
-"""Write-back to Sage X3 against the real app, a real SQLite file, the X3 simulator and a subscriber that
-verifies Standard Webhooks signatures: orders created once, numbers delivered, refusals, idempotency, limits."""
+"""Write-back to Sage X3 against the real app, a real SQLite file (or PostgreSQL database), the X3 simulator and
+a subscriber that verifies Standard Webhooks signatures: orders created once, numbers delivered, refusals,
+idempotency, limits."""
 
 from __future__ import annotations
 
@@ -45,11 +46,14 @@ def x3_source(url: str, sim: X3Simulator, **commands: Any) -> dict[str, Any]:
     }
 
 
-async def start(tmp_path: Path, sim: X3Simulator, url: str, **commands: Any) -> WriteBack:
+async def start(
+    tmp_path: Path, sim: X3Simulator, url: str, *, store_url: str | None = None, **commands: Any
+) -> WriteBack:
     subscriber = Subscriber()
     hook = await subscriber.start()
     data = base_config(
         tmp_path,
+        store={"url": store_url or f"sqlite://{tmp_path / 'relay.db'}"},
         sources=[x3_source(url, sim, **commands)],
         subscribers=[subscriber_config("quotes", hook, channels=["order/created", "command/failed", "customer/*"])],
     )
@@ -122,11 +126,14 @@ async def command_counts(wb: Stack) -> dict[str, float]:
     return counts
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_accepted_quote_becomes_one_x3_order_and_its_number_reaches_the_subscriber(
-    tmp_path: Path, x3: tuple[X3Simulator, str]
+    tmp_path: Path, x3: tuple[X3Simulator, str], backend: str, request: pytest.FixtureRequest
 ) -> None:
     sim, url = x3
-    wb = await start(tmp_path, sim, url)
+    store_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    wb = await start(tmp_path, sim, url, store_url=store_url)
+    assert wb.runtime.store.dialect == backend
     try:
         before = await command_counts(wb)
         status, body = await post(wb, order(), "quote-1001-accepted")

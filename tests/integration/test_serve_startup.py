@@ -88,18 +88,29 @@ def test_uncreatable_store_directory(tmp_path: Path) -> None:
     _assert_one_line_failure(done, elapsed, str(blocker))
 
 
-def test_postgresql_url_is_refused_by_check_config_and_serve(tmp_path: Path) -> None:
-    url = "postgresql://relay:pg-secret@db.example.com/relay?sslpassword=ssl-secret"
+def test_an_unreachable_postgresql_server_is_named_by_check_config_and_serve(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket is closed
+    url = f"postgresql://relay:pg-secret@127.0.0.1:{port}/relay?sslpassword=ssl-secret"
     config_path = write_config(tmp_path, base_config(tmp_path, store={"url": url}))
 
     checked = run_cli("check-config", "-c", str(config_path))
     assert checked.returncode == 1
-    assert "postgresql:// is not supported by this version" in checked.stdout
+    assert f"store: cannot connect to PostgreSQL at 127.0.0.1:{port}/relay: Connection refused" in checked.stdout
     assert "secret" not in checked.stdout + checked.stderr
 
     done, elapsed = _serve(config_path)
-    _assert_one_line_failure(done, elapsed, "postgresql:// is not supported")
+    _assert_one_line_failure(done, elapsed, f"127.0.0.1:{port}/relay", "Connection refused")
     assert "secret" not in done.stdout + done.stderr
+
+
+def test_check_config_accepts_a_reachable_postgresql_store(tmp_path: Path, postgres_url: str) -> None:
+    config_path = write_config(tmp_path, base_config(tmp_path, store={"url": postgres_url}))
+    checked = run_cli("check-config", "-c", str(config_path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The user part is masked, as every URL the relay prints.
+    assert f"store: postgresql://***@{postgres_url.split('@', 1)[1]}" in checked.stdout
 
 
 def test_a_store_file_that_is_not_a_database_fails_promptly(tmp_path: Path) -> None:

@@ -16,9 +16,12 @@ from relay.store import CommandFilter, DeliveryPlan, EventFilter, NewCommand, Ne
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend = create_store(f"sqlite://{tmp_path / 'commands.db'}")
+    if request.param == "postgres":
+        backend = create_store(request.getfixturevalue("postgres_url"))
+    else:
+        backend = create_store(f"sqlite://{tmp_path / 'commands.db'}")
     await backend.open()
     yield backend
     await backend.close()

@@ -1,4 +1,4 @@
-"""The store contract, written once and run against every backend (today: SQLite)."""
+"""The store contract, written once and run against every backend: SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from relay.config import RuleConfig
 from relay.events import Event
+from relay.rules import RuleEngine
+from relay.spec import builtin_spec_paths, load_specs
 from relay.store import (
     Checkpoint,
     ClaimRequest,
@@ -25,13 +29,17 @@ from relay.store import (
     Store,
     create_store,
 )
+from relay.store._sql import migrations
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    store = create_store(f"sqlite://{tmp_path / 'contract.db'}")
+    if request.param == "postgres":
+        store = create_store(request.getfixturevalue("postgres_url"))
+    else:
+        store = create_store(f"sqlite://{tmp_path / 'contract.db'}")
     await store.open()
     yield store
     await store.close()
@@ -52,7 +60,8 @@ def event(event_id: str, *, key: str | None = "SO-1", version: str = "1", receiv
 
 
 async def test_migrations_are_recorded(backend: Store) -> None:
-    assert await backend.schema_version() >= 3
+    # Each backend numbers its own migrations; every one of them is applied on open.
+    assert await backend.schema_version() == migrations(backend.dialect)[-1].version
 
 
 async def test_ingest_dedups_and_creates_deliveries_atomically(backend: Store) -> None:
@@ -391,3 +400,120 @@ async def test_a_retried_confirm_waits_and_a_finished_one_is_gone(backend: Store
     await backend.finish_confirm(confirm_id)
     assert await backend.due_confirms(later, limit=10) == []
     assert await backend.next_confirm_at() is None
+
+
+def stock(event_id: str, part: str, version: int, available: int, *, channel: str = "inventory/synced") -> Event:
+    stamp = f"2026-11-20T10:00:{version:02d}Z"
+    payload = {"eventId": event_id, "data": {"partNumber": part, "warehouse": "MAIN", "available": available}}
+    return Event(
+        event_id=event_id,
+        channel=channel,
+        source="hub",
+        tenant_id="T",
+        entity_key=f"{part}|MAIN",
+        version=stamp,
+        occurred_at=NOW,
+        received_at=NOW,
+        payload=orjson.dumps(payload),
+    )
+
+
+async def test_current_state_keeps_the_highest_version_of_each_key(backend: Store) -> None:
+    # Within one batch and across batches, out of order: the highest version wins, a tie keeps the first.
+    await backend.ingest([NewEvent(stock("p1-v3", "P1", 3, 30)), NewEvent(stock("p1-v5", "P1", 5, 50))])
+    await backend.ingest([NewEvent(stock("p1-v4", "P1", 4, 40)), NewEvent(stock("p2-v1", "P2", 1, 10))])
+    await backend.ingest([NewEvent(stock("p1-v5-again", "P1", 5, 55))])
+    await backend.ingest([NewEvent(stock("p2-gone", "P2", 2, 0, channel="inventory/deleted"))])
+    # A derived alert is not a state of its key.
+    await backend.ingest([NewEvent(stock("p3-alert", "P3", 9, 0, channel="inventory/low-stock"), track_state=False)])
+    p1 = await backend.get_state("inventory", "P1|MAIN")
+    assert p1 is not None
+    assert (p1.event_id, p1.version, p1.deleted, p1.channel) == (
+        "p1-v5",
+        "2026-11-20T10:00:05Z",
+        False,
+        "inventory/synced",
+    )
+    assert orjson.loads(p1.payload)["data"]["available"] == 50
+    assert p1.received_at == NOW
+    p2 = await backend.get_state("inventory", "P2|MAIN")
+    assert p2 is not None
+    assert (p2.event_id, p2.deleted) == ("p2-gone", True)
+    assert await backend.get_state("inventory", "P3|MAIN") is None
+    assert await backend.get_state("order", "P1|MAIN") is None
+    listed = await backend.list_state("inventory", prefix="P", limit=1)
+    assert [r.entity_key for r in listed] == ["P1|MAIN"]
+    after = await backend.list_state("inventory", prefix="P", after=listed[-1].entity_key)
+    assert [r.entity_key for r in after] == ["P2|MAIN"]
+    assert await backend.list_state("inventory", prefix="Q") == []
+
+
+def _low_stock_rules() -> RuleEngine:
+    rule = RuleConfig(
+        name="low",
+        on="inventory/synced",
+        when="data.available <= 10",
+        clear_when="data.available >= 20",
+        emit="inventory/low-stock",
+        emit_clear="inventory/stock-restored",
+    )
+    return RuleEngine([rule], load_specs(builtin_spec_paths()), lambda channel, payload: [DeliveryPlan("alerts")])
+
+
+async def test_rules_derive_once_per_crossing_in_the_ingest_and_poll_transactions(backend: Store) -> None:
+    backend.set_deriver(_low_stock_rules())
+    await backend.ingest([NewEvent(stock("s1", "P1", 1, 50)), NewEvent(stock("s2", "P1", 2, 5))])
+    await backend.ingest([NewEvent(stock("s3", "P1", 3, 4))])  # still low: nothing new
+    # A redelivered trigger is a duplicate and derives nothing again.
+    assert [o.status for o in await backend.ingest([NewEvent(stock("s2", "P1", 2, 5))])] == ["duplicate"]
+    commit = PollCommit("x3", "ITMMVT", [NewEvent(stock("s4", "P1", 4, 25))], [], Checkpoint("h", None, {}))
+    await backend.commit_poll(commit)
+    derived = await backend.list_events(EventFilter(source="rule:low"))
+    assert [(e.event_id, e.channel) for e in derived] == [
+        ("low.s2", "inventory/low-stock"),
+        ("low.s4", "inventory/stock-restored"),
+    ]
+    alerts = await backend.list_deliveries(DeliveryFilter(subscriber="alerts"))
+    assert sorted(d.event_id for d in alerts) == ["low.s2", "low.s4"]
+    # Alerts do not become the key's state; the newest stock level does.
+    state = await backend.get_state("inventory", "P1|MAIN")
+    assert state is not None
+    assert state.event_id == "s4"
+    # A late, older version does not move the rule.
+    await backend.ingest([NewEvent(stock("s0", "P1", 0, 1))])
+    assert len(await backend.list_events(EventFilter(source="rule:low"))) == 2
+
+
+async def test_one_delivery_by_id_and_retry_now(backend: Store) -> None:
+    await backend.ingest([NewEvent(event("a", key=None), [DeliveryPlan("s")])])
+    (row,) = await backend.list_deliveries(DeliveryFilter(event_id="a"))
+    assert await backend.get_delivery(row.id) == row
+    assert await backend.get_delivery(row.id + 1000) is None
+    assert await backend.oldest_pending_overall_at() == NOW
+    assert not await backend.make_due_now(row.id)  # already due
+    now = datetime.now(UTC)
+    (d,) = await backend.claim_deliveries("o", now, [ClaimRequest("s", 1, False, now + timedelta(minutes=1))])
+    later = now + timedelta(hours=1)
+    await backend.complete_deliveries(
+        [
+            Completion(
+                delivery_id=d.id,
+                subscriber="s",
+                owner="o",
+                attempt=1,
+                started_at=now,
+                duration_ms=1,
+                status=503,
+                error="HTTP 503",
+                response_excerpt=None,
+                state="pending",
+                next_attempt_at=later,
+            )
+        ]
+    )
+    assert await backend.next_due_at() == later
+    assert await backend.make_due_now(row.id)
+    due = await backend.next_due_at()
+    assert due is not None
+    assert due < later
+    assert not await backend.make_due_now(row.id + 1000)

@@ -466,3 +466,68 @@ SELECT value FROM resource_observations WHERE source = :source AND resource = :r
 INSERT INTO resource_observations (source, resource, kind, value, updated_at)
 VALUES (:source, :resource, :kind, :value, :updated_at)
 ON CONFLICT (source, resource, kind) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;
+-- name: copy_events
+-- `relay store copy` reads every table whole, in key order; the column names are the target's too.
+SELECT seq, event_id, channel, source, tenant_id, entity_key, version, version_order, occurred_at, received_at,
+       payload, original, original_type
+FROM events ORDER BY seq;
+
+-- name: copy_deliveries
+SELECT id, event_id, subscriber, entity_key, version_order, state, attempts, created_at, next_attempt_at,
+       lease_owner, lease_expires_at, replay, last_status, last_error, finished_at
+FROM deliveries ORDER BY id;
+
+-- name: copy_attempts
+SELECT id, delivery_id, attempt, started_at, duration_ms, status, error, response_excerpt FROM attempts ORDER BY id;
+
+-- name: copy_quarantine
+SELECT id, received_at, source, channel, reason, details, content_type, size, body FROM quarantine ORDER BY id;
+
+-- name: copy_subscriber_state
+SELECT subscriber, disabled, disabled_reason, disabled_at, last_success_at, circuit_state, circuit_changed_at
+FROM subscriber_state ORDER BY subscriber;
+
+-- name: copy_key_state
+SELECT subscriber, entity_key, delivered_version_order FROM key_state ORDER BY subscriber, entity_key;
+
+-- name: copy_checkpoints
+SELECT source, resource, high_water, last_key, state, updated_at FROM checkpoints ORDER BY source, resource;
+
+-- name: copy_record_hashes
+SELECT source, resource, record_key, hash, seen_at FROM record_hashes ORDER BY source, resource, record_key;
+
+-- name: copy_entity_state
+SELECT noun, entity_key, channel, version, version_order, event_id, received_at, deleted, payload
+FROM entity_state ORDER BY noun, entity_key;
+
+-- name: copy_rule_state
+SELECT rule, entity_key, active, version_order, event_id FROM rule_state ORDER BY rule, entity_key;
+
+-- name: copy_ion_confirms
+SELECT id, source, created_at, bod_id, parameters, payload, attempts, next_attempt_at, last_error
+FROM ion_confirms ORDER BY id;
+
+-- name: copy_commands
+-- The rowid is the submission order: PostgreSQL keeps it as `seq`, the order claims walk.
+SELECT rowid AS seq, id, source, command, idempotency_key, body_hash, body, order_key, reference, status, attempts,
+       next_attempt_at, lease_owner, lease_until, result, error, window_start_at, created_at, finished_at
+FROM commands ORDER BY rowid;
+
+-- name: copy_resource_observations
+SELECT source, resource, kind, value, updated_at FROM resource_observations ORDER BY source, resource, kind;
+
+-- name: copy_counts
+-- Rows per copied table: compared with the target's before the copy commits.
+SELECT 'events', count(*) FROM events UNION ALL
+SELECT 'deliveries', count(*) FROM deliveries UNION ALL
+SELECT 'attempts', count(*) FROM attempts UNION ALL
+SELECT 'quarantine', count(*) FROM quarantine UNION ALL
+SELECT 'subscriber_state', count(*) FROM subscriber_state UNION ALL
+SELECT 'key_state', count(*) FROM key_state UNION ALL
+SELECT 'checkpoints', count(*) FROM checkpoints UNION ALL
+SELECT 'record_hashes', count(*) FROM record_hashes UNION ALL
+SELECT 'entity_state', count(*) FROM entity_state UNION ALL
+SELECT 'rule_state', count(*) FROM rule_state UNION ALL
+SELECT 'ion_confirms', count(*) FROM ion_confirms UNION ALL
+SELECT 'commands', count(*) FROM commands UNION ALL
+SELECT 'resource_observations', count(*) FROM resource_observations;
