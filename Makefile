@@ -24,9 +24,11 @@ typecheck: install
 # The inner loop (under a minute): lint, types, and every test not marked slow (no `relay serve` processes,
 # no fault injection). `make test` is the full suite CI runs.
 check: install lint typecheck
+	scripts/test-prereqs
 	$(BIN)/pytest -q -m "not slow"
 
 test: install lint typecheck
+	scripts/test-prereqs
 	$(BIN)/pytest -q
 
 demo: install
