@@ -46,7 +46,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.close()
 
 
-# The PostgreSQL server the tests use (trust authentication); `.ci/run` starts it when it is down.
+# The PostgreSQL server the tests use (trust authentication); `make test` starts it when it is down.
 POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 

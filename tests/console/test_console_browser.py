@@ -112,7 +112,7 @@ def _chromium_present() -> bool:
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     if not _chromium_present():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (CI's .ci/run does)")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (`make test` does)")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:

@@ -195,7 +195,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     if promtool is None:
         pytest.fail(
             "promtool is not installed: it comes with Debian's `prometheus` package "
-            "(`apt-get install prometheus`; .ci/run installs it when missing)"
+            "(`apt-get install prometheus`; `make test` installs it when missing)"
         )
     return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60, check=False, cwd=RULES.parent)
 
