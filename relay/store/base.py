@@ -635,6 +635,22 @@ class Store(abc.ABC):
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         """Delete up to `limit` events received before `cutoff` with nothing left to deliver."""
 
+    # -------------------------------------------------------------------------------- shared rate limits
+
+    async def take_rate_tokens(
+        self, subscriber: str, rate_per_s: float, burst: float, wanted: int
+    ) -> tuple[int, float]:
+        """Take up to `wanted` tokens from the subscriber's bucket shared by every instance on the store.
+
+        Returns (tokens granted, tokens left in the bucket after the take). A store only one process opens
+        (SQLite) has nobody to share a limit with: the caller's own bucket limits it, and this grants all.
+        """
+        return wanted, burst
+
+    async def return_rate_tokens(self, subscriber: str, count: int, burst: float) -> None:
+        """Give back tokens taken with `take_rate_tokens` that no delivery used (never above `burst`)."""
+        del subscriber, count, burst  # the single-process default shares no bucket to give back to
+
     # -------------------------------------------------------------------------------- poll leases
 
     async def hold_poll_lease(self, source: str, resource: str, owner: str, ttl_s: float) -> bool:

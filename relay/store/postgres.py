@@ -1019,6 +1019,20 @@ class PostgresStore(Store):
             self._notify()
         return result
 
+    # ------------------------------------------------------------------------------------ shared rate limits
+
+    async def take_rate_tokens(
+        self, subscriber: str, rate_per_s: float, burst: float, wanted: int
+    ) -> tuple[int, float]:
+        # Outside the group-commit writer: a one-row autocommit upsert, so a busy ingest batch does not hold
+        # deliveries back; the row lock serialises the instances.
+        rows = await self._fetch(Q["take_rate_tokens"], subscriber, rate_per_s, burst, wanted)
+        return int(rows[0][0]), float(rows[0][1])
+
+    async def return_rate_tokens(self, subscriber: str, count: int, burst: float) -> None:
+        if count > 0:
+            await self._fetch(Q["return_rate_tokens"], subscriber, float(count), burst)
+
     # ------------------------------------------------------------------------------------ poll leases
 
     async def hold_poll_lease(self, source: str, resource: str, owner: str, ttl_s: float) -> bool:
