@@ -125,6 +125,11 @@ class Dispatcher:
     def store(self) -> Store:
         return self.runtime.store
 
+    @property
+    def in_flight(self) -> int:
+        """Deliveries being sent by this process now."""
+        return sum(sub.in_flight for sub in self._subs.values())
+
     def _apply_subscribers(self, config: Config) -> None:
         fresh: dict[str, _SubscriberRuntime] = {}
         for sub in config.subscribers:

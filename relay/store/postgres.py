@@ -37,6 +37,7 @@ from relay.store.base import (
     DeliveryRow,
     EventFilter,
     IngestOutcome,
+    InstanceRecord,
     NewCommand,
     NewEvent,
     PollCommit,
@@ -1018,6 +1019,36 @@ class PostgresStore(Store):
         if created:
             self._notify()
         return result
+
+    # ------------------------------------------------------------------------------------ instances
+
+    async def heartbeat(self, instance: InstanceRecord, *, forget_after_s: float) -> None:
+        i = instance
+
+        async def beat(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                Q["heartbeat_instance"],
+                i.id,
+                i.host,
+                i.pid,
+                i.version,
+                i.started_at,
+                i.poll_leases,
+                i.deliveries_in_flight,
+            )
+            await conn.execute(Q["prune_instances"], forget_after_s)
+
+        await self.write(beat)
+
+    async def forget_instance(self, instance_id: str) -> None:
+        async def forget(conn: asyncpg.Connection) -> None:
+            await conn.execute(Q["forget_instance"], instance_id)
+
+        await self.write(forget)
+
+    async def list_instances(self, *, live_within_s: float) -> list[InstanceRecord]:
+        rows = await self._fetch(Q["list_instances"], live_within_s)
+        return [InstanceRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
     # ------------------------------------------------------------------------------------ shared rate limits
 

@@ -578,3 +578,21 @@ RETURNING granted, tokens;
 -- name: return_rate_tokens
 -- Tokens taken but not used (nothing was due) go back to the shared bucket, never above the burst ($3).
 UPDATE rate_buckets SET tokens = least($3::float8, tokens + $2::float8) WHERE subscriber = $1;
+
+-- name: heartbeat_instance
+INSERT INTO instances (id, host, pid, version, started_at, heartbeat_at, poll_leases, deliveries_in_flight)
+VALUES ($1, $2, $3, $4, $5, clock_timestamp(), $6, $7)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = clock_timestamp(), version = excluded.version,
+    poll_leases = excluded.poll_leases, deliveries_in_flight = excluded.deliveries_in_flight;
+
+-- name: prune_instances
+DELETE FROM instances WHERE heartbeat_at < clock_timestamp() - make_interval(secs => $1::float8);
+
+-- name: forget_instance
+DELETE FROM instances WHERE id = $1;
+
+-- name: list_instances
+-- Live: a heartbeat within $1 seconds by the database server's clock.
+SELECT id, host, pid, version, started_at, heartbeat_at, poll_leases, deliveries_in_flight
+FROM instances WHERE heartbeat_at >= clock_timestamp() - make_interval(secs => $1::float8)
+ORDER BY started_at, id;
