@@ -171,6 +171,10 @@ class AdminClient:
         """`GET /v1/admin/subscribers`: health of every configured subscriber."""
         return self._get("/v1/admin/subscribers")
 
+    def instances(self) -> Any:
+        """`GET /v1/admin/instances`: the live instances on the relay's store."""
+        return self._get("/v1/admin/instances")
+
     def enable_subscriber(self, name: str) -> Any:
         """`POST /v1/admin/subscribers/{name}/enable`: `{"name", "disabled", "at"}`."""
         return self._post(f"/v1/admin/subscribers/{_segment(name)}/enable", {})

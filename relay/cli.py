@@ -36,6 +36,7 @@ from relay.views import (
     event_detail_json,
     event_feed_json,
     event_json,
+    instance_json,
     quarantine_json,
     quarantine_retry_json,
     replay_json,
@@ -1067,6 +1068,27 @@ def subscribers_list(target: Target, wide: bool, as_json: bool) -> None:
                 ),
             )
         )
+    _print_table(table, wide)
+
+
+@main.command("instances")
+@target_options
+@WIDE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def instances(target: Target, wide: bool, as_json: bool) -> None:
+    """The live `relay serve` instances on the store: heartbeat, poll leases, deliveries in flight, version."""
+
+    async def local(ops: Operations) -> list[dict[str, Any]]:
+        return [instance_json(i) for i in await ops.instances()]
+
+    rows = _query(target, local, lambda c: c.instances())
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "version", "started", "heartbeat", "poll leases", "in flight")
+    for r in rows:
+        values = (r["id"], r["version"], r["startedAt"], r["heartbeatAt"], r["pollLeases"], r["deliveriesInFlight"])
+        table.add_row(*map(_cell, values))
     _print_table(table, wide)
 
 

@@ -276,11 +276,14 @@ class Relay:
         from relay.commands.executor import CommandExecutor
 
         executor = CommandExecutor(self.runtime)
+        from relay.instances import Heartbeat
+
         services: list[Service] = [
             dispatcher,
             poller,
             Retention(self.runtime),
             executor,
+            Heartbeat(self.runtime, dispatcher, poller),
         ]
         from relay.ingest.ion_confirm import ConfirmSender
 

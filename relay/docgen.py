@@ -66,7 +66,7 @@ NOTES: dict[str, str] = {
     "SubscriberConfig.deliver_stale": "with per-key ordering, still send versions older than one delivered",
     "SubscriberConfig.collapse": "a newer version supersedes pending older ones of the same key",
     "SubscriberConfig.max_in_flight": "concurrent deliveries to this subscriber",
-    "SubscriberConfig.rate_limit": "deliveries per second",
+    "SubscriberConfig.rate_limit": "deliveries per second; on PostgreSQL one limit shared by all instances",
     "SubscriberConfig.allow_private_network": "SSRF guard: loopback/private/link-local targets need true",
     "RetryConfig.schedule": "delay before each retry (±20 % jitter); past the last one the delivery is dead",
     "RetryConfig.max_age": "a delivery older than this is dead",

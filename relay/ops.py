@@ -21,6 +21,7 @@ import structlog
 
 from relay.config import Config
 from relay.events import Event, parse_ts
+from relay.instances import LIVE_WITHIN_S
 from relay.onboarding.discover import ResourceDraft
 from relay.onboarding.preview import PreviewRow
 from relay.routing import ChannelMatcher, Router, is_channel_glob
@@ -32,6 +33,7 @@ from relay.store.base import (
     DeliveryFilter,
     DeliveryRow,
     EventFilter,
+    InstanceRecord,
     QuarantineRow,
     StateRecord,
     Store,
@@ -592,6 +594,10 @@ class Operations:
         """Every configured subscriber with its pending and dead counts, circuit and last success."""
         states = await self.store.subscriber_states()
         return [subscriber_health(s.name, s.url, states.get(s.name)) for s in self.config.subscribers]
+
+    async def instances(self) -> list[InstanceRecord]:
+        """The live `relay serve` instances on this store (heartbeat within `LIVE_WITHIN_S`), oldest first."""
+        return await self.store.list_instances(live_within_s=LIVE_WITHIN_S)
 
     async def enable_subscriber(self, name: str) -> datetime:
         """Re-enable a subscriber a 410 disabled; returns when.

@@ -28,7 +28,7 @@ from relay.ops import (
     SubscriberHealth,
     TestDelivery,
 )
-from relay.store import CommandRow
+from relay.store import CommandRow, InstanceRecord
 
 __all__ = [
     "VIEW_MODELS",
@@ -41,6 +41,7 @@ __all__ = [
     "EventDetailView",
     "EventFeedView",
     "EventView",
+    "InstanceView",
     "QuarantineRetryView",
     "QuarantineView",
     "RedriveView",
@@ -54,6 +55,7 @@ __all__ = [
     "event_detail_json",
     "event_feed_json",
     "event_json",
+    "instance_json",
     "preview_row_json",
     "quarantine_json",
     "quarantine_retry_json",
@@ -168,6 +170,19 @@ def subscriber_json(s: SubscriberHealth) -> dict[str, Any]:
         "dead": s.dead,
         "circuit": s.circuit,
         "lastSuccessAt": ts(s.last_success_at),
+    }
+
+
+def instance_json(i: InstanceRecord) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "host": i.host,
+        "pid": i.pid,
+        "version": i.version,
+        "startedAt": ts(i.started_at),
+        "heartbeatAt": ts(i.heartbeat_at),
+        "pollLeases": i.poll_leases,
+        "deliveriesInFlight": i.deliveries_in_flight,
     }
 
 
@@ -294,6 +309,19 @@ class SubscriberView(_View):
     last_success_at: Timestamp | None
 
 
+class InstanceView(_View):
+    """A live `relay serve` on this store as its last heartbeat recorded it (`instance_json`)."""
+
+    id: str = Field(description="owner id on its leases: host/pid/random")
+    host: str
+    pid: int
+    version: str
+    started_at: Timestamp
+    heartbeat_at: Timestamp
+    poll_leases: int = Field(description="(source, resource) poll leases held")
+    deliveries_in_flight: int
+
+
 class ReplayView(_View):
     """What a replay matched and created, or would create in a dry run (`replay_json`)."""
 
@@ -376,6 +404,7 @@ VIEW_MODELS: tuple[type[BaseModel], ...] = (
     AttemptView,
     QuarantineView,
     SubscriberView,
+    InstanceView,
     ReplayView,
     RedriveView,
     EnabledView,

@@ -25,7 +25,16 @@ from yarl import URL
 from relay import metrics
 from relay.config import Config, SubscriberConfig
 from relay.deliver.clock import ClockWatch
-from relay.deliver.retry import AttemptOutcome, CircuitBreaker, TokenBucket, decide, describe, shared_circuit_step
+from relay.deliver.retry import (
+    AttemptOutcome,
+    CircuitBreaker,
+    TokenBucket,
+    decide,
+    describe,
+    shared_circuit_step,
+    shared_rate_batch,
+    shared_rate_wait_s,
+)
 from relay.guard import GuardedResolver, target_refusal, target_url
 from relay.runtime import Runtime
 from relay.signing import header_refusal, parse_secret, signature_header
@@ -38,6 +47,9 @@ __all__ = ["Dispatcher"]
 RESPONSE_EXCERPT_BYTES = 1024
 ERROR_TEXT_CHARS = 300
 USER_AGENT = "erp-relay (+https://github.com/erp-relay/erp-relay)"
+# Tokens taken from a shared bucket and not used (nothing was due) go back after this long: held longer, every
+# instance's leftovers would add to the burst the subscriber sees.
+SHARED_TOKEN_HOLD_S = 1.0
 
 
 @lru_cache(maxsize=256)
@@ -62,6 +74,10 @@ class _SubscriberRuntime:
     disabled: bool = False
     last_circuit_state: str = "closed"
     circuit_seen: str | None = None  # the stored circuit change last taken over from a shared store
+    # On a shared store `rate_limit` is one bucket in the database: tokens taken from it, not used yet.
+    shared_tokens: int = 0
+    shared_tokens_at: float = 0.0  # monotonic time of the take
+    shared_ask_at: float = 0.0  # monotonic time the shared bucket may have a whole token again
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -108,6 +124,11 @@ class Dispatcher:
     @property
     def store(self) -> Store:
         return self.runtime.store
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries being sent by this process now."""
+        return sum(sub.in_flight for sub in self._subs.values())
 
     def _apply_subscribers(self, config: Config) -> None:
         fresh: dict[str, _SubscriberRuntime] = {}
@@ -275,7 +296,10 @@ class Dispatcher:
             probing = sub.breaker.state == "half-open"
             if probing:
                 free = 1
-            if sub.bucket is not None:
+            if sub.bucket is not None and self.store.shared:
+                free = min(free, sub.shared_tokens)
+                sub.shared_tokens -= free
+            elif sub.bucket is not None:
                 granted = 0
                 while granted < free and sub.bucket.try_take(mono):
                     granted += 1
@@ -297,8 +321,14 @@ class Dispatcher:
             wait = min(wait, max(0.001, until_retry))
         mono = time.monotonic()
         for sub in self._subs.values():
-            if sub.bucket is not None and sub.in_flight < sub.config.max_in_flight:
+            if sub.bucket is None or sub.in_flight >= sub.config.max_in_flight:
+                continue
+            if not self.store.shared:
                 wait = min(wait, max(0.001, sub.bucket.delay_until_available(mono)))
+            elif sub.shared_tokens == 0:
+                wait = min(wait, max(0.001, sub.shared_ask_at - mono))
+            else:
+                wait = min(wait, max(0.001, sub.shared_tokens_at + SHARED_TOKEN_HOLD_S - mono))
         return wait
 
     async def _run(self) -> None:
@@ -306,6 +336,8 @@ class Dispatcher:
             self._wake.clear()
             now = _now()
             await self._follow_clock_steps(now)
+            if self.store.shared:
+                await self._take_shared_tokens()
             requests = self._claim_requests(now)
             claimed: list[ClaimedDelivery] = []
             if requests:
@@ -360,7 +392,33 @@ class Dispatcher:
             if sub is None or sub.bucket is None:
                 continue
             used = sum(1 for c in claimed if c.subscriber == req.subscriber)
-            sub.bucket.refund(req.limit - used)
+            if self.store.shared:
+                sub.shared_tokens += req.limit - used  # kept for the next claim, or given back after a while
+            else:
+                sub.bucket.refund(req.limit - used)
+
+    async def _take_shared_tokens(self) -> None:
+        """On a shared store, take tokens from each rate-limited subscriber's bucket in the database (one limit
+        for all instances) before claiming; give back tokens held unused too long."""
+        mono = time.monotonic()
+        for name, sub in self._subs.items():
+            bucket = sub.bucket
+            if bucket is None:
+                continue
+            try:
+                if sub.shared_tokens and (sub.disabled or mono - sub.shared_tokens_at >= SHARED_TOKEN_HOLD_S):
+                    await self.store.return_rate_tokens(name, sub.shared_tokens, bucket.burst)
+                    sub.shared_tokens = 0
+                if sub.shared_tokens or sub.disabled or mono < sub.shared_ask_at or not _wants_claim(sub):
+                    continue
+                wanted = shared_rate_batch(bucket.rate_per_s, sub.config.max_in_flight - sub.in_flight)
+                granted, left = await self.store.take_rate_tokens(name, bucket.rate_per_s, bucket.burst, wanted)
+            except StoreUnavailable as exc:
+                log.warning("shared rate limit unavailable", subscriber=name, error=str(exc))
+                sub.shared_ask_at = mono + 1.0  # nothing is sent without a token: ask again shortly
+                continue
+            sub.shared_tokens, sub.shared_tokens_at = granted, mono
+            sub.shared_ask_at = mono if granted else mono + shared_rate_wait_s(left, bucket.rate_per_s)
 
     # ------------------------------------------------------------------------------------ attempts
 

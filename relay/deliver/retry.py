@@ -25,6 +25,8 @@ __all__ = [
     "jittered",
     "parse_retry_after",
     "shared_circuit_step",
+    "shared_rate_batch",
+    "shared_rate_wait_s",
 ]
 
 _DELTA_SECONDS = re.compile(r"[0-9]+")
@@ -340,6 +342,34 @@ def shared_circuit_step(
     if stored == "closed" and local != "closed":
         return "close"
     return "keep"
+
+
+#: How often, at most, the instances together take tokens from a subscriber's shared bucket per second when its
+#: rate is high: a take is a database write, so a fast limit is taken a tenth of a second's worth at a time.
+SHARED_RATE_TAKES_PER_S = 10.0
+
+
+def shared_rate_batch(rate_per_s: float, free_slots: int) -> int:
+    """How many tokens to take at once from a bucket shared across instances.
+
+    About a tenth of a second's worth (at least one) so the cost per delivery stays low at high rates, never
+    more than the free in-flight slots: tokens an instance holds are not available to the others.
+
+    Args:
+        rate_per_s: the subscriber's `rate_limit`, deliveries per second (positive).
+        free_slots: in-flight slots free on this instance.
+    """
+    return max(0, min(free_slots, max(1, math.ceil(rate_per_s / SHARED_RATE_TAKES_PER_S))))
+
+
+def shared_rate_wait_s(tokens_left: float, rate_per_s: float) -> float:
+    """Seconds until a shared bucket left with `tokens_left` holds a whole token again (0: now).
+
+    Args:
+        tokens_left: the tokens the bucket held after the last take (a fraction when none was granted).
+        rate_per_s: the subscriber's `rate_limit`, deliveries per second (positive).
+    """
+    return max(0.0, (1.0 - tokens_left) / rate_per_s)
 
 
 class TokenBucket:

@@ -33,6 +33,7 @@ from relay.views import (
     EventDetailView,
     EventFeedView,
     EventView,
+    InstanceView,
     QuarantineRetryView,
     QuarantineView,
     RedriveView,
@@ -46,6 +47,7 @@ from relay.views import (
     event_detail_json,
     event_feed_json,
     event_json,
+    instance_json,
     quarantine_json,
     quarantine_retry_json,
     replay_json,
@@ -302,6 +304,10 @@ async def list_subscribers(request: web.Request) -> web.Response:
     return json_response([subscriber_json(s) for s in await _ops(request).subscribers()])
 
 
+async def list_instances(request: web.Request) -> web.Response:
+    return json_response([instance_json(i) for i in await _ops(request).instances()])
+
+
 async def enable_subscriber(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     ops = _ops(request)
@@ -497,6 +503,13 @@ ROUTES: tuple[Route, ...] = (
         list_subscribers,
         "Every configured subscriber: pending and dead counts, circuit, last success, disabled.",
         {200: ListOf(SubscriberView), **_ERRORS},
+    ),
+    Route(
+        "GET",
+        "/v1/admin/instances",
+        list_instances,
+        "The live `relay serve` instances on this store: heartbeat, poll leases and deliveries in flight, version.",
+        {200: ListOf(InstanceView), **_ERRORS},
     ),
     Route(
         "POST",

@@ -262,6 +262,11 @@ class PollScheduler:
         self._renew_task = asyncio.create_task(self._renew_forever(), name="poll-leases")
 
     @property
+    def leases_held(self) -> int:
+        """(source, resource) poll leases this process holds, as of each resource's last check."""
+        return sum(1 for job in self._jobs if job.holding)
+
+    @property
     def _lease_s(self) -> float:
         return self.runtime.config.store.poll_lease_s
 

@@ -27,6 +27,7 @@ __all__ = [
     "Deriver",
     "EventFilter",
     "IngestOutcome",
+    "InstanceRecord",
     "NewCommand",
     "NewEvent",
     "PollCommit",
@@ -104,6 +105,31 @@ class QuarantineRow:
     content_type: str | None
     size: int
     body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """A running `relay serve` as its last heartbeat recorded it (`relay instances`).
+
+    Attributes:
+        id: the instance's owner id on leases (host/pid/random).
+        host: the host name it runs on.
+        pid: its process id.
+        version: the relay version it runs.
+        started_at: when it started.
+        heartbeat_at: its last heartbeat (the database server's clock on a shared store).
+        poll_leases: (source, resource) poll leases it held at that heartbeat.
+        deliveries_in_flight: deliveries it was sending at that heartbeat.
+    """
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    poll_leases: int
+    deliveries_in_flight: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,6 +660,37 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         """Delete up to `limit` events received before `cutoff` with nothing left to deliver."""
+
+    # -------------------------------------------------------------------------------- instances
+
+    @abc.abstractmethod
+    async def heartbeat(self, instance: InstanceRecord, *, forget_after_s: float) -> None:
+        """Record that `instance` is alive with its current counts (`heartbeat_at` is the store's clock on a
+        shared store), and drop the rows of instances silent for `forget_after_s` seconds."""
+
+    @abc.abstractmethod
+    async def forget_instance(self, instance_id: str) -> None:
+        """Remove an instance that stopped cleanly from `list_instances`."""
+
+    @abc.abstractmethod
+    async def list_instances(self, *, live_within_s: float) -> list[InstanceRecord]:
+        """Instances whose last heartbeat is at most `live_within_s` seconds old, oldest started first."""
+
+    # -------------------------------------------------------------------------------- shared rate limits
+
+    async def take_rate_tokens(
+        self, subscriber: str, rate_per_s: float, burst: float, wanted: int
+    ) -> tuple[int, float]:
+        """Take up to `wanted` tokens from the subscriber's bucket shared by every instance on the store.
+
+        Returns (tokens granted, tokens left in the bucket after the take). A store only one process opens
+        (SQLite) has nobody to share a limit with: the caller's own bucket limits it, and this grants all.
+        """
+        return wanted, burst
+
+    async def return_rate_tokens(self, subscriber: str, count: int, burst: float) -> None:
+        """Give back tokens taken with `take_rate_tokens` that no delivery used (never above `burst`)."""
+        del subscriber, count, burst  # the single-process default shares no bucket to give back to
 
     # -------------------------------------------------------------------------------- poll leases
 

@@ -37,6 +37,7 @@ from relay.store.base import (
     DeliveryRow,
     EventFilter,
     IngestOutcome,
+    InstanceRecord,
     NewCommand,
     NewEvent,
     PollCommit,
@@ -1018,6 +1019,50 @@ class PostgresStore(Store):
         if created:
             self._notify()
         return result
+
+    # ------------------------------------------------------------------------------------ instances
+
+    async def heartbeat(self, instance: InstanceRecord, *, forget_after_s: float) -> None:
+        i = instance
+
+        async def beat(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                Q["heartbeat_instance"],
+                i.id,
+                i.host,
+                i.pid,
+                i.version,
+                i.started_at,
+                i.poll_leases,
+                i.deliveries_in_flight,
+            )
+            await conn.execute(Q["prune_instances"], forget_after_s)
+
+        await self.write(beat)
+
+    async def forget_instance(self, instance_id: str) -> None:
+        async def forget(conn: asyncpg.Connection) -> None:
+            await conn.execute(Q["forget_instance"], instance_id)
+
+        await self.write(forget)
+
+    async def list_instances(self, *, live_within_s: float) -> list[InstanceRecord]:
+        rows = await self._fetch(Q["list_instances"], live_within_s)
+        return [InstanceRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+
+    # ------------------------------------------------------------------------------------ shared rate limits
+
+    async def take_rate_tokens(
+        self, subscriber: str, rate_per_s: float, burst: float, wanted: int
+    ) -> tuple[int, float]:
+        # Outside the group-commit writer: a one-row autocommit upsert, so a busy ingest batch does not hold
+        # deliveries back; the row lock serialises the instances.
+        rows = await self._fetch(Q["take_rate_tokens"], subscriber, rate_per_s, burst, wanted)
+        return int(rows[0][0]), float(rows[0][1])
+
+    async def return_rate_tokens(self, subscriber: str, count: int, burst: float) -> None:
+        if count > 0:
+            await self._fetch(Q["return_rate_tokens"], subscriber, float(count), burst)
 
     # ------------------------------------------------------------------------------------ poll leases
 

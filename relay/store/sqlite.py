@@ -35,6 +35,7 @@ from relay.store.base import (
     DeliveryRow,
     EventFilter,
     IngestOutcome,
+    InstanceRecord,
     NewCommand,
     NewEvent,
     PollCommit,
@@ -947,6 +948,36 @@ class SqliteStore(Store):
             await conn.execute(Q["set_subscriber_disabled"], params)
 
         await self.write(update)
+
+    async def heartbeat(self, instance: InstanceRecord, *, forget_after_s: float) -> None:
+        now = _now()
+        params = {
+            "id": instance.id,
+            "host": instance.host,
+            "pid": instance.pid,
+            "version": instance.version,
+            "started_at": db_ts(instance.started_at),
+            "now": db_ts(now),
+            "poll_leases": instance.poll_leases,
+            "deliveries_in_flight": instance.deliveries_in_flight,
+        }
+        cutoff = {"cutoff": db_ts(now - timedelta(seconds=forget_after_s))}
+
+        async def beat(conn: aiosqlite.Connection) -> None:
+            await conn.execute(Q["heartbeat_instance"], params)
+            await conn.execute(Q["prune_instances"], cutoff)
+
+        await self.write(beat)
+
+    async def forget_instance(self, instance_id: str) -> None:
+        async def forget(conn: aiosqlite.Connection) -> None:
+            await conn.execute(Q["forget_instance"], {"id": instance_id})
+
+        await self.write(forget)
+
+    async def list_instances(self, *, live_within_s: float) -> list[InstanceRecord]:
+        rows = await self._read(Q["list_instances"], {"cutoff": db_ts(_now() - timedelta(seconds=live_within_s))})
+        return [InstanceRecord(r[0], r[1], r[2], r[3], parse_ts(r[4]), parse_ts(r[5]), r[6], r[7]) for r in rows]
 
     async def set_circuit_state(self, subscriber: str, state: str) -> None:
         params = {"subscriber": subscriber, "state": state, "now": db_ts(_now())}

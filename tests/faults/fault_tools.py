@@ -35,9 +35,20 @@ class Ledger:
             self.unexpected.append(f"{event_id}: {status} {body[:200]}")
 
 
-async def post_event(session: aiohttp.ClientSession, url: str, event_id: str, ledger: Ledger, **data: object) -> int:
-    """POST one order event; record the answer. Returns the status, or 0 when the connection failed."""
+async def post_event(
+    session: aiohttp.ClientSession,
+    url: str,
+    event_id: str,
+    ledger: Ledger,
+    *,
+    version: str | None = None,
+    **data: object,
+) -> int:
+    """POST one order event (`version`: its timestamp, the order of its key's versions); record the answer.
+    Returns the status, or 0 when the connection failed."""
     event = sample_event("order/synced", event_id, **data)
+    if version is not None:
+        event["timestamp"] = version
     try:
         async with session.post(url, data=orjson.dumps(event), headers=HEADERS) as r:
             ledger.record(event_id, r.status, await r.text())

@@ -377,3 +377,32 @@ async def test_a_poll_lease_has_one_holder_until_it_lapses_or_is_released(open_s
     assert await a.renew_poll_leases("A", 30) == 0
     await b.release_poll_leases("B")
     assert await a.hold_poll_lease("x3", "BPCUSTOMER", "A", 30)
+
+
+async def test_a_rate_bucket_is_one_limit_for_every_instance(open_store: OpenStore) -> None:
+    a, b = await open_store(), await open_store()
+    # A new bucket starts full (the burst), whichever instance asks first; the other shares what is left.
+    assert (await a.take_rate_tokens("s", 2.0, 4.0, 3))[0] == 3
+    granted, left = await b.take_rate_tokens("s", 2.0, 4.0, 3)
+    assert granted == 1
+    assert left < 1
+    assert (await a.take_rate_tokens("s", 2.0, 4.0, 3))[0] == 0
+    # Refilled at the rate by the database's clock: one whole token within about half a second.
+    started = time.monotonic()
+    await helpers.until(lambda: _granted(b, "s", 2.0, 4.0), timeout=5, interval=0.02)
+    assert time.monotonic() - started >= 0.3
+    # Tokens given back are there for any instance, never above the burst; other subscribers have their own.
+    await a.return_rate_tokens("s", 10, 4.0)
+    assert (await b.take_rate_tokens("s", 2.0, 4.0, 10))[0] == 4
+    assert (await b.take_rate_tokens("other", 2.0, 4.0, 10))[0] == 4
+
+
+async def _granted(store: PostgresStore, subscriber: str, rate_per_s: float, burst: float) -> bool:
+    return (await store.take_rate_tokens(subscriber, rate_per_s, burst, 1))[0] == 1
+
+
+async def test_instances_taking_at_once_never_get_more_than_the_bucket_holds(open_store: OpenStore) -> None:
+    stores = [await open_store() for _ in range(3)]
+    # A slow refill (one token in 1000 s): only the burst of 20 can be granted, however the takes interleave.
+    results = await asyncio.gather(*(s.take_rate_tokens("s", 0.001, 20.0, 1) for s in stores for _ in range(15)))
+    assert sum(granted for granted, _ in results) == 20

@@ -19,6 +19,8 @@ from relay.deliver.retry import (
     describe,
     jittered,
     parse_retry_after,
+    shared_rate_batch,
+    shared_rate_wait_s,
 )
 
 NOW = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)
@@ -427,3 +429,37 @@ def test_token_bucket_refuses_bad_parameters() -> None:
         TokenBucket(0)
     with pytest.raises(ValueError, match="burst"):
         TokenBucket(1, burst=0.5)
+
+
+@pytest.mark.parametrize(
+    ("rate_per_s", "free_slots", "expected"),
+    [
+        (10.0, 8, 1),  # slow limits: one token per take
+        (0.5, 8, 1),
+        (100.0, 8, 8),  # a tenth of a second's worth, capped by the free slots
+        (100.0, 50, 10),
+        (1000.0, 64, 64),
+        (25.0, 8, 3),  # rounded up
+        (10.0, 0, 0),  # no free slot: nothing to take
+    ],
+)
+def test_shared_rate_batch_takes_a_tenth_of_a_second_within_the_free_slots(
+    rate_per_s: float, free_slots: int, expected: int
+) -> None:
+    assert shared_rate_batch(rate_per_s, free_slots) == expected
+
+
+@pytest.mark.parametrize(
+    ("tokens_left", "rate_per_s", "expected_s"),
+    [
+        (0.0, 10.0, 0.1),
+        (0.5, 10.0, 0.05),
+        (0.75, 2.0, 0.125),
+        (1.0, 10.0, 0.0),  # a whole token is there
+        (3.0, 10.0, 0.0),
+    ],
+)
+def test_shared_rate_wait_is_the_time_to_refill_one_whole_token(
+    tokens_left: float, rate_per_s: float, expected_s: float
+) -> None:
+    assert shared_rate_wait_s(tokens_left, rate_per_s) == pytest.approx(expected_s)

@@ -531,3 +531,20 @@ SELECT 'rule_state', count(*) FROM rule_state UNION ALL
 SELECT 'ion_confirms', count(*) FROM ion_confirms UNION ALL
 SELECT 'commands', count(*) FROM commands UNION ALL
 SELECT 'resource_observations', count(*) FROM resource_observations;
+
+-- name: heartbeat_instance
+INSERT INTO instances (id, host, pid, version, started_at, heartbeat_at, poll_leases, deliveries_in_flight)
+VALUES (:id, :host, :pid, :version, :started_at, :now, :poll_leases, :deliveries_in_flight)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, version = excluded.version,
+    poll_leases = excluded.poll_leases, deliveries_in_flight = excluded.deliveries_in_flight;
+
+-- name: prune_instances
+DELETE FROM instances WHERE heartbeat_at < :cutoff;
+
+-- name: forget_instance
+DELETE FROM instances WHERE id = :id;
+
+-- name: list_instances
+SELECT id, host, pid, version, started_at, heartbeat_at, poll_leases, deliveries_in_flight
+FROM instances WHERE heartbeat_at >= :cutoff
+ORDER BY started_at, id;

@@ -557,3 +557,42 @@ UPDATE poll_leases SET expires_at = clock_timestamp() + make_interval(secs => $2
 
 -- name: release_poll_leases
 DELETE FROM poll_leases WHERE owner = $1;
+
+-- name: take_rate_tokens
+-- $1 subscriber, $2 rate per second, $3 burst, $4 tokens wanted. A new bucket starts full; an existing one is
+-- refilled for the time since its last take (never above the burst), then up to $4 whole tokens are taken.
+-- Returns the tokens granted and the tokens left (a fraction when none could be granted).
+INSERT INTO rate_buckets AS b (subscriber, tokens, granted, updated_at)
+VALUES ($1, $3::float8 - least($4::int, floor($3::float8))::int, least($4::int, floor($3::float8))::int,
+        statement_timestamp())
+ON CONFLICT (subscriber) DO UPDATE SET
+    granted = least($4::int, floor(least($3::float8, b.tokens
+        + greatest(0, extract(epoch FROM statement_timestamp() - b.updated_at)) * $2::float8) + 1e-9))::int,
+    tokens = least($3::float8, b.tokens
+        + greatest(0, extract(epoch FROM statement_timestamp() - b.updated_at)) * $2::float8)
+        - least($4::int, floor(least($3::float8, b.tokens
+        + greatest(0, extract(epoch FROM statement_timestamp() - b.updated_at)) * $2::float8) + 1e-9))::int,
+    updated_at = greatest(b.updated_at, statement_timestamp())
+RETURNING granted, tokens;
+
+-- name: return_rate_tokens
+-- Tokens taken but not used (nothing was due) go back to the shared bucket, never above the burst ($3).
+UPDATE rate_buckets SET tokens = least($3::float8, tokens + $2::float8) WHERE subscriber = $1;
+
+-- name: heartbeat_instance
+INSERT INTO instances (id, host, pid, version, started_at, heartbeat_at, poll_leases, deliveries_in_flight)
+VALUES ($1, $2, $3, $4, $5, clock_timestamp(), $6, $7)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = clock_timestamp(), version = excluded.version,
+    poll_leases = excluded.poll_leases, deliveries_in_flight = excluded.deliveries_in_flight;
+
+-- name: prune_instances
+DELETE FROM instances WHERE heartbeat_at < clock_timestamp() - make_interval(secs => $1::float8);
+
+-- name: forget_instance
+DELETE FROM instances WHERE id = $1;
+
+-- name: list_instances
+-- Live: a heartbeat within $1 seconds by the database server's clock.
+SELECT id, host, pid, version, started_at, heartbeat_at, poll_leases, deliveries_in_flight
+FROM instances WHERE heartbeat_at >= clock_timestamp() - make_interval(secs => $1::float8)
+ORDER BY started_at, id;
