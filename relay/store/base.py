@@ -354,7 +354,64 @@ class CommandRow:
     window_start_at: datetime
 
 
-def command_from_row(r: Sequence[Any]) -> CommandRow:
+class Row(Protocol):
+    """A result row read by position (an sqlite3 row, a tuple, an asyncpg Record)."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+def event_from_row(r: Row) -> Event:
+    """An Event from its row (event_id, channel, source, tenant_id, entity_key, version, occurred_at,
+    received_at, payload, original, original_type), as both backends select it."""
+    return Event(
+        event_id=r[0],
+        channel=r[1],
+        source=r[2],
+        tenant_id=r[3],
+        entity_key=r[4],
+        version=r[5],
+        occurred_at=parse_ts(r[6]),
+        received_at=parse_ts(r[7]),
+        payload=bytes(r[8]),
+        original=bytes(r[9]) if r[9] is not None else None,
+        original_type=r[10],
+    )
+
+
+def delivery_from_row(r: Row) -> DeliveryRow:
+    """A DeliveryRow from its row, as both backends select it."""
+    return DeliveryRow(
+        id=r[0],
+        event_id=r[1],
+        subscriber=r[2],
+        state=r[3],
+        attempts=r[4],
+        created_at=r[5],
+        next_attempt_at=r[6],
+        replay=bool(r[7]),
+        last_status=r[8],
+        last_error=r[9],
+        finished_at=r[10],
+        channel=r[11],
+        entity_key=r[12],
+    )
+
+
+def state_from_row(r: Row) -> StateRecord:
+    """A StateRecord from its row, as both backends select it."""
+    return StateRecord(
+        noun=r[0],
+        entity_key=r[1],
+        channel=r[2],
+        version=r[3],
+        event_id=r[4],
+        received_at=parse_ts(r[5]),
+        deleted=bool(r[6]),
+        payload=bytes(r[7]),
+    )
+
+
+def command_from_row(r: Row) -> CommandRow:
     """A command as both backends select it (`id, source, command, …, window_start_at`: text times, JSON texts)."""
     return CommandRow(
         id=r[0],

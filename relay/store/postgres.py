@@ -50,6 +50,9 @@ from relay.store.base import (
     StoreUnavailable,
     SubscriberState,
     command_from_row,
+    delivery_from_row,
+    event_from_row,
+    state_from_row,
 )
 
 if TYPE_CHECKING:
@@ -153,53 +156,6 @@ class _WriteOp:
     completions: Sequence[Completion] = ()
     fn: Callable[[asyncpg.Connection], Awaitable[Any]] | None = None
     size: int = field(default=1)
-
-
-def _row_to_event(r: asyncpg.Record | tuple[Any, ...]) -> Event:
-    return Event(
-        event_id=r[0],
-        channel=r[1],
-        source=r[2],
-        tenant_id=r[3],
-        entity_key=r[4],
-        version=r[5],
-        occurred_at=parse_ts(r[6]),
-        received_at=parse_ts(r[7]),
-        payload=bytes(r[8]),
-        original=bytes(r[9]) if r[9] is not None else None,
-        original_type=r[10],
-    )
-
-
-def _row_to_delivery(r: asyncpg.Record) -> DeliveryRow:
-    return DeliveryRow(
-        id=r[0],
-        event_id=r[1],
-        subscriber=r[2],
-        state=r[3],
-        attempts=r[4],
-        created_at=r[5],
-        next_attempt_at=r[6],
-        replay=bool(r[7]),
-        last_status=r[8],
-        last_error=r[9],
-        finished_at=r[10],
-        channel=r[11],
-        entity_key=r[12],
-    )
-
-
-def _row_to_state(r: asyncpg.Record) -> StateRecord:
-    return StateRecord(
-        noun=r[0],
-        entity_key=r[1],
-        channel=r[2],
-        version=r[3],
-        event_id=r[4],
-        received_at=parse_ts(r[5]),
-        deleted=bool(r[6]),
-        payload=bytes(r[7]),
-    )
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -684,14 +640,14 @@ class PostgresStore(Store):
             after_seq,
             flt.limit,
         )
-        return [(int(r[0]), _row_to_event(tuple(r)[1:])) for r in rows]
+        return [(int(r[0]), event_from_row(tuple(r)[1:])) for r in rows]
 
     async def last_event_seq(self) -> int:
         return int((await self._fetch(Q["last_event_seq"]))[0][0])
 
     async def get_event(self, event_id: str) -> Event | None:
         rows = await self._fetch(Q["get_event"], event_id)
-        return _row_to_event(rows[0]) if rows else None
+        return event_from_row(rows[0]) if rows else None
 
     async def count_events(self) -> int:
         return int((await self._fetch(Q["count_events"]))[0][0])
@@ -854,11 +810,11 @@ class PostgresStore(Store):
             flt.entity_key,
             flt.limit,
         )
-        return [_row_to_delivery(r) for r in rows]
+        return [delivery_from_row(r) for r in rows]
 
     async def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
         rows = await self._fetch(Q["get_delivery"], delivery_id)
-        return _row_to_delivery(rows[0]) if rows else None
+        return delivery_from_row(rows[0]) if rows else None
 
     async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         rows = await self._fetch(Q["list_attempts"], delivery_id)
@@ -1088,10 +1044,10 @@ class PostgresStore(Store):
 
     async def get_state(self, noun: str, entity_key: str) -> StateRecord | None:
         rows = await self._fetch(Q["get_entity_state"], noun, entity_key)
-        return _row_to_state(rows[0]) if rows else None
+        return state_from_row(rows[0]) if rows else None
 
     async def list_state(self, noun: str, *, prefix: str = "", after: str = "", limit: int = 100) -> list[StateRecord]:
-        return [_row_to_state(r) for r in await self._fetch(Q["list_entity_state"], noun, prefix, after, limit)]
+        return [state_from_row(r) for r in await self._fetch(Q["list_entity_state"], noun, prefix, after, limit)]
 
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         async def delete(conn: asyncpg.Connection) -> int:
@@ -1119,13 +1075,13 @@ class PostgresStore(Store):
             row = await conn.fetchrow(Q["command_by_key"], command.source, command.idempotency_key)
             if row is None:  # the conflicting row is committed before ON CONFLICT gives way: never absent
                 raise StoreUnavailable(f"command {command.idempotency_key!r} was neither stored nor found")
-            return command_from_row(tuple(row)), created
+            return command_from_row(row), created
 
         return await self.write(insert)
 
     async def get_command(self, command_id: str) -> CommandRow | None:
         rows = await self._fetch(Q["command_by_id"], command_id)
-        return command_from_row(tuple(rows[0])) if rows else None
+        return command_from_row(rows[0]) if rows else None
 
     async def claim_commands(
         self, owner: str, source: str, *, now: datetime, lease_until: datetime, limit: int
@@ -1136,7 +1092,7 @@ class PostgresStore(Store):
             rows: list[asyncpg.Record] = await conn.fetch(Q["claim_commands"], *args)
             return rows
 
-        claimed = [command_from_row(tuple(r)) for r in await self.write(claim)]
+        claimed = [command_from_row(r) for r in await self.write(claim)]
         return sorted(claimed, key=lambda c: (c.created_at, c.id))
 
     async def finish_command(
@@ -1198,7 +1154,7 @@ class PostgresStore(Store):
 
     async def list_commands(self, flt: CommandFilter) -> list[CommandRow]:
         rows = await self._fetch(Q["list_commands"], flt.source, flt.status, flt.command, flt.limit)
-        return [command_from_row(tuple(r)) for r in rows]
+        return [command_from_row(r) for r in rows]
 
     async def open_command_counts(self) -> dict[tuple[str, str], int]:
         return {(r[0], r[1]): int(r[2]) for r in await self._fetch(Q["count_open_commands"])}

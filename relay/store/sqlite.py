@@ -48,6 +48,9 @@ from relay.store.base import (
     StoreUnavailable,
     SubscriberState,
     command_from_row,
+    delivery_from_row,
+    event_from_row,
+    state_from_row,
 )
 
 log = structlog.get_logger(__name__)
@@ -128,66 +131,6 @@ async def _rule_states(conn: aiosqlite.Connection, events: Sequence[Event]) -> d
         ):
             found[(rule, key)] = RuleState(rule, key, bool(active), version_order, event_id)
     return found
-
-
-def _row_to_state(r: Sequence[Any]) -> StateRecord:
-    return StateRecord(
-        noun=r[0],
-        entity_key=r[1],
-        channel=r[2],
-        version=r[3],
-        event_id=r[4],
-        received_at=parse_ts(r[5]),
-        deleted=bool(r[6]),
-        payload=bytes(r[7]),
-    )
-
-
-def _row_to_delivery(r: Sequence[Any]) -> DeliveryRow:
-    return DeliveryRow(
-        id=r[0],
-        event_id=r[1],
-        subscriber=r[2],
-        state=r[3],
-        attempts=r[4],
-        created_at=r[5],
-        next_attempt_at=r[6],
-        replay=bool(r[7]),
-        last_status=r[8],
-        last_error=r[9],
-        finished_at=r[10],
-        channel=r[11],
-        entity_key=r[12],
-    )
-
-
-def _row_to_event(row: Sequence[Any]) -> Event:
-    (
-        event_id,
-        channel,
-        source,
-        tenant_id,
-        entity_key,
-        version,
-        occurred_at,
-        received_at,
-        payload,
-        original,
-        original_type,
-    ) = row
-    return Event(
-        event_id=event_id,
-        channel=channel,
-        source=source,
-        tenant_id=tenant_id,
-        entity_key=entity_key,
-        version=version,
-        occurred_at=parse_ts(occurred_at),
-        received_at=parse_ts(received_at),
-        payload=bytes(payload),
-        original=bytes(original) if original is not None else None,
-        original_type=original_type,
-    )
 
 
 class SqliteStore(Store):
@@ -812,7 +755,7 @@ class SqliteStore(Store):
                 "limit": flt.limit,
             },
         )
-        return [(int(row[0]), _row_to_event(row[1:])) for row in rows]
+        return [(int(row[0]), event_from_row(row[1:])) for row in rows]
 
     async def last_event_seq(self) -> int:
         rows = list(await self._read(Q["last_event_seq"]))
@@ -820,7 +763,7 @@ class SqliteStore(Store):
 
     async def get_event(self, event_id: str) -> Event | None:
         rows = list(await self._read(Q["get_event"], {"event_id": event_id}))
-        return _row_to_event(rows[0]) if rows else None
+        return event_from_row(rows[0]) if rows else None
 
     async def count_events(self) -> int:
         rows = list(await self._read(Q["count_events"]))
@@ -1030,11 +973,11 @@ class SqliteStore(Store):
 
     async def list_deliveries(self, flt: DeliveryFilter) -> list[DeliveryRow]:
         rows = await self._read(Q["list_deliveries"], self._delivery_params(flt))
-        return [_row_to_delivery(r) for r in rows]
+        return [delivery_from_row(r) for r in rows]
 
     async def get_delivery(self, delivery_id: int) -> DeliveryRow | None:
         rows = list(await self._read(Q["get_delivery"], {"delivery_id": delivery_id}))
-        return _row_to_delivery(rows[0]) if rows else None
+        return delivery_from_row(rows[0]) if rows else None
 
     async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         rows = await self._read(Q["list_attempts"], {"delivery_id": delivery_id})
@@ -1223,11 +1166,11 @@ class SqliteStore(Store):
 
     async def get_state(self, noun: str, entity_key: str) -> StateRecord | None:
         rows = list(await self._read(Q["get_entity_state"], {"noun": noun, "entity_key": entity_key}))
-        return _row_to_state(rows[0]) if rows else None
+        return state_from_row(rows[0]) if rows else None
 
     async def list_state(self, noun: str, *, prefix: str = "", after: str = "", limit: int = 100) -> list[StateRecord]:
         params = {"noun": noun, "prefix": prefix, "after": after, "limit": limit}
-        return [_row_to_state(r) for r in await self._read(Q["list_entity_state"], params)]
+        return [state_from_row(r) for r in await self._read(Q["list_entity_state"], params)]
 
     async def prune(self, cutoff: datetime, *, limit: int = 5000) -> int:
         params = {"cutoff": db_ts(cutoff), "limit": limit}
