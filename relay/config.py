@@ -287,7 +287,7 @@ class LoggingConfig(_Model):
 class DeliveryConfig(_Model):
     """Dispatcher-wide settings; per-subscriber ones live on the subscriber."""
 
-    lease_s: Duration = Field(default=60.0, alias="lease")
+    lease_s: Duration = Field(default=30.0, ge=1.0, alias="lease")
     poll_interval_s: Duration = Field(default=0.5, alias="poll_interval")
     max_concurrency: int = Field(default=256, ge=1)
     retry_after_cap_s: Duration = Field(default=3600.0, alias="retry_after_cap")

@@ -54,7 +54,10 @@ NOTES: dict[str, str] = {
     "HealthConfig.failures_before_failing": "consecutive failed polls of a resource before it is announced failing; "
     "a new definite error right after a success is announced at once",
     "LoggingConfig.format": "auto: JSON when stdout is not a terminal (journald), readable otherwise",
-    "DeliveryConfig.lease": "how long a claimed delivery is reserved (at least the subscriber timeout + 2 s)",
+    "DeliveryConfig.lease": (
+        "how long a claimed delivery is reserved; renewed every third of it while the request is in flight, "
+        "so a process that dies gives its deliveries up within this long (at least 1s)"
+    ),
     "DeliveryConfig.poll_interval": "how often deliveries written by other processes (CLI replay) are looked for",
     "DeliveryConfig.max_concurrency": "connections open to all subscribers together",
     "DeliveryConfig.retry_after_cap": "longest Retry-After honoured",

@@ -617,6 +617,14 @@ class Store(abc.ABC):
         """Record attempts and apply decisions (batched with other writes)."""
 
     @abc.abstractmethod
+    async def renew_leases(
+        self, owner: str, leases: Sequence[tuple[int, int | None]], lease_until: datetime
+    ) -> set[int]:
+        """Extend to `lease_until` the leases `owner` still holds on these (delivery id, lease token) pairs:
+        attempts still in flight keep their deliveries. Returns the ids renewed; a delivery already completed,
+        or whose lease expired and was claimed again since, is not."""
+
+    @abc.abstractmethod
     async def release_leases(self, owner: str) -> int:
         """Give back every lease `owner` holds (clean stop)."""
 

@@ -740,6 +740,20 @@ class PostgresStore(Store):
         )
         await self._submit(op)
 
+    async def renew_leases(
+        self, owner: str, leases: Sequence[tuple[int, int | None]], lease_until: datetime
+    ) -> set[int]:
+        if not leases:
+            return set()
+        ids = [delivery_id for delivery_id, _ in leases]
+        tokens = [token for _, token in leases]
+
+        async def renew(conn: asyncpg.Connection) -> set[int]:
+            rows = await conn.fetch(Q["renew_leases"], owner, utc_text(lease_until), ids, tokens)
+            return {int(r[0]) for r in rows}
+
+        return await self.write(renew)
+
     async def release_leases(self, owner: str) -> int:
         async def release(conn: asyncpg.Connection) -> int:
             return _rowcount(await conn.execute(Q["release_leases"], owner))

@@ -860,6 +860,24 @@ class SqliteStore(Store):
         )
         await self._submit(op)
 
+    async def renew_leases(
+        self, owner: str, leases: Sequence[tuple[int, int | None]], lease_until: datetime
+    ) -> set[int]:
+        if not leases:
+            return set()
+        until = db_ts(lease_until)
+
+        async def renew(conn: aiosqlite.Connection) -> set[int]:
+            renewed: set[int] = set()
+            for delivery_id, _token in leases:  # one process owns an SQLite store: the owner is the fence
+                params = {"id": delivery_id, "owner": owner, "lease_until": until}
+                cursor = await conn.execute(Q["renew_lease"], params)
+                if cursor.rowcount:
+                    renewed.add(delivery_id)
+            return renewed
+
+        return await self.write(renew)
+
     async def release_leases(self, owner: str) -> int:
         async def release(conn: aiosqlite.Connection) -> int:
             cursor = await conn.execute(Q["release_leases"], {"owner": owner})

@@ -167,6 +167,48 @@ async def test_completion_by_a_lost_lease_changes_nothing(backend: Store) -> Non
     assert row.state == "pending"
 
 
+async def test_renewed_leases_hold_past_their_first_expiry_and_only_for_their_holder(backend: Store) -> None:
+    await backend.ingest([NewEvent(event(f"r{i}", key=None), [DeliveryPlan("s")]) for i in range(3)])
+    now = datetime.now(UTC)
+    lease = [ClaimRequest("s", 3, False, now + timedelta(seconds=10))]
+    claimed = await backend.claim_deliveries("holder", now, lease)
+    assert len(claimed) == 3
+    kept, finished, lost = claimed
+    pairs = [(d.id, d.lease_token) for d in claimed]
+    await backend.complete_deliveries([done(finished.id, "holder", finished.lease_token)])
+    # Someone else renewing changes nothing; the holder renews what it still holds and is still pending.
+    assert await backend.renew_leases("someone-else", pairs, now + timedelta(minutes=5)) == set()
+    assert await backend.renew_leases("holder", pairs, now + timedelta(minutes=5)) == {kept.id, lost.id}
+    # Past the first expiry the renewed leases still hold: nothing is claimable.
+    later = now + timedelta(minutes=1)
+    assert await backend.claim_deliveries("other", later, [ClaimRequest("s", 10, False, later)]) == []
+    # Past the renewed expiry they are claimed again; the old holder's renewals no longer take.
+    much_later = now + timedelta(minutes=6)
+    retaken = await backend.claim_deliveries(
+        "other", much_later, [ClaimRequest("s", 10, False, much_later + timedelta(minutes=1))]
+    )
+    assert sorted(d.id for d in retaken) == sorted([kept.id, lost.id])
+    assert await backend.renew_leases("holder", pairs, much_later + timedelta(minutes=5)) == set()
+    assert await backend.renew_leases("holder", [], much_later) == set()
+
+
+def done(d_id: int, owner: str, token: int | None) -> Completion:
+    return Completion(
+        delivery_id=d_id,
+        subscriber="s",
+        owner=owner,
+        attempt=1,
+        started_at=NOW,
+        duration_ms=1.0,
+        status=200,
+        error=None,
+        response_excerpt=None,
+        state="delivered",
+        next_attempt_at=None,
+        lease_token=token,
+    )
+
+
 async def test_shift_schedule_moves_future_retries_and_leases(backend: Store) -> None:
     await backend.ingest([NewEvent(event(i, key=None), [DeliveryPlan("s")]) for i in ("a", "b")])
     now = datetime.now(UTC)

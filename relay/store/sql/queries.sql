@@ -190,6 +190,11 @@ WHERE subscriber = :subscriber AND entity_key = :entity_key AND state = 'pending
 INSERT INTO subscriber_state (subscriber, last_success_at) VALUES (:subscriber, :now)
 ON CONFLICT (subscriber) DO UPDATE SET last_success_at = max(coalesce(last_success_at, ''), excluded.last_success_at);
 
+-- name: renew_lease
+-- Only the holder renews, and only while the delivery is still pending: a completed attempt has no lease left.
+UPDATE deliveries SET lease_expires_at = :lease_until
+WHERE id = :id AND lease_owner = :owner AND state = 'pending';
+
 -- name: release_leases
 UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
 WHERE lease_owner = :owner AND state = 'pending';

@@ -215,6 +215,13 @@ SELECT * FROM unnest($1::text[], $2::text[])
 ON CONFLICT (subscriber) DO UPDATE
 SET last_success_at = greatest(coalesce(subscriber_state.last_success_at, ''), excluded.last_success_at);
 
+-- name: renew_leases
+-- Only the holder of the very claim (its fencing token) renews, and only while the delivery is still pending.
+UPDATE deliveries d SET lease_expires_at = $2
+FROM unnest($3::bigint[], $4::bigint[]) AS r(id, token)
+WHERE d.id = r.id AND d.lease_owner = $1 AND d.state = 'pending' AND (r.token IS NULL OR d.lease_token = r.token)
+RETURNING d.id;
+
 -- name: release_leases
 UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL
 WHERE lease_owner = $1 AND state = 'pending';
