@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from relay import __version__
+from relay import __version__, metrics
 from relay.runtime import Runtime
 from relay.store import InstanceRecord, StoreUnavailable
 
@@ -67,6 +67,9 @@ class Heartbeat:
             log.warning("heartbeat not recorded", error=str(exc))
 
     async def start(self) -> None:
+        instance_id = self.dispatcher.owner
+        metrics.register_instance(instance_id, __version__)
+        metrics.labelled(metrics.INSTANCE_INFO, instance_id, __version__, self.runtime.store.dialect).set(1)
         await self._beat()  # listed as soon as it serves
         self._task = asyncio.create_task(self._run(), name="heartbeat")
 

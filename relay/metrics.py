@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     from relay.config import Config
     from relay.spec import SpecRegistry
 
-__all__ = ["UNKNOWN", "bounded", "forget", "labelled", "register_config", "register_known", "resource_label"]
+__all__ = [
+    "UNKNOWN",
+    "bounded",
+    "forget",
+    "labelled",
+    "register_config",
+    "register_instance",
+    "register_known",
+    "resource_label",
+]
 
 _Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
 _children: dict[tuple[Any, tuple[str, ...]], Any] = {}
@@ -41,6 +50,10 @@ _KNOWN: dict[str, set[str]] = {
     "error": {"timeout", "unreachable", "refused", "shape"},
     # Write-back commands: the command names are fixed by the code.
     "command": {"order/create", "customer/create", "customer/update"},
+    # This process alone (one series per process): its owner id on leases, as `relay instances` lists it.
+    "instance_id": set(),
+    "version": set(),
+    "store": {"sqlite", "postgres"},
 }
 # Commands: accepted (stored), replayed (same key and body), conflict (key reused), invalid (refused body),
 # succeeded, failed (for good), retry (an attempt to be repeated).
@@ -83,6 +96,13 @@ ION_CONFIRMS = Counter(
     "relay_ion_confirms_total",
     "ConfirmBODs to ION by source and state (queued, sent, retry, failed: given up, dropped: not queued).",
     ["source", "state"],
+)
+INSTANCE_INFO = Gauge(
+    "relay_instance_info",
+    "1, labelled with this relay serve process's id (its owner id on leases, as `relay instances` lists it), "
+    "version and store backend. Tells the instances on one database apart; the scrape's own `instance` label "
+    "is the address.",
+    ["instance_id", "version", "store"],
 )
 QUARANTINE_BYTES = Gauge("relay_quarantine_bytes", "Bytes held by quarantined inputs (bodies, reasons, details).")
 WEBHOOK_ATTEMPTS = Counter(
@@ -171,6 +191,12 @@ SOURCE_DRIFT = Counter(
     "Schema drift detected in the raw records of a resource (fields added, removed or retyped; one per change).",
     ["source", "resource"],
 )
+
+
+def register_instance(instance_id: str, version: str) -> None:
+    """Allow this process's own id and version as label values (`relay_instance_info`)."""
+    _KNOWN["instance_id"].add(instance_id)
+    _KNOWN["version"].add(version)
 
 
 def register_known(

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from helpers import HUB_TOKEN, base_config, free_port, relay_process, run_cli, sample_event, until
 from helpers import write_config as write
+from prometheus_client.parser import text_string_to_metric_families
 from subscriber import Subscriber, subscriber_config
 
 from relay import __version__
@@ -101,6 +102,23 @@ async def test_two_instances_are_listed_with_their_leases_and_a_stopped_one_is_n
                     assert {i["id"] for i in listed} == {i["id"] for i in rows}
                     async with session.get(f"{b.base_url}/v1/admin/openapi.json", headers=admin) as r:
                         assert "/v1/admin/instances" in (await r.json())["paths"]
+
+                    # Each instance's /metrics names it as `relay instances` does, in one series.
+                    ids_by_pid = {r["pid"]: r["id"] for r in rows}
+                    for relay in (a, b):
+                        async with session.get(f"{relay.base_url}/metrics") as r:
+                            exposition = await r.text()
+                        (info,) = [
+                            s.labels
+                            for family in text_string_to_metric_families(exposition)
+                            for s in family.samples
+                            if s.name == "relay_instance_info"
+                        ]
+                        assert info == {
+                            "instance_id": ids_by_pid[relay.pid],
+                            "version": __version__,
+                            "store": "postgres",
+                        }
 
                     release.set()
                     await until(lambda: len(sub.delivered) == 1, timeout=10)
