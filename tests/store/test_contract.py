@@ -146,23 +146,7 @@ async def test_completion_by_a_lost_lease_changes_nothing(backend: Store) -> Non
     await backend.ingest([NewEvent(event("x", key=None), [DeliveryPlan("s")])])
     now = datetime.now(UTC)
     (d,) = await backend.claim_deliveries("owner-1", now, [ClaimRequest("s", 1, False, now + timedelta(minutes=1))])
-    await backend.complete_deliveries(
-        [
-            Completion(
-                delivery_id=d.id,
-                subscriber="s",
-                owner="someone-else",
-                attempt=1,
-                started_at=now,
-                duration_ms=1,
-                status=200,
-                error=None,
-                response_excerpt=None,
-                state="delivered",
-                next_attempt_at=None,
-            )
-        ]
-    )
+    await backend.complete_deliveries([done(d.id, "someone-else", None)])
     (row,) = await backend.list_deliveries(DeliveryFilter(event_id="x"))
     assert row.state == "pending"
 
