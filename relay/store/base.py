@@ -39,6 +39,7 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "SubscriberState",
+    "claimed_from_row",
     "command_from_row",
 ]
 
@@ -375,6 +376,29 @@ def event_from_row(r: Row) -> Event:
         payload=bytes(r[8]),
         original=bytes(r[9]) if r[9] is not None else None,
         original_type=r[10],
+    )
+
+
+def claimed_from_row(r: Row, lease_token: int | None = None) -> ClaimedDelivery:
+    """A ClaimedDelivery from its row (delivery id, subscriber, attempts, created_at, replay, entity_key,
+    version_order, then the event's id, channel, source, received_at, payload, original, original_type), as both
+    backends select it; `lease_token` where the backend fences claims."""
+    return ClaimedDelivery(
+        id=r[0],
+        subscriber=r[1],
+        attempts=r[2],
+        created_at=parse_ts(r[3]),
+        replay=bool(r[4]),
+        entity_key=r[5],
+        version_order=r[6],
+        event_id=r[7],
+        channel=r[8],
+        source=r[9],
+        received_at=parse_ts(r[10]),
+        payload=bytes(r[11]),
+        original=bytes(r[12]) if r[12] is not None else None,
+        original_type=r[13],
+        lease_token=lease_token,
     )
 
 

@@ -8,7 +8,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +23,7 @@ import structlog
 from relay import metrics
 from relay.events import Event, parse_ts, utc_text
 from relay.store._sql import _SQL_DIR, migrations, queries
+from relay.store._writer import GroupCommit, WriteOp
 from relay.store.base import (
     DEFAULT_QUARANTINE_MAX_BYTES,
     Checkpoint,
@@ -49,6 +50,7 @@ from relay.store.base import (
     Store,
     StoreUnavailable,
     SubscriberState,
+    claimed_from_row,
     command_from_row,
     delivery_from_row,
     event_from_row,
@@ -148,14 +150,7 @@ def postgres_problem(url: str, *, timeout_s: float = 5.0) -> str | None:
     return None
 
 
-@dataclass(eq=False, slots=True)
-class _WriteOp:
-    kind: Literal["ingest", "complete", "call"]
-    future: asyncio.Future[Any]
-    items: Sequence[NewEvent] = ()
-    completions: Sequence[Completion] = ()
-    fn: Callable[[asyncpg.Connection], Awaitable[Any]] | None = None
-    size: int = field(default=1)
+_WriteOp = WriteOp[asyncpg.Connection]
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -171,7 +166,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class PostgresStore(Store):
+class PostgresStore(GroupCommit[asyncpg.Connection], Store):
     """The shared store. Reads use a pool; writes of this process go through one group-commit writer."""
 
     dialect = "postgres"
@@ -186,12 +181,10 @@ class PostgresStore(Store):
         quarantine_max_bytes: int = DEFAULT_QUARANTINE_MAX_BYTES,
     ) -> None:
         self.target = postgres_target(url)
-        self.batch_max = batch_max
+        self._init_writer(batch_max)
         self.pool_max = pool_max
         self.quarantine_max_bytes = quarantine_max_bytes
         self._pool: asyncpg.Pool | None = None
-        self._queue: asyncio.Queue[_WriteOp | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._commit_listeners: list[Callable[[], None]] = []
         self._drops_unlogged = 0
@@ -216,7 +209,7 @@ class PostgresStore(Store):
             await self._close_pool()
             raise
         metrics.QUARANTINE_BYTES.set(int(usage))
-        self._writer_task = asyncio.create_task(self._write_loop(), name="postgres-writer")
+        self._start_writer("postgres-writer")
         self._notifier_task = asyncio.create_task(self._notify_forever(), name="postgres-notify")
         if self._commit_listeners:
             self._listen()
@@ -271,10 +264,7 @@ class PostgresStore(Store):
         if self._closed:
             return
         self._closed = True
-        if self._writer_task is not None:
-            await self._queue.put(None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
+        await self._stop_writer()
         for task in (self._notifier_task, self._listener_task):
             if task is not None:
                 task.cancel()
@@ -303,7 +293,7 @@ class PostgresStore(Store):
         """Call `callback` after every commit that created due deliveries: this process's at once, another
         instance's (or a `relay replay`'s) when its NOTIFY arrives; polling stays the backstop."""
         self._commit_listeners.append(callback)
-        if self._writer_task is not None and not self._closed:
+        if self._writer_running:
             self._listen()
 
     def _notify(self) -> None:
@@ -373,38 +363,6 @@ class PostgresStore(Store):
 
     # ------------------------------------------------------------------------------------ the writer
 
-    async def _submit(self, op: _WriteOp) -> Any:
-        if self._closed or self._writer_task is None or self._writer_task.done():
-            raise StoreUnavailable("the store is closed")
-        await self._queue.put(op)
-        return await op.future
-
-    async def write(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run `fn` inside the next group-commit transaction; returns once it is committed."""
-        op = _WriteOp("call", asyncio.get_running_loop().create_future(), fn=fn)
-        result: T = await self._submit(op)
-        return result
-
-    async def _write_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            size = first.size
-            while size < self.batch_max:
-                try:
-                    nxt = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-                size += nxt.size
-            await self._flush(batch)
-
     async def _flush(self, batch: list[_WriteOp]) -> None:
         results: dict[_WriteOp, Any] = {}
         errors: dict[_WriteOp, BaseException] = {}
@@ -431,22 +389,10 @@ class PostgresStore(Store):
                         conn.terminate()
                     raise
         except Exception as exc:  # whatever broke, the batch was not committed: fail it and keep writing
-            metrics.STORE_COMMIT_FAILURES.inc()
             log.error("commit failed", error=_describe(exc), batch=len(batch))
-            failure = StoreUnavailable(f"commit failed: {_describe(exc)}")
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(failure)
+            self._fail(batch, StoreUnavailable(f"commit failed: {_describe(exc)}"))
             return
-        metrics.STORE_COMMIT_BATCH_SIZE.observe(sum(op.size for op in batch))
-        metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
-        for op in batch:
-            if op.future.done():
-                continue
-            if op in errors:
-                op.future.set_exception(errors[op])
-            else:
-                op.future.set_result(results.get(op))
+        self._settle(batch, results, errors, started)
         if created:
             self._notify()
 
@@ -499,7 +445,7 @@ class PostgresStore(Store):
     async def ingest(self, items: Sequence[NewEvent]) -> list[IngestOutcome]:
         if not items:
             return []
-        op = _WriteOp("ingest", asyncio.get_running_loop().create_future(), items=items, size=len(items))
+        op = self._op("ingest", items=items, size=len(items))
         result: list[IngestOutcome] = await self._submit(op)
         return result
 
@@ -709,36 +655,9 @@ class PostgresStore(Store):
             return rows
 
         rows = await self.write(claim)
-        claimed = [
-            ClaimedDelivery(
-                id=r[0],
-                subscriber=r[1],
-                attempts=r[2],
-                created_at=parse_ts(r[3]),
-                replay=bool(r[4]),
-                entity_key=r[5],
-                version_order=r[6],
-                event_id=r[7],
-                channel=r[8],
-                source=r[9],
-                received_at=parse_ts(r[10]),
-                payload=bytes(r[11]),
-                original=bytes(r[12]) if r[12] is not None else None,
-                original_type=r[13],
-                lease_token=r[14],
-            )
-            for r in rows
-        ]
+        claimed = [claimed_from_row(r, lease_token=r[14]) for r in rows]
         claimed.sort(key=lambda c: c.id)
         return claimed
-
-    async def complete_deliveries(self, completions: Sequence[Completion]) -> None:
-        if not completions:
-            return
-        op = _WriteOp(
-            "complete", asyncio.get_running_loop().create_future(), completions=completions, size=len(completions)
-        )
-        await self._submit(op)
 
     async def renew_leases(
         self, owner: str, leases: Sequence[tuple[int, int | None]], lease_until: datetime

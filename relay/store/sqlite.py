@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -21,6 +19,7 @@ import structlog
 from relay import metrics
 from relay.events import Event, parse_ts, utc_text
 from relay.store._sql import migrations, queries
+from relay.store._writer import GroupCommit, WriteOp
 from relay.store.base import (
     DEFAULT_QUARANTINE_MAX_BYTES,
     Checkpoint,
@@ -28,7 +27,6 @@ from relay.store.base import (
     ClaimRequest,
     CommandFilter,
     CommandRow,
-    Completion,
     ConfirmEntry,
     ConfirmRow,
     DeliveryFilter,
@@ -47,6 +45,7 @@ from relay.store.base import (
     Store,
     StoreUnavailable,
     SubscriberState,
+    claimed_from_row,
     command_from_row,
     delivery_from_row,
     event_from_row,
@@ -79,14 +78,7 @@ def sqlite_path_from_url(url: str) -> Path:
     return Path(rest)
 
 
-@dataclass(eq=False, slots=True)
-class _WriteOp:
-    kind: Literal["ingest", "complete", "call"]
-    future: asyncio.Future[Any]
-    items: Sequence[NewEvent] = ()
-    completions: Sequence[Completion] = ()
-    fn: Callable[[aiosqlite.Connection], Awaitable[Any]] | None = None
-    size: int = field(default=1)
+_WriteOp = WriteOp[aiosqlite.Connection]
 
 
 # Ids and keys are bound one per parameter, never inside a JSON text: SQLite 3.40's json_each cuts a string at an
@@ -133,7 +125,7 @@ async def _rule_states(conn: aiosqlite.Connection, events: Sequence[Event]) -> d
     return found
 
 
-class SqliteStore(Store):
+class SqliteStore(GroupCommit[aiosqlite.Connection], Store):
     """The embedded store. One connection writes (batched), another reads."""
 
     dialect = "sqlite"
@@ -149,13 +141,11 @@ class SqliteStore(Store):
     ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
-        self.batch_max = batch_max
+        self._init_writer(batch_max)
         self.busy_timeout_s = busy_timeout_s
         self.quarantine_max_bytes = quarantine_max_bytes
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_WriteOp | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         self._commit_listeners: list[Callable[[], None]] = []
         # (st_dev, st_ino) of the database and its companions as opened: a different answer later means the
@@ -202,7 +192,7 @@ class SqliteStore(Store):
             with contextlib.suppress(FileNotFoundError):
                 st = os.stat(companion)
                 self._file_ids[companion] = (st.st_dev, st.st_ino)
-        self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+        self._start_writer("sqlite-writer")
 
     def _check_files(self) -> None:
         """Raise StoreUnavailable once the database or a companion file is gone or is another file.
@@ -254,10 +244,7 @@ class SqliteStore(Store):
         if self._closed:
             return
         self._closed = True
-        if self._writer_task is not None:
-            await self._queue.put(None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
+        await self._stop_writer()
         await self._close_connections()
 
     async def _close_connections(self) -> None:
@@ -273,38 +260,6 @@ class SqliteStore(Store):
 
     # ------------------------------------------------------------------------------------ the writer
 
-    async def _submit(self, op: _WriteOp) -> Any:
-        if self._closed or self._writer_task is None or self._writer_task.done():
-            raise StoreUnavailable("the store is closed")
-        await self._queue.put(op)
-        return await op.future
-
-    async def write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run `fn` inside the next group-commit transaction; returns once it is committed."""
-        op = _WriteOp("call", asyncio.get_running_loop().create_future(), fn=fn)
-        result: T = await self._submit(op)
-        return result
-
-    async def _write_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            size = first.size
-            while size < self.batch_max:
-                try:
-                    nxt = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-                size += nxt.size
-            await self._flush(batch)
-
     async def _flush(self, batch: list[_WriteOp]) -> None:
         conn = self._writer
         assert conn is not None
@@ -312,10 +267,7 @@ class SqliteStore(Store):
         errors: dict[_WriteOp, BaseException] = {}
         created_deliveries = 0
         if self._lost is not None:
-            metrics.STORE_COMMIT_FAILURES.inc()
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(StoreUnavailable(self._lost))
+            self._fail(batch, StoreUnavailable(self._lost))
             return
         changes_before = conn.total_changes
         started = time.perf_counter()
@@ -352,26 +304,14 @@ class SqliteStore(Store):
             self._check_files()
         except Exception as exc:
             self._last_write_failed = True
-            metrics.STORE_COMMIT_FAILURES.inc()
             with contextlib.suppress(Exception):
                 await conn.execute("ROLLBACK")
             log.error("commit failed", error=str(exc), batch=len(batch))
-            failure = StoreUnavailable(f"commit failed: {exc}")
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(failure)
+            self._fail(batch, StoreUnavailable(f"commit failed: {exc}"))
             return
         if conn.total_changes != changes_before:
             self._last_write_failed = False  # only a commit that wrote something shows that writes succeed
-        metrics.STORE_COMMIT_BATCH_SIZE.observe(sum(op.size for op in batch))
-        metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
-        for op in batch:
-            if op.future.done():
-                continue
-            if op in errors:
-                op.future.set_exception(errors[op])
-            else:
-                op.future.set_result(results.get(op))
+        self._settle(batch, results, errors, started)
         if created_deliveries:
             self._notify()
 
@@ -583,7 +523,7 @@ class SqliteStore(Store):
     async def ingest(self, items: Sequence[NewEvent]) -> list[IngestOutcome]:
         if not items:
             return []
-        op = _WriteOp("ingest", asyncio.get_running_loop().create_future(), items=items, size=len(items))
+        op = self._op("ingest", items=items, size=len(items))
         result: list[IngestOutcome] = await self._submit(op)
         return result
 
@@ -830,35 +770,9 @@ class SqliteStore(Store):
         if not ids:
             return []
         rows = await self._read(Q["claimed_details"], {"ids": orjson.dumps(ids).decode()})
-        claimed = [
-            ClaimedDelivery(
-                id=r[0],
-                subscriber=r[1],
-                attempts=r[2],
-                created_at=parse_ts(r[3]),
-                replay=bool(r[4]),
-                entity_key=r[5],
-                version_order=r[6],
-                event_id=r[7],
-                channel=r[8],
-                source=r[9],
-                received_at=parse_ts(r[10]),
-                payload=bytes(r[11]),
-                original=bytes(r[12]) if r[12] is not None else None,
-                original_type=r[13],
-            )
-            for r in rows
-        ]
+        claimed = [claimed_from_row(r) for r in rows]
         claimed.sort(key=lambda c: c.id)
         return claimed
-
-    async def complete_deliveries(self, completions: Sequence[Completion]) -> None:
-        if not completions:
-            return
-        op = _WriteOp(
-            "complete", asyncio.get_running_loop().create_future(), completions=completions, size=len(completions)
-        )
-        await self._submit(op)
 
     async def renew_leases(
         self, owner: str, leases: Sequence[tuple[int, int | None]], lease_until: datetime
@@ -1133,7 +1047,7 @@ class SqliteStore(Store):
             "state": orjson.dumps(commit.checkpoint.state).decode(),
             "updated_at": now,
         }
-        holder = _WriteOp("ingest", asyncio.get_running_loop().create_future(), items=commit.events)
+        holder = self._op("ingest", items=commit.events)
         created = 0
 
         async def apply(conn: aiosqlite.Connection) -> list[IngestOutcome]:
@@ -1168,7 +1082,7 @@ class SqliteStore(Store):
         self, source: str, resource: str, kind: str, value: Mapping[str, Any], events: Sequence[NewEvent] = ()
     ) -> list[IngestOutcome]:
         params = _observation(source, resource, kind, value, db_ts(_now()))
-        holder = _WriteOp("ingest", asyncio.get_running_loop().create_future(), items=events)
+        holder = self._op("ingest", items=events)
         created = 0
 
         async def apply(conn: aiosqlite.Connection) -> list[IngestOutcome]:
@@ -1269,7 +1183,7 @@ class SqliteStore(Store):
             "error": orjson.dumps(error).decode() if error is not None else None,
             "now": db_ts(now),
         }
-        holder = _WriteOp("ingest", asyncio.get_running_loop().create_future(), items=[event] if event else [])
+        holder = self._op("ingest", items=[event] if event else [])
         created = 0
 
         async def apply(conn: aiosqlite.Connection) -> bool:
