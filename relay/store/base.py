@@ -39,8 +39,12 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "SubscriberState",
+    "attempt_from_row",
     "claimed_from_row",
     "command_from_row",
+    "confirm_from_row",
+    "quarantine_from_row",
+    "replay_event_from_row",
 ]
 
 
@@ -399,6 +403,63 @@ def claimed_from_row(r: Row, lease_token: int | None = None) -> ClaimedDelivery:
         original=bytes(r[12]) if r[12] is not None else None,
         original_type=r[13],
         lease_token=lease_token,
+    )
+
+
+def confirm_from_row(r: Row) -> ConfirmRow:
+    """A queued ConfirmBOD as both backends select it."""
+    return ConfirmRow(
+        id=r[0],
+        source=r[1],
+        created_at=parse_ts(r[2]),
+        bod_id=r[3],
+        parameters=r[4],
+        payload=bytes(r[5]),
+        attempts=r[6],
+        last_error=r[7],
+    )
+
+
+def quarantine_from_row(r: Row, *, with_body: bool = False) -> QuarantineRow:
+    """A quarantine entry as both backends select it: column 7 is the body's size in a list, the body itself
+    when one entry is shown (`with_body`)."""
+    body = bytes(r[7]) if with_body else None
+    return QuarantineRow(
+        id=r[0],
+        received_at=r[1],
+        source=r[2],
+        channel=r[3],
+        reason=r[4],
+        details=orjson.loads(r[5]),
+        content_type=r[6],
+        size=len(body) if body is not None else r[7],
+        body=body,
+    )
+
+
+def attempt_from_row(r: Row) -> dict[str, Any]:
+    """One recorded attempt of a delivery, as the CLI and the admin API show it."""
+    return {
+        "attempt": r[0],
+        "startedAt": r[1],
+        "durationMs": r[2],
+        "status": r[3],
+        "error": r[4],
+        "response": bytes(r[5]).decode("utf-8", "replace") if r[5] is not None else None,
+    }
+
+
+def replay_event_from_row(r: Row) -> ReplayEvent:
+    """An event as a replay pages through them (`seq` orders the pages)."""
+    return ReplayEvent(
+        seq=r[0],
+        event_id=r[1],
+        channel=r[2],
+        source=r[3],
+        entity_key=r[4],
+        version_order=r[5],
+        payload=bytes(r[6]),
+        received_at=r[7],
     )
 
 

@@ -45,10 +45,14 @@ from relay.store.base import (
     Store,
     StoreUnavailable,
     SubscriberState,
+    attempt_from_row,
     claimed_from_row,
     command_from_row,
+    confirm_from_row,
     delivery_from_row,
     event_from_row,
+    quarantine_from_row,
+    replay_event_from_row,
     state_from_row,
 )
 
@@ -611,19 +615,7 @@ class SqliteStore(GroupCommit[aiosqlite.Connection], Store):
 
     async def due_confirms(self, now: datetime, *, limit: int) -> list[ConfirmRow]:
         rows = await self._read(Q["due_ion_confirms"], {"now": db_ts(now), "limit": limit})
-        return [
-            ConfirmRow(
-                id=r[0],
-                source=r[1],
-                created_at=parse_ts(r[2]),
-                bod_id=r[3],
-                parameters=r[4],
-                payload=bytes(r[5]),
-                attempts=r[6],
-                last_error=r[7],
-            )
-            for r in rows
-        ]
+        return [confirm_from_row(r) for r in rows]
 
     async def next_confirm_at(self) -> datetime | None:
         rows = list(await self._read(Q["next_ion_confirm_at"]))
@@ -711,37 +703,13 @@ class SqliteStore(GroupCommit[aiosqlite.Connection], Store):
 
     async def list_quarantine(self, *, source: str | None = None, limit: int = 100) -> list[QuarantineRow]:
         rows = await self._read(Q["list_quarantine"], {"source": source, "limit": limit})
-        return [
-            QuarantineRow(
-                id=r[0],
-                received_at=r[1],
-                source=r[2],
-                channel=r[3],
-                reason=r[4],
-                details=orjson.loads(r[5]),
-                content_type=r[6],
-                size=r[7],
-            )
-            for r in rows
-        ]
+        return [quarantine_from_row(r) for r in rows]
 
     async def get_quarantine(self, quarantine_id: int) -> QuarantineRow | None:
         rows = list(await self._read(Q["get_quarantine"], {"id": quarantine_id}))
         if not rows:
             return None
-        r = rows[0]
-        body = bytes(r[7])
-        return QuarantineRow(
-            id=r[0],
-            received_at=r[1],
-            source=r[2],
-            channel=r[3],
-            reason=r[4],
-            details=orjson.loads(r[5]),
-            content_type=r[6],
-            size=len(body),
-            body=body,
-        )
+        return quarantine_from_row(rows[0], with_body=True)
 
     # ------------------------------------------------------------------------------------ deliveries
 
@@ -913,17 +881,7 @@ class SqliteStore(GroupCommit[aiosqlite.Connection], Store):
 
     async def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         rows = await self._read(Q["list_attempts"], {"delivery_id": delivery_id})
-        return [
-            {
-                "attempt": r[0],
-                "startedAt": r[1],
-                "durationMs": r[2],
-                "status": r[3],
-                "error": r[4],
-                "response": bytes(r[5]).decode("utf-8", "replace") if r[5] is not None else None,
-            }
-            for r in rows
-        ]
+        return [attempt_from_row(r) for r in rows]
 
     async def oldest_pending_overall_at(self) -> datetime | None:
         rows = list(await self._read(Q["oldest_pending_created_at"]))
@@ -972,19 +930,7 @@ class SqliteStore(GroupCommit[aiosqlite.Connection], Store):
     ) -> list[ReplayEvent]:
         params = self._event_params(flt, event_id) | {"after_seq": after_seq, "limit": limit}
         rows = await self._read(Q["events_page"], params)
-        return [
-            ReplayEvent(
-                seq=r[0],
-                event_id=r[1],
-                channel=r[2],
-                source=r[3],
-                entity_key=r[4],
-                version_order=r[5],
-                payload=bytes(r[6]),
-                received_at=r[7],
-            )
-            for r in rows
-        ]
+        return [replay_event_from_row(r) for r in rows]
 
     async def count_matching_events(self, flt: EventFilter, *, event_id: str | None) -> int:
         rows = list(await self._read(Q["count_events_matching"], self._event_params(flt, event_id)))
