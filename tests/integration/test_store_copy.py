@@ -3,16 +3,21 @@ copy delivers what was pending and replays what was delivered."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiosqlite
 import asyncpg
 import orjson
+import pytest
 from helpers import arun_cli, base_config, relay_process, run_cli, sample_event, until
 from helpers import write_config as write
 from subscriber import Subscriber, subscriber_config
 
-from relay.events import Event
+from bench.preload import PreloadSpec, preload
+from relay.events import Event, utc_text
 from relay.store import (
     Checkpoint,
     ClaimRequest,
@@ -137,6 +142,22 @@ async def store_copy(sqlite_url: str, postgres_url: str) -> dict[str, tuple[int,
     return {row[0]: (int(row[1]), int(row[2])) for row in cells if len(row) == 3 and row[1].isdigit()}
 
 
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, store_url: str) -> AsyncIterator[tuple[Subscriber, Path]]:
+    """`relay serve` on the store at `store_url`, ready, delivering to subscriber `s`: a real receiver that
+    verifies signatures. Yields the receiver and the relay's configuration file."""
+    sub = Subscriber()
+    await sub.start()
+    try:
+        data = base_config(tmp_path, store={"url": store_url}, subscribers=[subscriber_config("s", sub.url)])
+        config = write(tmp_path, data)
+        with relay_process(config, tmp_path) as relay:
+            await relay.wait_ready()
+            yield sub, config
+    finally:
+        await sub.stop()
+
+
 async def test_copy_moves_everything_verified_and_the_copy_delivers_and_replays(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -181,25 +202,83 @@ async def test_copy_moves_everything_verified_and_the_copy_delivers_and_replays(
     finally:
         await target.close()
 
-    sub = Subscriber()
-    await sub.start()
+    async with serving(tmp_path, postgres_url) as (sub, config):
+        # What was pending in the SQLite store is delivered from the copy (and the event stored since).
+        await until(lambda: len(set(sub.delivered_ids())) >= 21, timeout=20)
+        pending = {f"order-{n}" for n in range(40, 60)} | {"order-200"}
+        assert set(sub.delivered_ids()) == pending
+        assert all(r.verified for r in sub.delivered)
+        replay = await arun_cli("replay", "-c", str(config), "--event-id", "order-3")
+        assert replay.returncode == 0, replay.stderr
+        await until(lambda: "order-3" in sub.delivered_ids(), timeout=10)
+        last = sub.delivered[-1]
+        assert (last.event_id, last.headers["relay-replay"], last.verified) == ("order-3", "true", True)
+
+
+# The same query on both sides of a copy: events, deliveries per state, attempts, checkpoints, quarantine.
+COUNTS = """
+SELECT 'events', count(*) FROM events UNION ALL
+SELECT 'deliveries ' || state, count(*) FROM deliveries GROUP BY state UNION ALL
+SELECT 'attempts', count(*) FROM attempts UNION ALL
+SELECT 'checkpoints', count(*) FROM checkpoints UNION ALL
+SELECT 'quarantine', count(*) FROM quarantine
+"""
+
+
+@pytest.mark.slow  # 100,000 events: a store filled, copied, served and replayed from in about half a minute
+async def test_copy_of_100k_events_counts_equal_and_the_copy_delivers_and_replays(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    db = tmp_path / "relay.db"
+    sqlite_url = f"sqlite://{db}"
+    # Event i is received at start + i ms: a second of the store's time holds 1,000 events.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    spec = PreloadSpec(str(db), 100_000, ["s"], batch=10_000, received_from=utc_text(start), step_us=1000)
+    assert (await preload(spec))["events"] == 100_000
+    source = create_store(sqlite_url)
+    await source.open()
     try:
-        data = base_config(tmp_path, store={"url": postgres_url}, subscribers=[subscriber_config("s", sub.url)])
-        config = write(tmp_path, data)
-        with relay_process(config, tmp_path) as relay:
-            await relay.wait_ready()
-            # What was pending in the SQLite store is delivered from the copy (and the event stored since).
-            await until(lambda: len(set(sub.delivered_ids())) >= 21, timeout=20)
-            pending = {f"order-{n}" for n in range(40, 60)} | {"order-200"}
-            assert set(sub.delivered_ids()) == pending
-            assert all(r.verified for r in sub.delivered)
-            replay = await arun_cli("replay", "-c", str(config), "--event-id", "order-3")
-            assert replay.returncode == 0, replay.stderr
-            await until(lambda: "order-3" in sub.delivered_ids(), timeout=10)
-            last = sub.delivered[-1]
-            assert (last.event_id, last.headers["relay-replay"], last.verified) == ("order-3", "true", True)
+        await settle(source, 99_000, batch=10_000)
+        await fill_besides_deliveries(source)
+        pending = {d.event_id for d in await source.list_deliveries(DeliveryFilter(state="pending", limit=10_000))}
     finally:
-        await sub.stop()
+        await source.close()
+    async with aiosqlite.connect(db) as conn:
+        before = {str(r[0]): int(r[1]) for r in await conn.execute_fetchall(COUNTS)}
+    assert before == {
+        "events": 100_001,
+        "deliveries delivered": 74_250,
+        "deliveries dead": 24_750,
+        "deliveries pending": 1_000,
+        "attempts": 99_000,
+        "checkpoints": 1,
+        "quarantine": 1,
+    }
+    assert len(pending) == 1_000
+
+    reported = await store_copy(sqlite_url, postgres_url)
+    for table in ("events", "attempts", "checkpoints", "quarantine"):
+        assert reported[table] == (before[table], before[table]), table
+    assert reported["deliveries"] == (100_000, 100_000)
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        assert {str(r[0]): int(r[1]) for r in await conn.fetch(COUNTS)} == before
+    finally:
+        await conn.close()
+
+    async with serving(tmp_path, postgres_url) as (sub, config):
+        # One second of the copied events (50,000 to 50,999) replayed, while the pending ones are delivered.
+        since, until_ = start + timedelta(seconds=50), start + timedelta(seconds=51)
+        replay = await arun_cli("replay", "-c", str(config), "--since", utc_text(since), "--until", utc_text(until_))
+        assert replay.returncode == 0, replay.stderr
+        assert replay.stdout.strip() == "1000 replay deliveries created for 1000 event(s)"
+        replayed = {f"pre-{i}" for i in range(50_000, 51_000)}
+        await until(lambda: set(sub.delivered_ids()) >= pending | replayed, timeout=30)
+        by_replay = {
+            flag: {r.event_id for r in sub.delivered if r.headers["relay-replay"] == flag} for flag in ("true", "false")
+        }
+        assert by_replay == {"true": replayed, "false": pending}
+        assert all(r.verified for r in sub.delivered)
 
 
 async def test_copy_refuses_a_target_that_holds_data_and_changes_nothing(tmp_path: Path, postgres_url: str) -> None:
