@@ -10,7 +10,7 @@ import getpass
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -575,6 +575,34 @@ def _print_table(table: Table, wide: bool) -> None:
         console.print(table)
 
 
+def _print_rows(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    columns: Sequence[str],
+    cells: Callable[[dict[str, Any]], Sequence[object]],
+    *,
+    wide: bool | None,
+    count: str | None = None,
+) -> None:
+    """What a list command prints: its rows (view JSON) as one JSON array with `--json`; otherwise a table of
+    `columns` with one line of `cells(row)` a row, every cell terminal-safe (`_cell`), then the `count` line.
+
+    `wide`: as `_print_table`; None prints at the console's width even when piped.
+    """
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*map(_cell, cells(row)))
+    if wide is None:
+        console.print(table)
+    else:
+        _print_table(table, wide)
+    if count is not None:
+        console.print(count)
+
+
 @main.group()
 def events() -> None:
     """Inspect stored events."""
@@ -674,16 +702,14 @@ def events_list(
         return [event_json(e, with_payload=False) for e in await ops.list_events(flt)]
 
     found = _query(target, local, lambda c: c.list_events(flt))
-    if as_json:
-        _print_json(found)
-        return
-    table = Table("event id", "channel", "source", "key", "version", "received")
-    for e in found:
-        table.add_row(
-            *map(_cell, (e["eventId"], e["channel"], e["source"], e["entityKey"], e["version"], e["receivedAt"]))
-        )
-    _print_table(table, wide)
-    console.print(f"{len(found)} event(s)")
+    _print_rows(
+        found,
+        as_json,
+        ("event id", "channel", "source", "key", "version", "received"),
+        lambda e: (e["eventId"], e["channel"], e["source"], e["entityKey"], e["version"], e["receivedAt"]),
+        wide=wide,
+        count=f"{len(found)} event(s)",
+    )
 
 
 @events.command("tail")
@@ -758,14 +784,13 @@ def quarantine_list(target: Target, source: str | None, limit: int, wide: bool, 
     async def local(ops: Operations) -> list[dict[str, Any]]:
         return [quarantine_json(r) for r in await ops.list_quarantine(source=source, limit=limit)]
 
-    rows = _query(target, local, lambda c: c.list_quarantine(source=source, limit=limit))
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("id", "received", "source", "channel", "reason", "bytes")
-    for r in rows:
-        table.add_row(*map(_cell, (r["id"], r["receivedAt"], r["source"], r["channel"], r["reason"][:80], r["size"])))
-    _print_table(table, wide)
+    _print_rows(
+        _query(target, local, lambda c: c.list_quarantine(source=source, limit=limit)),
+        as_json,
+        ("id", "received", "source", "channel", "reason", "bytes"),
+        lambda r: (r["id"], r["receivedAt"], r["source"], r["channel"], r["reason"][:80], r["size"]),
+        wide=wide,
+    )
 
 
 @quarantine.command("show")
@@ -887,28 +912,23 @@ def deliveries_show(target: Target, delivery_id: int, wide: bool, as_json: bool)
 
 
 def _print_deliveries(rows: list[dict[str, Any]], as_json: bool, *, wide: bool = False) -> None:
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("id", "event id", "subscriber", "state", "attempts", "next attempt", "replay", "last error")
-    for d in rows:
-        table.add_row(
-            *map(
-                _cell,
-                (
-                    d["id"],
-                    d["eventId"],
-                    d["subscriber"],
-                    d["state"],
-                    d["attempts"],
-                    d["nextAttemptAt"],
-                    "yes" if d["replay"] else "",
-                    (d["lastError"] or "")[:60],
-                ),
-            )
-        )
-    _print_table(table, wide)
-    console.print(f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
+    _print_rows(
+        rows,
+        as_json,
+        ("id", "event id", "subscriber", "state", "attempts", "next attempt", "replay", "last error"),
+        lambda d: (
+            d["id"],
+            d["eventId"],
+            d["subscriber"],
+            d["state"],
+            d["attempts"],
+            d["nextAttemptAt"],
+            "yes" if d["replay"] else "",
+            (d["lastError"] or "")[:60],
+        ),
+        wide=wide,
+        count=f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}",
+    )
 
 
 @main.command("replay")
@@ -1048,27 +1068,21 @@ def subscribers_list(target: Target, wide: bool, as_json: bool) -> None:
     async def local(ops: Operations) -> list[dict[str, Any]]:
         return [subscriber_json(s) for s in await ops.subscribers()]
 
-    rows = _query(target, local, lambda c: c.subscribers())
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("name", "url", "pending", "dead", "circuit", "last success", "disabled")
-    for r in rows:
-        table.add_row(
-            *map(
-                _cell,
-                (
-                    r["name"],
-                    mask_url(r["url"]),
-                    r["pending"],
-                    r["dead"],
-                    r["circuit"],
-                    r["lastSuccessAt"],
-                    (r["disabledReason"] or "yes") if r["disabled"] else "",
-                ),
-            )
-        )
-    _print_table(table, wide)
+    _print_rows(
+        _query(target, local, lambda c: c.subscribers()),
+        as_json,
+        ("name", "url", "pending", "dead", "circuit", "last success", "disabled"),
+        lambda r: (
+            r["name"],
+            mask_url(r["url"]),
+            r["pending"],
+            r["dead"],
+            r["circuit"],
+            r["lastSuccessAt"],
+            (r["disabledReason"] or "yes") if r["disabled"] else "",
+        ),
+        wide=wide,
+    )
 
 
 @main.command("instances")
@@ -1081,15 +1095,13 @@ def instances(target: Target, wide: bool, as_json: bool) -> None:
     async def local(ops: Operations) -> list[dict[str, Any]]:
         return [instance_json(i) for i in await ops.instances()]
 
-    rows = _query(target, local, lambda c: c.instances())
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("id", "version", "started", "heartbeat", "poll leases", "in flight")
-    for r in rows:
-        values = (r["id"], r["version"], r["startedAt"], r["heartbeatAt"], r["pollLeases"], r["deliveriesInFlight"])
-        table.add_row(*map(_cell, values))
-    _print_table(table, wide)
+    _print_rows(
+        _query(target, local, lambda c: c.instances()),
+        as_json,
+        ("id", "version", "started", "heartbeat", "poll leases", "in flight"),
+        lambda r: (r["id"], r["version"], r["startedAt"], r["heartbeatAt"], r["pollLeases"], r["deliveriesInFlight"]),
+        wide=wide,
+    )
 
 
 @subscribers.command("enable")
@@ -1475,20 +1487,14 @@ def state_list(target: Target, noun: str, prefix: str, limit: int, as_json: bool
         return [state_json(r) for r in await ops.list_state(noun, prefix=prefix, limit=limit)]
 
     rows = _query(target, local, lambda c: c.list_state(noun, prefix=prefix, limit=limit))
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("key", "channel", "version", "deleted", "received")
-    for row in rows:
-        table.add_row(
-            _cell(row["entityKey"]),
-            _cell(row["channel"]),
-            _cell(row["version"]),
-            _cell(row["deleted"]),
-            row["receivedAt"],
-        )
-    console.print(table)
-    console.print(f"{len(rows)} key(s)")
+    _print_rows(
+        rows,
+        as_json,
+        ("key", "channel", "version", "deleted", "received"),
+        lambda r: (r["entityKey"], r["channel"], r["version"], r["deleted"], r["receivedAt"]),
+        wide=None,
+        count=f"{len(rows)} key(s)",
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
@@ -1525,30 +1531,22 @@ def commands_list(
     found = _run_ops(
         config, lambda ops: ops.list_commands(source=source, status=status, command=command_name, limit=limit)
     )
-    rows = [command_json(r) for r in found]
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("id", "created", "source", "command", "status", "attempts", "document", "error")
-    for r in rows:
-        document = (r["result"] or {}).get("documentNumber")
-        problem = (r["error"] or {}).get("message", "")[:60] if r["status"] != "succeeded" else ""
-        table.add_row(
-            *map(
-                _cell,
-                (
-                    r["commandId"],
-                    r["createdAt"],
-                    r["source"],
-                    r["command"],
-                    r["status"],
-                    r["attempts"],
-                    document,
-                    problem,
-                ),
-            )
-        )
-    _print_table(table, wide)
+    _print_rows(
+        [command_json(r) for r in found],
+        as_json,
+        ("id", "created", "source", "command", "status", "attempts", "document", "error"),
+        lambda r: (
+            r["commandId"],
+            r["createdAt"],
+            r["source"],
+            r["command"],
+            r["status"],
+            r["attempts"],
+            (r["result"] or {}).get("documentNumber"),
+            (r["error"] or {}).get("message", "")[:60] if r["status"] != "succeeded" else "",
+        ),
+        wide=wide,
+    )
 
 
 @commands.command("show")
