@@ -581,13 +581,12 @@ def _print_rows(
     columns: Sequence[str],
     cells: Callable[[dict[str, Any]], Sequence[object]],
     *,
-    wide: bool | None,
+    wide: bool,
     count: str | None = None,
 ) -> None:
     """What a list command prints: its rows (view JSON) as one JSON array with `--json`; otherwise a table of
     `columns` with one line of `cells(row)` a row, every cell terminal-safe (`_cell`), then the `count` line.
-
-    `wide`: as `_print_table`; None prints at the console's width even when piped.
+    `wide` as in `_print_table`.
     """
     if as_json:
         _print_json(rows)
@@ -595,10 +594,7 @@ def _print_rows(
     table = Table(*columns)
     for row in rows:
         table.add_row(*map(_cell, cells(row)))
-    if wide is None:
-        console.print(table)
-    else:
-        _print_table(table, wide)
+    _print_table(table, wide)
     if count is not None:
         console.print(count)
 
@@ -1479,8 +1475,9 @@ def state_show(target: Target, noun: str, key: str, as_json: bool) -> None:
 @click.argument("noun")
 @click.option("--prefix", default="", help="Only keys that start with this text (e.g. a part number and `|`).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@WIDE_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def state_list(target: Target, noun: str, prefix: str, limit: int, as_json: bool) -> None:
+def state_list(target: Target, noun: str, prefix: str, limit: int, wide: bool, as_json: bool) -> None:
     """List the current state of the keys of NOUN in key order."""
 
     async def local(ops: Operations) -> list[dict[str, Any]]:
@@ -1492,7 +1489,7 @@ def state_list(target: Target, noun: str, prefix: str, limit: int, as_json: bool
         as_json,
         ("key", "channel", "version", "deleted", "received"),
         lambda r: (r["entityKey"], r["channel"], r["version"], r["deleted"], r["receivedAt"]),
-        wide=None,
+        wide=wide,
         count=f"{len(rows)} key(s)",
     )
 
