@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.targets import ratio, verdicts
+from bench.targets import paired_ratio, ratio, verdicts
 
 ANALYSIS_BEGIN = "<!-- analysis:begin (kept by bench/report.py when the figures are regenerated) -->"
 ANALYSIS_END = "<!-- analysis:end -->"
@@ -169,6 +169,10 @@ def render(doc: dict[str, Any], analysis: str = _DEFAULT_ANALYSIS, lookups: str 
             ("baseline_b", "baseline B", "posts/s"),
             ("baseline_b1", "baseline B1", "posts/s"),
             ("fanout", "fan-out", "deliveries/s"),
+            ("pg_ingest_1", "PostgreSQL ingest, 1 instance", "accepted/s"),
+            ("pg_ingest_2", "PostgreSQL ingest, 2 instances", "accepted/s"),
+            ("pg_fanout_1", "PostgreSQL fan-out, 1 instance", "deliveries/s"),
+            ("pg_fanout_2", "PostgreSQL fan-out, 2 instances", "deliveries/s"),
         )
         if results.get(key) and results[key].get("runs") and len(results[key]["runs"]) > 1
     ]
@@ -187,6 +191,7 @@ def render(doc: dict[str, Any], analysis: str = _DEFAULT_ANALYSIS, lookups: str 
     _fanout_section(add, results)
     _latency_section(add, results)
     _memory_section(add, results)
+    _postgres_section(add, results, settings)
     _method_section(add, settings)
     add("## Analysis")
     add("")
@@ -400,6 +405,165 @@ def _memory_section(add: Any, results: dict[str, Any]) -> None:
             f"in batches of 5,000): the same migrations, SQL and rows as HTTP ingest, without HTTP and validation "
             f"({_n(pre.get('events_per_s'))} events/s, {pre.get('seconds', 0):.0f} s)."
         )
+        add("")
+
+
+# The rows of the "PostgreSQL: 1 and 2 instances" table: (label, ingest scenario, fan-out scenario).
+STORE_ROWS = (
+    ("SQLite, 1 instance", "ingest_full", "fanout"),
+    ("PostgreSQL, 1 instance", "pg_ingest_1", "pg_fanout_1"),
+    ("PostgreSQL, 2 instances", "pg_ingest_2", "pg_fanout_2"),
+)
+
+
+def _usable(result: Any) -> dict[str, Any] | None:
+    return result if isinstance(result, dict) and result and "error" not in result else None
+
+
+def per_instance_text(cost: dict[str, Any] | None) -> str:
+    """A relay CPU cost cell: µs per event, and each instance's figure when there are several."""
+    if not cost or cost.get("us_per_event") is None:
+        return "–"
+    each = cost.get("instances") or []
+    text = _n(cost["us_per_event"])
+    if len(each) > 1:
+        text += " (" + " / ".join(_n(i.get("us_per_event")) for i in each) + ")"
+    return text
+
+
+def _cost(result: dict[str, Any] | None, part: str) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    cost: dict[str, Any] | None = (result.get("cpu_per_event") or {}).get(part)
+    return cost
+
+
+def _total_us(result: dict[str, Any] | None) -> float | None:
+    """Relays and database server together, µs per event (the relays alone on SQLite)."""
+    relay, server = _cost(result, "relay"), _cost(result, "db_server")
+    if relay is None or relay.get("us_per_event") is None:
+        return None
+    if server is None:
+        return float(relay["us_per_event"])
+    if server.get("us_per_event") is None:
+        return None
+    return float(relay["us_per_event"]) + float(server["us_per_event"])
+
+
+def store_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The cells of the SQLite / PostgreSQL comparison, one list per row that has any figure."""
+    rows: list[list[str]] = []
+    for label, ingest_key, fanout_key in STORE_ROWS:
+        ingest, fanout = _usable(results.get(ingest_key)), _usable(results.get(fanout_key))
+        if ingest is None and fanout is None:
+            errors = [f"{k}: {results[k]['error'][:120]}" for k in (ingest_key, fanout_key) if results.get(k)]
+            if errors:
+                rows.append([label, "error: " + "; ".join(errors), *["–"] * 7])
+            continue
+        vs_a, _ = paired_ratio(results, (ingest_key, "accepted_per_s"), ("baseline_a", "requests_per_s"))
+        vs_b, _ = paired_ratio(results, (fanout_key, "deliveries_per_s"), ("baseline_b", "posts_per_s"))
+        server = [_cost(ingest, "db_server"), _cost(fanout, "db_server")]
+        totals = [_total_us(ingest), _total_us(fanout)]
+        rows.append(
+            [
+                label,
+                _n(ingest.get("accepted_per_s")) if ingest else "–",
+                _pct(vs_a) if ingest else "–",
+                _n(fanout.get("deliveries_per_s")) if fanout else "–",
+                _pct(vs_b) if fanout else "–",
+                per_instance_text(_cost(ingest, "relay")),
+                per_instance_text(_cost(fanout, "relay")),
+                "–" if not any(server) else " / ".join(_n((c or {}).get("us_per_event")) for c in server),
+                "–" if not any(totals) else " / ".join(_n(t) for t in totals),
+            ]
+        )
+    return rows
+
+
+def _cpus(value: Any) -> str:
+    if value is None:
+        return "not pinned"
+    if isinstance(value, list):
+        return "CPU " + ", ".join(str(v) for v in value)
+    return f"CPUs {value}"
+
+
+def _postgres_section(add: Any, results: dict[str, Any], settings: dict[str, Any]) -> None:
+    keys = ("pg_ingest_1", "pg_ingest_2", "pg_fanout_1", "pg_fanout_2")
+    if not any(results.get(k) for k in keys):
+        return
+    pg = next((r for r in (_usable(results.get(k)) for k in keys) if r), None)
+    server = (pg or {}).get("postgres") or {}
+    place = (pg or {}).get("placement") or {}
+    add("## PostgreSQL: 1 and 2 instances")
+    add("")
+    add(
+        f"The ingest and fan-out loads above on the PostgreSQL store: PostgreSQL {server.get('server_version', '?')} "
+        f"on this machine (`synchronous_commit` {server.get('synchronous_commit', '?')}, `fsync` "
+        f"{server.get('fsync', '?')}, `shared_buffers` {server.get('shared_buffers', '?')}, autovacuum "
+        f"{server.get('autovacuum', '?')}), a database created for each run and dropped after it, 1 or 2 `relay "
+        "serve` processes on it. Ingest: the same 64 connections and 10 % repeated event ids as `synchronous: FULL`; "
+        "with 2 instances the generator spreads its connections over both listeners, as a load balancer would. "
+        f"Fan-out: {_n(settings.get('fanout_events'))} events with a delivery for each of "
+        f"{settings.get('fanout_subscribers', 3)} subscribers written through the store API (`bench/preload.py` with "
+        "the PostgreSQL URL) before the relays start, not timed; both instances deliver from the one database."
+    )
+    add("")
+    add(
+        f"Placement: the relays on {_cpus(place.get('relays'))} (with 2 instances both share it), the load generator "
+        f"and the receivers on {_cpus(place.get('load'))}, PostgreSQL on {_cpus(place.get('postgres'))} (not "
+        "pinned: the server's processes run beside both sides). **On 2 cores, 2 instances cannot scale raw "
+        "throughput**: the second instance gets no core of its own, and the database server takes its CPU from "
+        "the same two cores. The per-event cost is the figure that carries over to a machine with a core per "
+        "instance."
+    )
+    add("")
+    add(
+        "| | ingest accepted/s | vs baseline A | fan-out deliveries/s | vs baseline B "
+        "| relay CPU µs per accepted event, per instance | relay CPU µs per delivery, per instance "
+        "| PostgreSQL server CPU µs per event (ingest / fan-out) | all CPU µs per event, relays + server "
+        "(ingest / fan-out) |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|")
+    for row in store_rows(results):
+        add("| " + " | ".join(row) + " |")
+    add("")
+    add(
+        "CPU is utime + stime of each process from /proc over the measured window (ingest: the throughput window; "
+        "fan-out: from the relays being ready until the last delivery arrived and its completion was committed), "
+        "divided by the events that instance accepted (`202` answers from its listener) or the deliveries it made "
+        "(its `relay_webhook_end_to_end_seconds` count); with 2 instances the first figure is both together "
+        "(their CPU over their events) and each instance's follows in brackets. PostgreSQL server CPU is the "
+        "postmaster and its processes that serve the run's database (its backends and the checkpointer, "
+        "background writer and WAL writer) over the same window, per event of both instances together. The "
+        "ratios to the baselines are medians of the paired rounds, as for the targets. Below, *other processes* "
+        "is the CPU of everything but this benchmark over the measured window, with the database server's "
+        "processes for the run counted as the benchmark's."
+    )
+    add("")
+    detail = [(k, _usable(results.get(k))) for k in keys]
+    if any(r for _, r in detail):
+        add("| | measured | latency ms / fan-out time | checks | other processes |")
+        add("|---|---|---|---|---|")
+        for key, r in detail:
+            if r is None:
+                continue
+            if key.startswith("pg_ingest"):
+                measured = f"{_n(r.get('accepted_total'))} events accepted in all"
+                timing = _ms(r.get("latency_ms"))
+                checks = f"stored = accepted: {'yes' if r.get('stored_matches_accepted') else 'NO'}"
+                odd = {**(r.get("other_statuses") or {}), **(r.get("errors") or {})}
+                if odd:
+                    checks += f"; unexpected answers {odd}"
+            else:
+                pre = r.get("preload") or {}
+                measured = f"{_n(r.get('unique_received'))} of {_n(r.get('deliveries_expected'))} deliveries"
+                timing = f"{r.get('seconds', 0):.1f} s"
+                checks = (
+                    f"{_n((r.get('deliveries_received') or 0) - (r.get('unique_received') or 0))} repeats; preload "
+                    f"{pre.get('seconds', 0):.1f} s (not timed)"
+                )
+            add(f"| `{key}` | {measured} | {timing} | {checks} | {_n(r.get('foreign_cpu_pct'))} % of a core |")
         add("")
 
 
