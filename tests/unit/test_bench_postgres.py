@@ -11,7 +11,7 @@ import yaml
 
 from bench.common import per_event_cost, write_relay_config
 from bench.pgserver import cpu_between, process_title, serves_database
-from bench.report import per_instance_text, render, store_rows
+from bench.report import instance_change, per_instance_text, render, store_rows
 from bench.scenarios import cost_per_event
 
 
@@ -197,3 +197,14 @@ def test_the_postgresql_section() -> None:
 def test_no_postgresql_section_without_its_results() -> None:
     doc: dict[str, Any] = {"machine": {}, "settings": {}, "results": {"ingest_full": _results()["ingest_full"]}}
     assert "## PostgreSQL: 1 and 2 instances" not in render(doc)
+
+
+def test_instance_change() -> None:
+    results = _results()
+    results["pg_fanout_1"] = {"deliveries_per_s": 1_000.0, "cpu_per_event": _cost([4.0], [10_000])}
+    results["pg_fanout_2"] = {"deliveries_per_s": 1_250.0, "cpu_per_event": _cost([2.0, 2.2], [5_000, 5_000])}
+    assert instance_change(results) == (
+        " Here, 1 → 2 instances: ingest 3,000 → 2,500 accepted/s (-17%), relay CPU per event 250 → 250 µs (+0%); "
+        "fan-out 1,000 → 1,250 deliveries/s (+25%), relay CPU per event 400 → 420 µs (+5%)."
+    )
+    assert instance_change({"pg_ingest_1": results["pg_ingest_1"]}) == ""
