@@ -75,6 +75,28 @@ def percentiles(values: Sequence[float], points: Sequence[float] = (50, 95, 99))
     return out
 
 
+def per_event_cost(cpu_s: Sequence[float], events: Sequence[float]) -> dict[str, Any]:
+    """CPU µs per event: for each process (its CPU seconds over the events it handled) and for all together.
+
+    `cpu_s[i]` and `events[i]` belong to process i (a relay instance) over the same window; the overall figure
+    is the sum of CPU over the sum of events, i.e. the instances' figures weighted by the events each handled.
+    A process that handled no events gets None.
+    """
+    if len(cpu_s) != len(events):
+        raise ValueError("one CPU figure per event count")
+    each = [
+        {"cpu_s": c, "events": n, "us_per_event": c / n * 1e6 if n > 0 else None}
+        for c, n in zip(cpu_s, events, strict=True)
+    ]
+    total_events = sum(events)
+    return {
+        "cpu_s": sum(cpu_s),
+        "events": total_events,
+        "us_per_event": sum(cpu_s) / total_events * 1e6 if total_events > 0 else None,
+        "instances": each,
+    }
+
+
 def rounded(value: Any, digits: int = 2) -> Any:
     """Round floats inside nested dicts/lists for readable JSON."""
     if isinstance(value, float):
@@ -120,6 +142,11 @@ def cpu_snapshot(pid: int) -> CpuSnapshot:
         else:
             other += seconds
     return CpuSnapshot(time.monotonic(), main, other, count)
+
+
+def cpu_seconds(before: CpuSnapshot, after: CpuSnapshot) -> float:
+    """CPU seconds (utime + stime, every thread) a process used between two snapshots."""
+    return (after.main_s + after.other_s) - (before.main_s + before.other_s)
 
 
 def cpu_usage(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
@@ -382,11 +409,21 @@ def write_relay_config(
     synchronous: str = "FULL",
     subscribers: Sequence[dict[str, Any]] = (),
     db_path: Path | None = None,
+    store_url: str | None = None,
 ) -> tuple[Path, str]:
-    """A relay.yaml in `directory`: one bearer JSON push source `hub`; returns (path, base URL)."""
+    """A relay.yaml in `directory`: one bearer JSON push source `hub`; returns (path, base URL).
+
+    The store is the SQLite file `db_path` (default: relay.db in `directory`), or `store_url` when given (a
+    PostgreSQL URL; `synchronous` is an SQLite setting and is then left out).
+    """
     port = free_port()
+    store = (
+        {"url": store_url}
+        if store_url is not None
+        else {"url": f"sqlite://{db_path or directory / 'relay.db'}", "synchronous": synchronous}
+    )
     config = {
-        "store": {"url": f"sqlite://{db_path or directory / 'relay.db'}", "synchronous": synchronous},
+        "store": store,
         "server": {"listen": f"127.0.0.1:{port}"},
         "logging": {"format": "json", "level": "info"},
         "sources": [{"name": "hub", "kind": "json-push", "auth": {"type": "bearer", "tokens": [TOKEN]}}],

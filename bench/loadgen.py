@@ -51,6 +51,7 @@ class _Tally:
     window_end: float
     by_status_window: Counter[str] = field(default_factory=Counter)
     by_status_total: Counter[str] = field(default_factory=Counter)
+    by_url_status_window: dict[str, Counter[str]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     records: list[tuple[str, float, float, int]] = field(default_factory=list)
@@ -114,6 +115,7 @@ async def _one(
     tally.by_status_total[key] += 1
     if tally.window_start <= done <= tally.window_end:
         tally.by_status_window[key] += 1
+        tally.by_url_status_window.setdefault(url, Counter())[key] += 1
         tally.latencies_ms.append((done - sent) * 1000)
     if record:
         tally.records.append((event_id, sent, done, status))
@@ -197,6 +199,8 @@ async def run(spec: LoadSpec) -> dict[str, Any]:
             "duplicates_sent": tally.duplicates_sent,
             "by_status_window": dict(tally.by_status_window),
             "by_status_total": dict(tally.by_status_total),
+            # per target URL (several relay instances behind no load balancer: the generator spreads connections)
+            "by_url_status_window": {url: dict(c) for url, c in tally.by_url_status_window.items()},
             "errors": dict(tally.errors),
             "rate_2xx": ok / window,
             "rate_by_status": {k: v / window for k, v in tally.by_status_window.items()},

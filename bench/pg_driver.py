@@ -24,6 +24,8 @@ import asyncpg
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from bench.pgserver import throwaway_database
+
 SCHEMA = """
 CREATE TABLE events (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id text NOT NULL UNIQUE,
     channel text NOT NULL, received_at text COLLATE "C" NOT NULL, payload bytea NOT NULL);
@@ -168,13 +170,11 @@ async def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
-    name = f"relay_bench_{os.getpid()}"
-    admin = await asyncpg.connect(args.dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        dsn = args.dsn.rsplit("/", 1)[0] + "/" + name
+    server = args.dsn.rsplit("/", 1)[0]
+    async with throwaway_database(server) as dsn:
         for bench in (bench_asyncpg, bench_psycopg):
             conn = await asyncpg.connect(dsn)
+            version = conn.get_server_version()
             await conn.execute("DROP TABLE IF EXISTS deliveries, events; DROP SEQUENCE IF EXISTS lease_tokens;")
             await conn.execute(SCHEMA)
             # The claim's table: 10,000 due deliveries of one subscriber besides what the ingest rounds add.
@@ -192,10 +192,7 @@ async def main() -> None:
             await conn.execute("ANALYZE")
             await conn.close()
             await bench(dsn, args.rounds)
-        print(f"PostgreSQL {admin.get_server_version()}, asyncpg {asyncpg.__version__}, psycopg {psycopg.__version__}")
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+        print(f"PostgreSQL {version}, asyncpg {asyncpg.__version__}, psycopg {psycopg.__version__}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Fill a relay SQLite file with events (and optionally their deliveries) through the store's own API.
+"""Fill a relay store with events (and optionally their deliveries) through the store's own API.
 
     python -m bench.preload '{"db": "/tmp/x/relay.db", "events": 1000000, "subscribers": []}'
+    python -m bench.preload '{"url": "postgresql://postgres@127.0.0.1:5432/db", "events": 20000, "subscribers": ["s1"]}'
 
 Loading a million events over HTTP would take minutes, so this helper calls `relay.store.create_store(url)`
 and `store.ingest([NewEvent, ...])` in batches of `batch` events: the same SQL, migrations and rows that
@@ -27,8 +28,9 @@ from relay.store import DeliveryPlan, NewEvent, create_store
 
 @dataclass
 class PreloadSpec:
-    db: str
     events: int
+    db: str = ""  # an SQLite file
+    url: str | None = None  # or any store URL (PostgreSQL)
     subscribers: list[str] = field(default_factory=list)
     batch: int = 5000
     received_from: str | None = None  # ISO 8601; default: now minus one microsecond per event
@@ -69,7 +71,8 @@ def _batch(spec: PreloadSpec, start: datetime, first: int, last: int) -> list[Ne
 
 
 async def preload(spec: PreloadSpec) -> dict[str, Any]:
-    store = create_store(f"sqlite://{spec.db}", synchronous="FULL" if spec.synchronous == "FULL" else "NORMAL")
+    url = spec.url or f"sqlite://{spec.db}"
+    store = create_store(url, synchronous="FULL" if spec.synchronous == "FULL" else "NORMAL")
     await store.open()
     start = start_of(spec)
     began = time.perf_counter()
@@ -92,8 +95,13 @@ async def preload(spec: PreloadSpec) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "events_per_s": round(accepted / seconds, 1) if seconds else 0.0,
         "received_from": utc_text(start),
-        "db_mib": round(sum(p.stat().st_size for p in Path(spec.db).parent.glob(Path(spec.db).name + "*")) / 2**20, 1),
+        "db_mib": None if spec.url else round(sum(p.stat().st_size for p in _files(spec.db)) / 2**20, 1),
     }
+
+
+def _files(db: str) -> list[Path]:
+    """An SQLite database's file and its -wal and -shm files."""
+    return list(Path(db).parent.glob(Path(db).name + "*"))
 
 
 def main() -> None:

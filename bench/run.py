@@ -6,7 +6,9 @@
     python -m bench.run --only ingest --profile  # with py-spy profiles of relay serve (figures perturbed)
 
 Scenario names for --only: baseline_a, ingest_full, ingest_normal, baseline_b, baseline_b1, fanout, fanout_per_key,
-latency_1, latency_3, rss_idle, replay; groups: baselines, ingest, latency, delivery, rss (rss_idle, replay).
+latency_1, latency_3, rss_idle, replay, pg_ingest_1, pg_ingest_2, pg_fanout_1, pg_fanout_2; groups: baselines,
+ingest, latency, delivery, rss (rss_idle, replay), postgres (the pg_* scenarios: 1 and 2 relay instances on one
+throw-away database of the local PostgreSQL server, postgresql://postgres@127.0.0.1:5432 or BENCH_PG_SERVER).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ SCENARIOS: tuple[str, ...] = (
     "latency_3",
     "rss_idle",
     "replay",
+    "pg_ingest_1",
+    "pg_ingest_2",
+    "pg_fanout_1",
+    "pg_fanout_2",
 )
 GROUPS: dict[str, tuple[str, ...]] = {
     "baselines": ("baseline_a", "baseline_b", "baseline_b1"),
@@ -61,6 +67,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "latency": ("latency_1", "latency_3"),
     "delivery": ("baseline_b", "baseline_b1", "fanout", "fanout_per_key"),
     "rss": ("rss_idle", "replay"),
+    "postgres": ("pg_ingest_1", "pg_ingest_2", "pg_fanout_1", "pg_fanout_2"),
 }
 # Throughput figures vary run to run on a shared machine: these run `Settings.repeats` times, interleaved.
 REPEATED: dict[str, str] = {
@@ -70,12 +77,16 @@ REPEATED: dict[str, str] = {
     "baseline_b": "posts_per_s",
     "baseline_b1": "posts_per_s",
     "fanout": "deliveries_per_s",
+    "pg_ingest_1": "accepted_per_s",
+    "pg_ingest_2": "accepted_per_s",
+    "pg_fanout_1": "deliveries_per_s",
+    "pg_fanout_2": "deliveries_per_s",
 }
 # Other processes using more than this (% of one core) make a run unrepresentative.
 QUIET_PCT = 15.0
 # Generous per-scenario limits; a scenario that overruns is recorded as an error and the run continues.
 LIMIT_S = {"full": 420.0, "quick": 120.0}
-RUN_LIMIT_S = {"full": 25 * 60.0, "quick": 6 * 60.0}
+RUN_LIMIT_S = {"full": 40 * 60.0, "quick": 8 * 60.0}
 
 
 def select(only: str | None) -> list[str]:
@@ -105,6 +116,14 @@ def scenario(bench: Bench, name: str) -> Callable[[], Awaitable[dict[str, Any]]]
         "latency_3": lambda: bench.latency(3),
         "rss_idle": bench.rss_idle,
         "replay": bench.replay,
+        "pg_ingest_1": lambda: bench.ingest(instances=1, postgres=True),
+        "pg_ingest_2": lambda: bench.ingest(instances=2, postgres=True),
+        "pg_fanout_1": lambda: bench.fanout(
+            bench.settings.fanout_subscribers, bench.settings.fanout_events, instances=1, postgres=True
+        ),
+        "pg_fanout_2": lambda: bench.fanout(
+            bench.settings.fanout_subscribers, bench.settings.fanout_events, instances=2, postgres=True
+        ),
     }
     return table[name]
 
@@ -123,10 +142,16 @@ def headline(name: str, result: dict[str, Any]) -> str:
         "fanout_per_key": ("deliveries_per_s", "deliveries/s"),
         "replay": ("deliveries_per_s", "deliveries/s"),
         "rss_idle": ("rss_kib", "KiB RSS"),
+        "pg_ingest_1": ("accepted_per_s", "accepted/s"),
+        "pg_ingest_2": ("accepted_per_s", "accepted/s"),
+        "pg_fanout_1": ("deliveries_per_s", "deliveries/s"),
+        "pg_fanout_2": ("deliveries_per_s", "deliveries/s"),
     }
     if name in picks:
         key, unit = picks[name]
-        return f"{result.get(key, 0):,.0f} {unit}"
+        cost = (result.get("cpu_per_event") or {}).get("relay") or {}
+        per_event = f", relay CPU {cost['us_per_event']:,.0f} µs/event" if cost.get("us_per_event") else ""
+        return f"{result.get(key, 0):,.0f} {unit}{per_event}"
     if name.startswith("latency"):
         p = result["ack_to_receipt_ms"]
         return f"p50 {p.get('p50', 0):.1f} ms, p99 {p.get('p99', 0):.1f} ms ({p.get('count', 0)} deliveries)"
@@ -204,7 +229,8 @@ async def run_all(names: list[str], settings: Settings, cores: Cores, tmp_root: 
         result["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         result["quick"] = settings.quick
         result["elapsed_s"] = time.monotonic() - started
-        result["foreign_cpu_pct"] = foreign_cpu_pct(load_before, load_snapshot())
+        # PostgreSQL scenarios measure it themselves over their window, counting the database server as theirs.
+        result.setdefault("foreign_cpu_pct", foreign_cpu_pct(load_before, load_snapshot()))
         runs.setdefault(name, []).append(rounded(result))
         busy = f", other processes {result['foreign_cpu_pct']:.0f} % of a core" if result["foreign_cpu_pct"] > 5 else ""
         log(f"{name}: {headline(name, result)} ({result['elapsed_s']:.0f} s{busy})")

@@ -13,8 +13,8 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,15 @@ from bench.common import (
     Child,
     Children,
     Cores,
+    CpuSnapshot,
+    LoadSnapshot,
     commit_stats,
+    cpu_seconds,
     cpu_snapshot,
     cpu_usage,
+    foreign_cpu_pct,
+    load_snapshot,
+    per_event_cost,
     percentiles,
     python_module,
     rss_kib,
@@ -40,6 +46,10 @@ from bench.common import (
     write_relay_config,
 )
 from bench.loadgen import LoadSpec
+from bench.pgserver import DbServer, cpu_between, throwaway_database
+
+# Deliveries made by a relay process: its end-to-end histogram is observed once per delivered attempt.
+DELIVERED_COUNT = "relay_webhook_end_to_end_seconds_count"
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,16 @@ class Bench:
         for name in names:
             experiments.apply(name, db_path)
 
+    @contextlib.asynccontextmanager
+    async def store(self, postgres: bool) -> AsyncIterator[tuple[str | None, DbServer | None]]:
+        """(store URL, database server) of a scenario: (None, None) for the SQLite file in its directory, or a
+        throw-away PostgreSQL database created for it and dropped after it, even when it fails."""
+        if not postgres:
+            yield None, None
+            return
+        async with throwaway_database() as url:
+            yield url, await DbServer.find(url)
+
     async def start_relay(
         self,
         children: Children,
@@ -123,19 +143,58 @@ class Bench:
         subscribers: list[dict[str, Any]] | None = None,
         db_path: Path | None = None,
     ) -> tuple[Child, str, Path]:
-        config_path, base_url = write_relay_config(
-            workdir, synchronous=synchronous, subscribers=subscribers or [], db_path=db_path
+        (started,) = await self.start_relays(
+            children, workdir, synchronous=synchronous, subscribers=subscribers, db_path=db_path
         )
-        await self.prepare_store(children, workdir, db_path or workdir / "relay.db")
-        relay = await children.spawn(
-            "relay serve",
-            python_module("relay.cli", "serve", "-c", str(config_path)),
-            cpus=self.cores.server,
-            pythonpath=self.settings.relay_pythonpath,
-            log_path=workdir / "relay.log",
-        )
-        await wait_until_ready(relay, base_url)
-        return relay, base_url, config_path
+        return started
+
+    async def start_relays(
+        self,
+        children: Children,
+        workdir: Path,
+        count: int = 1,
+        *,
+        synchronous: str = "FULL",
+        subscribers: list[dict[str, Any]] | None = None,
+        db_path: Path | None = None,
+        store_url: str | None = None,
+    ) -> list[tuple[Child, str, Path]]:
+        """`count` `relay serve` processes, each with its own config and port, all on the system-under-test core;
+        on one store (`store_url`, or the SQLite file). Returns (process, base URL, config path) of each, ready."""
+        configs: list[tuple[Path, str, Path]] = []
+        for i in range(count):
+            folder = workdir if count == 1 else workdir / f"instance-{i + 1}"
+            folder.mkdir(exist_ok=True)
+            config_path, base_url = write_relay_config(
+                folder, synchronous=synchronous, subscribers=subscribers or [], db_path=db_path, store_url=store_url
+            )
+            configs.append((folder, base_url, config_path))
+        if store_url is None:
+            await self.prepare_store(children, workdir, db_path or workdir / "relay.db")
+        started = []
+        for folder, base_url, config_path in configs:
+            relay = await children.spawn(
+                "relay serve" if count == 1 else f"relay serve {folder.name}",
+                python_module("relay.cli", "serve", "-c", str(config_path)),
+                cpus=self.cores.server,
+                pythonpath=self.settings.relay_pythonpath,
+                log_path=folder / "relay.log",
+            )
+            started.append((relay, base_url, config_path))
+        # Started together, then waited for: with a backlog the dispatchers start before the HTTP listeners.
+        for relay, base_url, _ in started:
+            await wait_until_ready(relay, base_url)
+        return started
+
+    def placement(self, db: DbServer | None) -> dict[str, Any]:
+        """Which CPUs the relays, the load side and the database server may run on."""
+        out: dict[str, Any] = {
+            "relays": sorted(self.cores.server) if self.cores.server else None,
+            "load": sorted(self.cores.client) if self.cores.client else None,
+        }
+        if db is not None:
+            out["postgres"] = db.describe()["cpus"]
+        return out
 
     async def start_receivers(
         self, children: Children, count: int, *, record: bool = False
@@ -171,11 +230,16 @@ class Bench:
         server_pid: int | None = None,
         metrics_url: str | None = None,
         on_window: Callable[[float], Coroutine[Any, Any, Any]] | None = None,
+        meter: Meter | None = None,
+        more_metrics_urls: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Run the generator; measure the server's CPU (per thread) and the relay's metrics over its window.
 
-        `on_window(seconds)` is started at the window start (used for profiles).
+        `on_window(seconds)` is started at the window start (used for profiles). `meter` (several relays, the
+        database server) is read over the same window; the metrics of `more_metrics_urls` are added to those of
+        `metrics_url` (one relay's metrics per instance).
         """
+        urls = [metrics_url, *more_metrics_urls] if metrics_url else []
         gen = await children.spawn(
             "loadgen",
             python_module("bench.loadgen", orjson.dumps(asdict(spec)).decode()),
@@ -187,12 +251,17 @@ class Bench:
         window_start = started + spec.warmup_s
         await asyncio.sleep(max(0.0, window_start - time.monotonic()))
         cpu_before = cpu_snapshot(server_pid) if server_pid else None
-        metrics_before = await scrape_metrics(metrics_url) if metrics_url else None
+        if meter is not None:
+            meter.start()
+        metrics_before = await scrape_all(urls) if urls else None
         side = asyncio.create_task(on_window(spec.duration_s)) if on_window is not None else None
         await asyncio.sleep(max(0.0, window_start + spec.duration_s - time.monotonic()))
         cpu_after = cpu_snapshot(server_pid) if server_pid else None
-        metrics_after = await scrape_metrics(metrics_url) if metrics_url else None
+        window = meter.stop() if meter is not None else None
+        metrics_after = await scrape_all(urls) if urls else None
         result: dict[str, Any] = await gen.read_json_line(limit)
+        if window is not None:
+            result["meter"] = window
         await gen.process.wait()
         if side is not None:
             result["profile"] = await side
@@ -250,27 +319,44 @@ class Bench:
             "window_s": spec.duration_s,
         }
 
-    async def ingest(self, synchronous: str) -> dict[str, Any]:
-        """`relay serve` with one JSON push source and no subscribers, 10 % duplicate event ids."""
-        async with self.workdir(f"ingest-{synchronous.lower()}") as workdir, Children() as children:
-            relay, base_url, _ = await self.start_relay(children, workdir, synchronous=synchronous)
+    async def ingest(self, synchronous: str = "FULL", *, instances: int = 1, postgres: bool = False) -> dict[str, Any]:
+        """`relay serve` with one JSON push source and no subscribers, 10 % duplicate event ids.
+
+        On PostgreSQL (`postgres`), `instances` relays share one throw-away database and the generator spreads its
+        connections over their listeners, as a load balancer would; `synchronous` is then not used.
+        """
+        name = f"pg-ingest-{instances}" if postgres else f"ingest-{synchronous.lower()}"
+        async with self.workdir(name) as workdir, self.store(postgres) as (store_url, db), Children() as children:
+            started = await self.start_relays(
+                children, workdir, instances, synchronous=synchronous, store_url=store_url
+            )
+            relays = [relay for relay, _, _ in started]
+            base_urls = [base_url for _, base_url, _ in started]
+            relay, base_url = relays[0], base_urls[0]
             rss_before = rss_kib(relay.pid)
-            spec = self.push_spec(base_url + PUSH_PATH, id_prefix=f"ingest-{synchronous.lower()}")
+            push_urls = [u + PUSH_PATH for u in base_urls]
+            spec = self.push_spec(push_urls[0], urls=push_urls, id_prefix=name)
             result = await self.load(
                 children,
                 spec,
                 cpus=self.cores.client,
                 server_pid=relay.pid,
                 metrics_url=base_url,
-                on_window=self.profiler(children, relay.pid, f"ingest-{synchronous.lower()}"),
+                more_metrics_urls=base_urls[1:],
+                on_window=self.profiler(children, relay.pid, name),
+                meter=Meter([r.pid for r in relays], db),
             )
             rss_after = rss_kib(relay.pid)
-            exit_code = await children_stop(relay)
-            stored = await count_events(workdir / "relay.db")
+            exit_codes = [await children_stop(r) for r in relays]
+            stored = await count_events(store_url or f"sqlite://{workdir / 'relay.db'}")
         accepted_total = result["by_status_total"].get("202", 0)
         rates = result["rate_by_status"]
+        window = result["meter"]
+        accepted_each = [result["by_url_status_window"].get(u, {}).get("202", 0) for u in push_urls]
         out = {
-            "synchronous": synchronous,
+            "store_backend": "postgresql" if postgres else "sqlite",
+            "instances": instances,
+            **({} if postgres else {"synchronous": synchronous}),
             "accepted_per_s": rates.get("202", 0.0),
             "duplicates_per_s": rates.get("200", 0.0),
             "requests_per_s": result["rate_2xx"],
@@ -278,6 +364,9 @@ class Bench:
             "errors": result["errors"],
             "latency_ms": result["latency_ms"],
             "relay_cpu": result.get("server_cpu"),
+            "relays_cpu": window["relay_cpu"],
+            "cpu_per_event": cost_per_event(window, accepted_each),
+            "placement": self.placement(db),
             "generator_cpu_pct": result["cpu_pct"],
             "store": result.get("store"),
             "rss_kib_before": rss_before,
@@ -285,9 +374,14 @@ class Bench:
             "accepted_total": accepted_total,
             "events_stored": stored,
             "stored_matches_accepted": stored == accepted_total,
-            "exit_code": exit_code,
+            "exit_code": exit_codes[0],
+            "exit_codes": exit_codes,
             "window_s": spec.duration_s,
+            "foreign_cpu_window_pct": window["foreign_cpu_pct"],
         }
+        if db is not None:
+            out["postgres"] = db.describe()
+            out["foreign_cpu_pct"] = window["foreign_cpu_pct"]  # the database server's work is this run's
         if "profile" in result:
             out["profile"] = result["profile"]
         return out
@@ -317,47 +411,58 @@ class Bench:
             "window_s": spec.duration_s,
         }
 
-    async def fanout(self, n_subs: int, events: int, ordering: str = "none") -> dict[str, Any]:
-        """Pre-load N events with a delivery each for `n_subs` subscribers, start the relay, time until all arrive."""
+    async def fanout(
+        self, n_subs: int, events: int, ordering: str = "none", *, instances: int = 1, postgres: bool = False
+    ) -> dict[str, Any]:
+        """Pre-load N events with a delivery each for `n_subs` subscribers, start the relay, time until all arrive.
+
+        On PostgreSQL (`postgres`) the events are loaded into a throw-away database and `instances` relays
+        deliver them together.
+        """
         expected = events * n_subs
-        async with self.workdir("fanout") as workdir, Children() as children:
+        name = f"pg-fanout-{instances}" if postgres else "fanout"
+        async with self.workdir(name) as workdir, self.store(postgres) as (store_url, db), Children() as children:
             _, urls, stats_url = await self.start_receivers(children, n_subs)
             names = [f"s{i + 1}" for i in range(n_subs)]
-            loaded = await self.preload(
-                children, workdir, {"db": str(workdir / "relay.db"), "events": events, "subscribers": names}
-            )
+            target = {"url": store_url} if store_url else {"db": str(workdir / "relay.db")}
+            loaded = await self.preload(children, workdir, {**target, "events": events, "subscribers": names})
             pairs = zip(names, urls, strict=True)
             subs = [subscriber(name, url, max_in_flight=64, ordering=ordering) for name, url in pairs]
-            config_path, base_url = write_relay_config(workdir, subscribers=subs)
-            await self.prepare_store(children, workdir, workdir / "relay.db")
-            relay = await children.spawn(
-                "relay serve",
-                python_module("relay.cli", "serve", "-c", str(config_path)),
-                cpus=self.cores.server,
-                pythonpath=self.settings.relay_pythonpath,
-                log_path=workdir / "relay.log",
-            )
-            # The dispatcher starts before the HTTP listener: the first deliveries may precede readiness.
-            await wait_until_ready(relay, base_url)
+            # The dispatchers start before the HTTP listeners: the first deliveries may precede readiness.
+            started = await self.start_relays(children, workdir, instances, subscribers=subs, store_url=store_url)
+            relays = [relay for relay, _, _ in started]
+            base_urls = [base_url for _, base_url, _ in started]
+            relay = relays[0]
             ready_at = time.monotonic()
             cpu_before = cpu_snapshot(relay.pid)
-            metrics_before = await scrape_metrics(base_url)
+            meter = Meter([r.pid for r in relays], db)
+            meter.start()
+            metrics_before = await scrape_all(base_urls)
+            each_before = [await scrape_metrics(u) for u in base_urls]
             prof = self.profiler(children, relay.pid, f"fanout-{n_subs}-{ordering}")
             side = asyncio.create_task(prof(min(15.0, expected / 3000))) if prof is not None else None
             async with aiohttp.ClientSession() as session:
                 stats = await wait_stats(
-                    session, stats_url, lambda s: s["unique"] >= expected, self.settings.wait_limit_s, relay
+                    session, stats_url, lambda s: s["unique"] >= expected, self.settings.wait_limit_s, relays
                 )
             cpu_after = cpu_snapshot(relay.pid)
             rss = rss_kib(relay.pid)
             await asyncio.sleep(0.5)  # let the last completions commit before reading the counters
-            metrics_after = await scrape_metrics(base_url)
+            metrics_after = await scrape_all(base_urls)
+            each_after = [await scrape_metrics(u) for u in base_urls]
+            window = meter.stop()
             store = commit_stats(metrics_before, metrics_after)
             store["commit_busy_pct"] = store["commit_seconds"] / max(time.monotonic() - ready_at, 1e-9) * 100
             profile_result = await side if side is not None else None
-            exit_code = await children_stop(relay)
+            exit_codes = [await children_stop(r) for r in relays]
         span = (stats["last"] or 0) - (stats["first"] or 0)
+        delivered_each = [
+            a.get(DELIVERED_COUNT, 0.0) - b.get(DELIVERED_COUNT, 0.0)
+            for b, a in zip(each_before, each_after, strict=True)
+        ]
         out: dict[str, Any] = {
+            "store_backend": "postgresql" if postgres else "sqlite",
+            "instances": instances,
             "events": events,
             "subscribers": n_subs,
             "ordering": ordering,
@@ -367,11 +472,19 @@ class Bench:
             "deliveries_per_s": stats["unique"] / span if span > 0 else 0.0,
             "seconds": span,
             "relay_cpu": cpu_usage(cpu_before, cpu_after),
+            "relays_cpu": window["relay_cpu"],
+            "cpu_per_event": cost_per_event(window, delivered_each),
+            "placement": self.placement(db),
             "store": store,
             "rss_kib": rss,
             "preload": loaded,
-            "exit_code": exit_code,
+            "exit_code": exit_codes[0],
+            "exit_codes": exit_codes,
+            "foreign_cpu_window_pct": window["foreign_cpu_pct"],
         }
+        if db is not None:
+            out["postgres"] = db.describe()
+            out["foreign_cpu_pct"] = window["foreign_cpu_pct"]  # the database server's work is this run's
         if profile_result is not None:
             out["profile"] = profile_result
         return out
@@ -569,11 +682,69 @@ async def children_stop(child: Child) -> int | None:
     return await stop(child)
 
 
-async def count_events(db_path: Path) -> int:
+@dataclass
+class Meter:
+    """CPU over one measured window: each relay process, the database server's processes that serve the run's
+    database (PostgreSQL), and everything else on the machine."""
+
+    pids: Sequence[int]
+    db: DbServer | None = None
+    _relays: list[CpuSnapshot] = field(default_factory=list)
+    _db: dict[int, float] = field(default_factory=dict)
+    _load: LoadSnapshot | None = None
+
+    def start(self) -> None:
+        self._load = load_snapshot()
+        self._db = self.db.cpu() if self.db is not None else {}
+        self._relays = [cpu_snapshot(pid) for pid in self.pids]
+
+    def stop(self) -> dict[str, Any]:
+        """relay_cpu_s (per relay), relay_cpu (% of a core, per relay), db_cpu_s, wall_s, and foreign_cpu_pct: the
+        other processes' CPU in % of one core, with the database server's processes for this run counted as the
+        run's own."""
+        assert self._load is not None, "start() first"
+        relays = [cpu_snapshot(pid) for pid in self.pids]
+        db_cpu = cpu_between(self._db, self.db.cpu()) if self.db is not None else None
+        load = load_snapshot()
+        wall = max(load.at - self._load.at, 1e-9)
+        foreign = foreign_cpu_pct(self._load, load) - (db_cpu or 0.0) / wall * 100
+        return {
+            "wall_s": wall,
+            "relay_cpu_s": [cpu_seconds(b, a) for b, a in zip(self._relays, relays, strict=True)],
+            "relay_cpu": [cpu_usage(b, a) for b, a in zip(self._relays, relays, strict=True)],
+            "db_cpu_s": db_cpu,
+            "foreign_cpu_pct": max(0.0, foreign),
+        }
+
+
+def cost_per_event(window: dict[str, Any], events_each: Sequence[float]) -> dict[str, Any]:
+    """The relays' CPU µs per event (per instance and together) and the database server's, over one window."""
+    relay = per_event_cost(window["relay_cpu_s"], events_each)
+    db_cpu = window.get("db_cpu_s")
+    events = relay["events"]
+    return {
+        "window_s": window["wall_s"],
+        "relay": relay,
+        "db_server": None
+        if db_cpu is None
+        else {"cpu_s": db_cpu, "us_per_event": db_cpu / events * 1e6 if events > 0 else None},
+    }
+
+
+async def scrape_all(base_urls: Sequence[str]) -> dict[str, float]:
+    """The relays' metrics added together (one scrape per instance)."""
+    totals: dict[str, float] = {}
+    for url in base_urls:
+        for name, value in (await scrape_metrics(url)).items():
+            totals[name] = totals.get(name, 0.0) + value
+    return totals
+
+
+async def count_events(url: str) -> int:
     """Events in a stopped relay's store, through the store API."""
     from relay.store import create_store
 
-    store = create_store(f"sqlite://{db_path}")
+    store = create_store(url)
     await store.open()
     try:
         return await store.count_events()
@@ -586,19 +757,22 @@ async def wait_stats(
     stats_url: str,
     done: Callable[[dict[str, Any]], bool],
     timeout_s: float,
-    relay: Child,
+    relay: Child | Sequence[Child],
     *,
     strict: bool = True,
 ) -> dict[str, Any]:
-    """Poll the receivers' stats until `done(stats)`; fail (or, not strict, return) at the deadline."""
+    """Poll the receivers' stats until `done(stats)`; fail (or, not strict, return) at the deadline or when a relay
+    exits."""
+    relays = [relay] if isinstance(relay, Child) else list(relay)
     deadline = time.monotonic() + timeout_s
     while True:
         async with session.get(stats_url + "/stats") as resp:
             stats: dict[str, Any] = orjson.loads(await resp.read())
         if done(stats):
             return stats
-        if relay.process.returncode is not None:
-            raise RuntimeError(f"relay exited with {relay.process.returncode}: {relay.log_tail()}")
+        for r in relays:
+            if r.process.returncode is not None:
+                raise RuntimeError(f"{r.name} exited with {r.process.returncode}: {r.log_tail()}")
         if time.monotonic() > deadline:
             if strict:
                 raise RuntimeError(f"receivers incomplete after {timeout_s}s: {stats}")
