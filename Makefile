@@ -21,8 +21,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict relay
 
-# The inner loop (under a minute): lint, types, and every test not marked slow (no `relay serve` processes,
-# no fault injection). `make test` is the full suite CI runs.
+# The inner loop (under a minute): lint, types, and every test not marked slow (none that starts `relay serve`,
+# the `relay` command or a browser as a process, no fault injection; tests/conftest.py marks them). `make test`
+# is the full suite CI runs.
 check: install lint typecheck
 	scripts/test-prereqs
 	$(BIN)/pytest -q -m "not slow"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import sys
@@ -21,7 +22,7 @@ from helpers import base_config, write_config
 from relay.config import Config, config_from_mapping
 from relay.http.app import build_app
 from relay.runtime import Runtime, open_configured_store
-from relay.spec import load_specs
+from relay.spec import SpecRegistry, load_specs
 from relay.store import Store, create_store
 
 
@@ -101,10 +102,21 @@ class App:
         self.store = runtime.store
 
 
+@functools.cache
+def _loaded_specs(paths: tuple[tuple[Path, int], ...]) -> SpecRegistry:
+    return load_specs([path for path, _ in paths])
+
+
+def cached_specs(paths: list[Path]) -> SpecRegistry:
+    """The loaded documents, loaded once per set of files as they are now (a registry is read-only): loading them
+    costs far more than most tests' own work."""
+    return _loaded_specs(tuple((path, path.stat().st_mtime_ns) for path in paths))
+
+
 async def make_app(tmp_path: Path, data: dict[str, Any]) -> tuple[App, TestServer]:
     config: Config = config_from_mapping(data, base_dir=tmp_path)
     write_config(tmp_path, data)
-    specs = load_specs(config.spec_paths)
+    specs = cached_specs(config.spec_paths)
     store = open_configured_store(config)  # as `relay serve` builds it, so store settings in `data` apply
     await store.open()
     runtime = Runtime.build(config, store, specs)
@@ -182,8 +194,21 @@ SLOW_MODULES = frozenset(
 )
 
 
+# A module that starts `relay serve` or the `relay` command as processes, or a browser, is part of `make test`
+# only: `make check` keeps to what runs in the test process and stays under a minute.
+_PROCESS_MARKS = ("relay_process(", "RelayProcess(", "run_cli(", "chromium")
+
+
+@functools.cache
+def _starts_processes(path: Path) -> bool:
+    if path.parent.name not in ("integration", "console"):
+        return False
+    text = path.read_text(encoding="utf-8")
+    return any(mark in text for mark in _PROCESS_MARKS)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         module = item.path.stem
-        if module in SLOW_MODULES or item.path.parent.name == "faults":
+        if module in SLOW_MODULES or item.path.parent.name == "faults" or _starts_processes(item.path):
             item.add_marker(pytest.mark.slow)

@@ -5,6 +5,7 @@ The simulator is checked against the fixtures copied from Sage's public samples 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from relay.poll.x3 import (
     rest_next_cursor,
 )
 from relay.sim.x3 import GRAPHQL_NODES, X3Simulator
-from relay.spec import builtin_spec_paths, load_specs
+from relay.spec import SpecRegistry, builtin_spec_paths, load_specs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "x3"
 CHANNELS = {
@@ -47,8 +48,13 @@ def _fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
+@functools.cache
+def _specs() -> SpecRegistry:
+    return load_specs(builtin_spec_paths())  # loading the documents costs far more than validating one event
+
+
 def _valid(channel: str, data: dict[str, Any]) -> None:
-    specs = load_specs(builtin_spec_paths())
+    specs = _specs()
     payload = {"eventId": "e", "documentType": specs.channels[channel].document_type,
                "timestamp": "2026-11-20T10:00:00Z", "tenantId": "ALDGATE", "data": data}  # fmt: skip
     assert specs.validate(channel, payload) == []
