@@ -233,7 +233,9 @@ async def test_copy_of_100k_events_counts_equal_and_the_copy_delivers_and_replay
     sqlite_url = f"sqlite://{db}"
     # Event i is received at start + i ms: a second of the store's time holds 1,000 events.
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    spec = PreloadSpec(str(db), 100_000, ["s"], batch=10_000, received_from=utc_text(start), step_us=1000)
+    spec = PreloadSpec(
+        events=100_000, db=str(db), subscribers=["s"], batch=10_000, received_from=utc_text(start), step_us=1000
+    )
     assert (await preload(spec))["events"] == 100_000
     source = create_store(sqlite_url)
     await source.open()
