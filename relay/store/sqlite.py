@@ -749,13 +749,13 @@ class SqliteStore(GroupCommit[aiosqlite.Connection], Store):
             return set()
         until = db_ts(lease_until)
 
+        ids = [delivery_id for delivery_id, _token in leases]  # one process owns an SQLite store: the owner fences
+
         async def renew(conn: aiosqlite.Connection) -> set[int]:
             renewed: set[int] = set()
-            for delivery_id, _token in leases:  # one process owns an SQLite store: the owner is the fence
-                params = {"id": delivery_id, "owner": owner, "lease_until": until}
-                cursor = await conn.execute(Q["renew_lease"], params)
-                if cursor.rowcount:
-                    renewed.add(delivery_id)
+            for size, params in _in_list_params(ids, owner=owner, lease_until=until):
+                rows = await conn.execute_fetchall(_in_list_sql("renew_leases", size), params)
+                renewed.update(int(r[0]) for r in rows)
             return renewed
 
         return await self.write(renew)

@@ -190,10 +190,12 @@ WHERE subscriber = :subscriber AND entity_key = :entity_key AND state = 'pending
 INSERT INTO subscriber_state (subscriber, last_success_at) VALUES (:subscriber, :now)
 ON CONFLICT (subscriber) DO UPDATE SET last_success_at = max(coalesce(last_success_at, ''), excluded.last_success_at);
 
--- name: renew_lease
+-- name: renew_leases
 -- Only the holder renews, and only while the delivery is still pending: a completed attempt has no lease left.
+-- `:ids` is replaced by one parameter per delivery id (as for existing_event_ids).
 UPDATE deliveries SET lease_expires_at = :lease_until
-WHERE id = :id AND lease_owner = :owner AND state = 'pending';
+WHERE id IN (:ids) AND lease_owner = :owner AND state = 'pending'
+RETURNING id;
 
 -- name: release_leases
 UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
