@@ -12,10 +12,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from relay.store import Completion
 
 REPO = Path(__file__).resolve().parent.parent
 ION_SPEC = REPO / "specs" / "asyncapi" / "ion-events.yaml"
@@ -60,6 +63,25 @@ def write_config(tmp_path: Path, config: dict[str, Any], name: str = "relay.yaml
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def completion(delivery_id: int, owner: str = "o", **fields: Any) -> Completion:
+    """The record of a first attempt of `delivery_id` (subscriber `s`) by `owner` that delivered it; `fields`
+    change any part of it (a failure, a retry, a fencing token)."""
+    values: dict[str, Any] = {
+        "delivery_id": delivery_id,
+        "subscriber": "s",
+        "owner": owner,
+        "attempt": 1,
+        "started_at": datetime.now(UTC),
+        "duration_ms": 1.0,
+        "status": 200,
+        "error": None,
+        "response_excerpt": None,
+        "state": "delivered",
+        "next_attempt_at": None,
+    }
+    return Completion(**(values | fields))
 
 
 def sample_event(channel: str = "order/synced", event_id: str = "evt-1", **data: Any) -> dict[str, Any]:

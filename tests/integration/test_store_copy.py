@@ -12,7 +12,7 @@ import aiosqlite
 import asyncpg
 import orjson
 import pytest
-from helpers import arun_cli, base_config, relay_process, run_cli, sample_event, until
+from helpers import arun_cli, base_config, completion, relay_process, run_cli, sample_event, until
 from helpers import write_config as write
 from subscriber import Subscriber, subscriber_config
 
@@ -22,7 +22,6 @@ from relay.store import (
     Checkpoint,
     ClaimRequest,
     CommandFilter,
-    Completion,
     DeliveryFilter,
     DeliveryPlan,
     EventFilter,
@@ -62,18 +61,15 @@ async def settle(store: Store, count: int, *, batch: int = 5000) -> None:
             "old-relay", now, [ClaimRequest("s", limit, False, now + timedelta(minutes=1))]
         )
         completions = [
-            Completion(
-                delivery_id=d.id,
-                subscriber="s",
-                owner="old-relay",
-                attempt=1,
+            completion(
+                d.id,
+                "old-relay",
                 started_at=now,
                 duration_ms=12.5,
                 status=200 if i % 4 else 500,
                 error=None if i % 4 else "HTTP 500",
                 response_excerpt=b"ok" if i % 4 else b"boom",
                 state="delivered" if i % 4 else "dead",
-                next_attempt_at=None,
             )
             for i, d in enumerate(claimed)
         ]

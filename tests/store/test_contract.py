@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from helpers import completion
 from prometheus_client import REGISTRY
 
 from relay.config import RuleConfig
@@ -18,7 +19,6 @@ from relay.spec import builtin_spec_paths, load_specs
 from relay.store import (
     Checkpoint,
     ClaimRequest,
-    Completion,
     ConfirmEntry,
     DeliveryFilter,
     DeliveryPlan,
@@ -114,18 +114,10 @@ async def test_completion_records_attempt_and_stales_older_versions(backend: Sto
     (d,) = await backend.claim_deliveries("o", now, [ClaimRequest("s", 10, True, now + timedelta(minutes=1))])
     await backend.complete_deliveries(
         [
-            Completion(
-                delivery_id=d.id,
-                subscriber="s",
-                owner="o",
-                attempt=1,
-                started_at=now,
+            completion(
+                d.id,
                 duration_ms=3.0,
-                status=200,
-                error=None,
                 response_excerpt=b"ok",
-                state="delivered",
-                next_attempt_at=None,
                 entity_key="SO-1",
                 version_order=d.version_order,
                 track_key=True,
@@ -146,7 +138,7 @@ async def test_completion_by_a_lost_lease_changes_nothing(backend: Store) -> Non
     await backend.ingest([NewEvent(event("x", key=None), [DeliveryPlan("s")])])
     now = datetime.now(UTC)
     (d,) = await backend.claim_deliveries("owner-1", now, [ClaimRequest("s", 1, False, now + timedelta(minutes=1))])
-    await backend.complete_deliveries([done(d.id, "someone-else", None)])
+    await backend.complete_deliveries([completion(d.id, "someone-else")])
     (row,) = await backend.list_deliveries(DeliveryFilter(event_id="x"))
     assert row.state == "pending"
 
@@ -157,12 +149,12 @@ async def test_renewed_leases_hold_past_their_first_expiry_and_only_for_their_ho
     lease = [ClaimRequest("s", 3, False, now + timedelta(seconds=10))]
     claimed = await backend.claim_deliveries("holder", now, lease)
     assert len(claimed) == 3
-    kept, finished, lost = claimed
+    in_flight, finished, also_in_flight = claimed
     pairs = [(d.id, d.lease_token) for d in claimed]
-    await backend.complete_deliveries([done(finished.id, "holder", finished.lease_token)])
+    await backend.complete_deliveries([completion(finished.id, "holder", lease_token=finished.lease_token)])
     # Someone else renewing changes nothing; the holder renews what it still holds and is still pending.
     assert await backend.renew_leases("someone-else", pairs, now + timedelta(minutes=5)) == set()
-    assert await backend.renew_leases("holder", pairs, now + timedelta(minutes=5)) == {kept.id, lost.id}
+    assert await backend.renew_leases("holder", pairs, now + timedelta(minutes=5)) == {in_flight.id, also_in_flight.id}
     # Past the first expiry the renewed leases still hold: nothing is claimable.
     later = now + timedelta(minutes=1)
     assert await backend.claim_deliveries("other", later, [ClaimRequest("s", 10, False, later)]) == []
@@ -171,26 +163,9 @@ async def test_renewed_leases_hold_past_their_first_expiry_and_only_for_their_ho
     retaken = await backend.claim_deliveries(
         "other", much_later, [ClaimRequest("s", 10, False, much_later + timedelta(minutes=1))]
     )
-    assert sorted(d.id for d in retaken) == sorted([kept.id, lost.id])
+    assert sorted(d.id for d in retaken) == sorted([in_flight.id, also_in_flight.id])
     assert await backend.renew_leases("holder", pairs, much_later + timedelta(minutes=5)) == set()
     assert await backend.renew_leases("holder", [], much_later) == set()
-
-
-def done(d_id: int, owner: str, token: int | None) -> Completion:
-    return Completion(
-        delivery_id=d_id,
-        subscriber="s",
-        owner=owner,
-        attempt=1,
-        started_at=NOW,
-        duration_ms=1.0,
-        status=200,
-        error=None,
-        response_excerpt=None,
-        state="delivered",
-        next_attempt_at=None,
-        lease_token=token,
-    )
 
 
 async def test_shift_schedule_moves_future_retries_and_leases(backend: Store) -> None:
@@ -198,18 +173,8 @@ async def test_shift_schedule_moves_future_retries_and_leases(backend: Store) ->
     now = datetime.now(UTC)
     claimed = await backend.claim_deliveries("owner-1", now, [ClaimRequest("s", 2, False, now + timedelta(minutes=1))])
     b = next(d for d in claimed if d.event_id == "b")
-    retry = Completion(
-        delivery_id=b.id,
-        subscriber="s",
-        owner="owner-1",
-        attempt=1,
-        started_at=now,
-        duration_ms=1,
-        status=500,
-        error="HTTP 500",
-        response_excerpt=None,
-        state="pending",
-        next_attempt_at=now + timedelta(minutes=30),
+    retry = completion(
+        b.id, "owner-1", status=500, error="HTTP 500", state="pending", next_attempt_at=now + timedelta(minutes=30)
     )
     await backend.complete_deliveries([retry])
     # a is leased for a minute, b waits 30 minutes: nothing to claim now.
@@ -233,23 +198,7 @@ async def test_oldest_pending_counts_leased_deliveries_and_skips_finished_ones(b
     now = datetime.now(UTC)
     claimed = await backend.claim_deliveries("o", now, [ClaimRequest("s1", 10, False, now + timedelta(minutes=1))])
     (first,) = [d for d in claimed if d.event_id == "old"]
-    await backend.complete_deliveries(
-        [
-            Completion(
-                delivery_id=first.id,
-                subscriber="s1",
-                owner="o",
-                attempt=1,
-                started_at=now,
-                duration_ms=1,
-                status=200,
-                error=None,
-                response_excerpt=None,
-                state="delivered",
-                next_attempt_at=None,
-            )
-        ]
-    )
+    await backend.complete_deliveries([completion(first.id, subscriber="s1")])
     # "new" is leased (in flight), still pending; "old" is delivered.
     assert await backend.oldest_pending_at(["s1", "s2"]) == {"s1": five_ago, "s2": ten_ago}
     assert await backend.oldest_pending_at([]) == {}
@@ -260,21 +209,7 @@ async def test_redrive_and_replay(backend: Store) -> None:
     now = datetime.now(UTC)
     (d,) = await backend.claim_deliveries("o", now, [ClaimRequest("s", 1, False, now + timedelta(minutes=1))])
     await backend.complete_deliveries(
-        [
-            Completion(
-                delivery_id=d.id,
-                subscriber="s",
-                owner="o",
-                attempt=8,
-                started_at=now,
-                duration_ms=1,
-                status=500,
-                error="HTTP 500 after 8 attempts",
-                response_excerpt=None,
-                state="dead",
-                next_attempt_at=None,
-            )
-        ]
+        [completion(d.id, attempt=8, status=500, error="HTTP 500 after 8 attempts", state="dead")]
     )
     assert [r.event_id for r in await backend.list_deliveries(DeliveryFilter(state="dead"))] == ["d"]
     assert await backend.redrive(DeliveryFilter(subscriber="s")) == 1
@@ -521,21 +456,7 @@ async def test_one_delivery_by_id_and_retry_now(backend: Store) -> None:
     (d,) = await backend.claim_deliveries("o", now, [ClaimRequest("s", 1, False, now + timedelta(minutes=1))])
     later = now + timedelta(hours=1)
     await backend.complete_deliveries(
-        [
-            Completion(
-                delivery_id=d.id,
-                subscriber="s",
-                owner="o",
-                attempt=1,
-                started_at=now,
-                duration_ms=1,
-                status=503,
-                error="HTTP 503",
-                response_excerpt=None,
-                state="pending",
-                next_attempt_at=later,
-            )
-        ]
+        [completion(d.id, status=503, error="HTTP 503", state="pending", next_attempt_at=later)]
     )
     assert await backend.next_due_at() == later
     assert await backend.make_due_now(row.id)

@@ -13,12 +13,12 @@ from pathlib import Path
 import asyncpg
 import helpers
 import pytest
+from helpers import completion
 
 from relay.events import Event
 from relay.store import (
     ClaimRequest,
     CommandRow,
-    Completion,
     DeliveryFilter,
     DeliveryPlan,
     EventFilter,
@@ -45,24 +45,6 @@ def event(event_id: str, *, key: str | None = None, version: str = "1") -> Event
         occurred_at=NOW,
         received_at=NOW,
         payload=b"{}",
-    )
-
-
-def done(d_id: int, owner: str, token: int | None, *, state: str = "delivered", **kw: object) -> Completion:
-    return Completion(
-        delivery_id=d_id,
-        subscriber="s",
-        owner=owner,
-        attempt=1,
-        started_at=datetime.now(UTC),
-        duration_ms=1.0,
-        status=200,
-        error=None,
-        response_excerpt=None,
-        state=state,  # type: ignore[arg-type]
-        next_attempt_at=None,
-        lease_token=token,
-        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -101,10 +83,10 @@ async def test_a_completion_from_an_expired_claim_is_fenced_off(open_store: Open
         second.id
     }
     # The late answer to the first claim changes nothing, though its owner matches.
-    await store.complete_deliveries([done(first.id, "inst-a", first.lease_token, state="dead")])
+    await store.complete_deliveries([completion(first.id, "inst-a", lease_token=first.lease_token, state="dead")])
     (row,) = await store.list_deliveries(DeliveryFilter(event_id="x"))
     assert row.state == "pending"
-    await store.complete_deliveries([done(second.id, "inst-a", second.lease_token)])
+    await store.complete_deliveries([completion(second.id, "inst-a", lease_token=second.lease_token)])
     (row,) = await store.list_deliveries(DeliveryFilter(event_id="x"))
     assert row.state == "delivered"
 
@@ -139,7 +121,9 @@ async def test_per_key_order_holds_across_instances(open_store: OpenStore) -> No
                 delivered.setdefault(d.entity_key, []).append(int(d.event_id.rsplit("-v", 1)[1]))
             await store.complete_deliveries(
                 [
-                    done(d.id, owner, d.lease_token, entity_key=d.entity_key, version_order=d.version_order)
+                    completion(
+                        d.id, owner, lease_token=d.lease_token, entity_key=d.entity_key, version_order=d.version_order
+                    )
                     for d in claimed
                 ]
             )
