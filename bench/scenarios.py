@@ -437,8 +437,8 @@ class Bench:
             cpu_before = cpu_snapshot(relay.pid)
             meter = Meter([r.pid for r in relays], db)
             meter.start()
-            metrics_before = await scrape_all(base_urls)
             each_before = [await scrape_metrics(u) for u in base_urls]
+            metrics_before = added(each_before)
             prof = self.profiler(children, relay.pid, f"fanout-{n_subs}-{ordering}")
             side = asyncio.create_task(prof(min(15.0, expected / 3000))) if prof is not None else None
             async with aiohttp.ClientSession() as session:
@@ -448,8 +448,8 @@ class Bench:
             cpu_after = cpu_snapshot(relay.pid)
             rss = rss_kib(relay.pid)
             await asyncio.sleep(0.5)  # let the last completions commit before reading the counters
-            metrics_after = await scrape_all(base_urls)
             each_after = [await scrape_metrics(u) for u in base_urls]
+            metrics_after = added(each_after)
             window = meter.stop()
             store = commit_stats(metrics_before, metrics_after)
             store["commit_busy_pct"] = store["commit_seconds"] / max(time.monotonic() - ready_at, 1e-9) * 100
@@ -733,9 +733,14 @@ def cost_per_event(window: dict[str, Any], events_each: Sequence[float]) -> dict
 
 async def scrape_all(base_urls: Sequence[str]) -> dict[str, float]:
     """The relays' metrics added together (one scrape per instance)."""
+    return added([await scrape_metrics(url) for url in base_urls])
+
+
+def added(scrapes: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Several relays' metrics (one `scrape_metrics` each) added together."""
     totals: dict[str, float] = {}
-    for url in base_urls:
-        for name, value in (await scrape_metrics(url)).items():
+    for scrape in scrapes:
+        for name, value in scrape.items():
             totals[name] = totals.get(name, 0.0) + value
     return totals
 
