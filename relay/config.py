@@ -498,7 +498,7 @@ class CommandsConfig(_Model):
     max_in_flight: int = Field(default=2, ge=1)
     rate_limit: Rate = None
     retry: CommandRetryConfig = Field(default_factory=CommandRetryConfig)
-    lease_s: Duration = Field(default=120.0, gt=0, alias="lease")
+    lease_s: Duration = Field(default=120.0, ge=1.0, alias="lease")
     mappings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -77,7 +77,10 @@ NOTES: dict[str, str] = {
     "CommandsConfig.allow": "the commands this connection accepts; others answer 404",
     "CommandsConfig.max_in_flight": "most commands executing at once against this ERP (per relay process)",
     "CommandsConfig.rate_limit": "most ERP calls per time (`5/s`, `30/m`); calls are spaced evenly; none: unlimited",
-    "CommandsConfig.lease": "how long an attempt may take before another executor takes the command over",
+    "CommandsConfig.lease": (
+        "how long a running command is reserved; renewed every third of it while its ERP call is in flight, so a"
+        " process that dies gives its commands up within this long, to be looked up and taken over (at least 1s)"
+    ),
     "CommandsConfig.mappings": "per command: `fields`, `line_fields`, `defaults`, … (see docs/write-back.md)",
     "CommandRetryConfig.schedule": "delay before each retry of an attempt that failed or whose outcome was unknown",
     "CommandRetryConfig.max_age": "no retry starts later than this after the command was accepted; then it fails",

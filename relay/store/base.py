@@ -915,6 +915,12 @@ class Store(abc.ABC):
         """Restart a failed command with a fresh retry window; False when it is not failed."""
 
     @abc.abstractmethod
+    async def renew_command_leases(self, owner: str, command_ids: Sequence[str], lease_until: datetime) -> set[str]:
+        """Extend to `lease_until` the leases `owner` still holds on these running commands: an ERP call still in
+        flight keeps its command. Returns the ids renewed; a command already finished, or whose lease ran out and
+        was taken over since, is not."""
+
+    @abc.abstractmethod
     async def release_command_leases(self, owner: str) -> int:
         """Hand back the commands `owner` holds (a clean stop): they run again at once elsewhere or later."""
 

@@ -1025,6 +1025,16 @@ class PostgresStore(GroupCommit[asyncpg.Connection], Store):
 
         return await self.write(update)
 
+    async def renew_command_leases(self, owner: str, command_ids: Sequence[str], lease_until: datetime) -> set[str]:
+        if not command_ids:
+            return set()
+
+        async def renew(conn: asyncpg.Connection) -> set[str]:
+            rows = await conn.fetch(Q["renew_command_leases"], owner, utc_text(lease_until), list(command_ids))
+            return {str(r[0]) for r in rows}
+
+        return await self.write(renew)
+
     async def release_command_leases(self, owner: str) -> int:
         async def release(conn: asyncpg.Connection) -> int:
             return _rowcount(await conn.execute(Q["release_command_leases"], owner))

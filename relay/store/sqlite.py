@@ -1169,6 +1169,20 @@ class SqliteStore(GroupCommit[aiosqlite.Connection], Store):
 
         return await self.write(update)
 
+    async def renew_command_leases(self, owner: str, command_ids: Sequence[str], lease_until: datetime) -> set[str]:
+        if not command_ids:
+            return set()
+        until = db_ts(lease_until)
+
+        async def renew(conn: aiosqlite.Connection) -> set[str]:
+            renewed: set[str] = set()
+            for size, params in _in_list_params(list(command_ids), owner=owner, lease_until=until):
+                rows = await conn.execute_fetchall(_in_list_sql("renew_command_leases", size), params)
+                renewed.update(str(r[0]) for r in rows)
+            return renewed
+
+        return await self.write(renew)
+
     async def release_command_leases(self, owner: str) -> int:
         async def release(conn: aiosqlite.Connection) -> int:
             cursor = await conn.execute(Q["release_command_leases"], {"owner": owner})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,14 @@ class WriteBack(Stack):
     subscriber: Subscriber
 
 
-def x3_source(url: str, sim: X3Simulator, **commands: Any) -> dict[str, Any]:
+def x3_source(url: str, sim: X3Simulator, *, timeout: str = "1s", **commands: Any) -> dict[str, Any]:
     return {
         "name": "aldgate-x3",
         "kind": "x3",
         "base_url": url,
         "folder": "ALDGATE",
         "auth": sim.demo_auth(),
-        "timeout": "1s",
+        "timeout": timeout,
         "commands": {
             "auth": {"type": "bearer", "tokens": [QUOTES_TOKEN]},
             "retry": {"schedule": ["50ms", "100ms", "200ms"], "max_age": "1h"},
@@ -48,14 +49,20 @@ def x3_source(url: str, sim: X3Simulator, **commands: Any) -> dict[str, Any]:
 
 
 async def start(
-    tmp_path: Path, sim: X3Simulator, url: str, *, store_url: str | None = None, **commands: Any
+    tmp_path: Path,
+    sim: X3Simulator,
+    url: str,
+    *,
+    store_url: str | None = None,
+    timeout: str = "1s",
+    **commands: Any,
 ) -> WriteBack:
     subscriber = Subscriber()
     hook = await subscriber.start()
     data = base_config(
         tmp_path,
         store={"url": store_url or f"sqlite://{tmp_path / 'relay.db'}"},
-        sources=[x3_source(url, sim, **commands)],
+        sources=[x3_source(url, sim, timeout=timeout, **commands)],
         subscribers=[subscriber_config("quotes", hook, channels=["order/created", "command/failed", "customer/*"])],
     )
     stack = await start_stack(tmp_path, data)
@@ -262,6 +269,67 @@ async def test_max_in_flight_one_and_the_rate_limit_hold_at_the_simulator(
         spans = [(j - i, starts[j] - starts[i]) for i in range(len(starts)) for j in range(i + 1, len(starts))]
         too_close = [(calls, round(span_s, 3)) for calls, span_s in spans if span_s < calls * 0.1 - JITTER_S]
         assert not too_close, too_close
+    finally:
+        await stop(wb)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres-2-executors"])
+async def test_a_create_longer_than_the_lease_is_sent_once(
+    tmp_path: Path, x3: tuple[X3Simulator, str], backend: str, request: pytest.FixtureRequest
+) -> None:
+    # The lease is renewed while the create is in flight: neither this executor nor another one on the same
+    # database takes the command over, looks the order up (not there yet) and creates it a second time.
+    sim, url = x3
+    sim.create_delay_s = 3.5  # the ERP takes three leases and more: what is under test, not a synchronisation
+    store_url = request.getfixturevalue("postgres_url") if backend.startswith("postgres") else None
+    wb = await start(tmp_path, sim, url, store_url=store_url, timeout="10s", lease="1s")
+    other = CommandExecutor(wb.runtime, poll_interval_s=0.05) if store_url else None
+    try:
+        if other is not None:
+            await other.start()
+        status, body = await post(wb, order("Q-SLOW"), "slow-create")
+        assert status == 202
+        doc = await finished(wb, body["commandId"], timeout=15)
+        assert (doc["status"], doc["attempts"]) == ("succeeded", 1)
+        assert "adopted" not in doc["result"]  # created by its one attempt, not found by a second one
+        assert len(sim.create_starts_mono) == 1, f"created {len(sim.create_starts_mono)} times"
+        assert [o["CUSORDREF"] for o in sim.orders] == ["Q-SLOW"]
+    finally:
+        if other is not None:
+            await other.stop(1.0)
+        await stop(wb)
+
+
+async def test_a_command_whose_lease_was_taken_over_is_not_sent_by_its_old_holder(
+    tmp_path: Path, x3: tuple[X3Simulator, str]
+) -> None:
+    sim, url = x3
+    # Calls 2 s apart: the second command waits for its slot under a lease renewed every third of a second.
+    # max_in_flight 1: while the second command waits here, this executor claims nothing else.
+    wb = await start(tmp_path, sim, url, lease="1s", rate_limit="30/m", max_in_flight=1)
+    try:
+        _, first = await post(wb, order("Q-L1", customer="C00001"), "lost-1")
+        assert (await finished(wb, first["commandId"]))["status"] == "succeeded"
+        _, second = await post(wb, order("Q-L2", customer="C00002"), "lost-2")
+
+        async def claimed_here() -> bool:
+            return (await status_of(wb, second["commandId"]))["status"] == "running"
+
+        await until(claimed_here, timeout=5)
+        # The store was out of this executor's reach for a whole lease, say, and another executor took over.
+        store = wb.runtime.store
+        assert await store.release_command_leases(wb.executor.owner) == 1
+        later = datetime.now(UTC)
+        (taken,) = await store.claim_commands(
+            "elsewhere", "aldgate-x3", now=later, lease_until=later + timedelta(minutes=5), limit=1
+        )
+        assert taken.id == second["commandId"]
+        # At its next renewal the old holder learns it lost the lease; when its slot comes it sends nothing.
+        await until(lambda: not any(w.running for w in wb.executor.workers.values()), timeout=10)
+        assert [o["CUSORDREF"] for o in sim.orders] == ["Q-L1"]
+        row = await store.get_command(second["commandId"])
+        assert row is not None
+        assert (row.status, row.attempts) == ("running", 2)
     finally:
         await stop(wb)
 

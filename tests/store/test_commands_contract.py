@@ -115,3 +115,48 @@ async def test_reschedule_failed_retry_and_release(store: Store) -> None:
     assert row.window_start_at == later
     assert row.created_at == NOW
     assert await store.open_command_counts() == {("aldgate-x3", "order/create"): 1}
+
+
+async def test_a_renewed_lease_keeps_the_command_and_only_its_holder_renews(store: Store) -> None:
+    await store.submit_command(command("a", "k1", customer="C1"))
+    await store.submit_command(command("b", "k2", customer="C2"))
+    await store.submit_command(command("c", "k3", customer="C3"))
+    lease = NOW + timedelta(seconds=30)
+    claimed = await store.claim_commands("w1", "aldgate-x3", now=NOW, lease_until=lease, limit=2)
+    assert [c.id for c in claimed] == ["a", "b"]
+    assert await store.finish_command(
+        "b", "w1", status="succeeded", result={}, error=None, now=NOW, event=outcome_event("e-b")
+    )
+    # a is renewed; b is finished (no lease left); c was never claimed; another owner renews nothing.
+    renewed_to = NOW + timedelta(seconds=60)
+    assert await store.renew_command_leases("w1", ["a", "b", "c", "missing"], renewed_to) == {"a"}
+    assert await store.renew_command_leases("w2", ["a"], renewed_to + timedelta(seconds=60)) == set()
+    assert await store.renew_command_leases("w1", [], renewed_to) == set()
+    # Past the first lease, a is still held: no one else can take it over.
+    past_first = lease + timedelta(seconds=1)
+    taken = await store.claim_commands(
+        "w2", "aldgate-x3", now=past_first, lease_until=past_first + timedelta(hours=1), limit=10
+    )
+    assert [c.id for c in taken] == ["c"]
+    # Past the renewed lease, it is taken over, and the old holder can neither renew nor finish it.
+    past_renewed = renewed_to + timedelta(seconds=1)
+    (again,) = await store.claim_commands(
+        "w2", "aldgate-x3", now=past_renewed, lease_until=past_renewed + timedelta(seconds=30), limit=10
+    )
+    assert (again.id, again.attempts) == ("a", 2)
+    assert await store.renew_command_leases("w1", ["a"], past_renewed + timedelta(seconds=60)) == set()
+    assert not await store.finish_command(
+        "a", "w1", status="succeeded", result={}, error=None, now=past_renewed, event=outcome_event("e-a")
+    )
+
+
+async def test_renewing_many_commands_at_once(store: Store) -> None:
+    count = 600  # more than one statement's worth of ids on SQLite (512)
+    await asyncio.gather(
+        *(store.submit_command(command(f"m{n:03d}", f"key-{n}", customer=f"C{n}")) for n in range(count))
+    )
+    lease = NOW + timedelta(seconds=5)
+    claimed = await store.claim_commands("w1", "aldgate-x3", now=NOW, lease_until=lease, limit=count)
+    assert len(claimed) == count
+    ids = [c.id for c in claimed]
+    assert await store.renew_command_leases("w1", ids, NOW + timedelta(seconds=60)) == set(ids)

@@ -447,6 +447,13 @@ UPDATE commands SET status = 'accepted', next_attempt_at = :now, window_start_at
                     result = NULL, finished_at = NULL
 WHERE id = :id AND status = 'failed';
 
+-- name: renew_command_leases
+-- Only the holder renews, and only while the command runs: a finished or rescheduled command has no lease left.
+-- `:ids` is replaced by one parameter per command id (as for existing_event_ids).
+UPDATE commands SET lease_until = :lease_until
+WHERE id IN (:ids) AND lease_owner = :owner AND status = 'running'
+RETURNING id;
+
 -- name: release_command_leases
 UPDATE commands SET status = 'accepted', lease_owner = NULL, lease_until = NULL
 WHERE status = 'running' AND lease_owner = :owner;

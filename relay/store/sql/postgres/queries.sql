@@ -487,6 +487,12 @@ UPDATE commands SET status = 'accepted', next_attempt_at = $2, window_start_at =
                     finished_at = NULL
 WHERE id = $1 AND status = 'failed';
 
+-- name: renew_command_leases
+-- Only the holder renews (each executor has its own owner id), and only while the command runs.
+UPDATE commands SET lease_until = $2
+WHERE id = ANY($3::text[]) AND lease_owner = $1 AND status = 'running'
+RETURNING id;
+
 -- name: release_command_leases
 UPDATE commands SET status = 'accepted', lease_owner = NULL, lease_until = NULL
 WHERE status = 'running' AND lease_owner = $1;
