@@ -1232,7 +1232,9 @@ def _serve_forever(apps: list[Any], host: str, port: int, ready: Callable[[str],
     async def run() -> None:
         runners = []
         for app in apps:
-            runner = web.AppRunner(app, access_log=None)
+            from relay.sim import SHUTDOWN_GRACE_S
+
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
             await runner.setup()
             site = web.TCPSite(runner, host, port)
             await site.start()

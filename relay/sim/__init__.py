@@ -6,7 +6,11 @@ import asyncio
 
 from aiohttp import web
 
-__all__ = ["fail_after_create"]
+__all__ = ["SHUTDOWN_GRACE_S", "fail_after_create"]
+
+# A stopping simulator gives requests in flight this long, then cancels them: it may be holding one on purpose
+# (`hang_s`, a slow lookup) that nobody waits for any more.
+SHUTDOWN_GRACE_S = 0.5
 
 
 async def fail_after_create(request: web.Request, mode: str | None, hang_s: float) -> None:

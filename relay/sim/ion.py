@@ -43,6 +43,7 @@ import orjson
 from aiohttp import web
 
 from relay.ingest.bod import map_bod, parse_bod
+from relay.sim import SHUTDOWN_GRACE_S
 
 __all__ = [
     "BOD_KINDS",
@@ -535,7 +536,7 @@ def check_confirm_bod(xml: bytes) -> ReceivedConfirm:
 async def running_ion_simulator(port: int = 0, **kwargs: Any) -> AsyncIterator[tuple[IonSimulator, str]]:
     """Run an `IonSimulator(**kwargs)` on 127.0.0.1 (`port`, by default a free one) and yield it with its base URL."""
     sim = IonSimulator(**kwargs)
-    runner = web.AppRunner(sim.app, access_log=None)
+    runner = web.AppRunner(sim.app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", port)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from relay._net import bound_port
 from relay.signing import SignatureError, parse_secret, verify
+from relay.sim import SHUTDOWN_GRACE_S
 
 __all__ = ["DemoSubscriber", "ReceivedWebhook"]
 
@@ -80,7 +81,7 @@ class DemoSubscriber:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application()
         app.router.add_post("/webhooks", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

@@ -46,7 +46,7 @@ import orjson
 from aiohttp import web
 
 from relay._net import bound_port
-from relay.sim import fail_after_create
+from relay.sim import SHUTDOWN_GRACE_S, fail_after_create
 
 __all__ = ["GRAPHQL_NODES", "X3Simulator", "running_x3_simulator"]
 
@@ -622,7 +622,7 @@ async def running_x3_simulator(seed_data: bool = True, **kwargs: Any) -> AsyncIt
         sim.seed_records("BPSUPPLIER", 12)
         sim.seed_records("PORDER", 10)
         sim.seed_records("PRECEIPT", 8)
-    runner = web.AppRunner(sim.app, access_log=None)
+    runner = web.AppRunner(sim.app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)

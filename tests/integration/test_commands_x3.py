@@ -280,7 +280,7 @@ async def test_a_create_longer_than_the_lease_is_sent_once(
     # The lease is renewed while the create is in flight: neither this executor nor another one on the same
     # database takes the command over, looks the order up (not there yet) and creates it a second time.
     sim, url = x3
-    sim.create_delay_s = 3.5  # the ERP takes three leases and more: what is under test, not a synchronisation
+    sim.create_delay_s = 2.2  # the ERP takes two leases and more: what is under test, not a synchronisation
     store_url = request.getfixturevalue("postgres_url") if backend.startswith("postgres") else None
     wb = await start(tmp_path, sim, url, store_url=store_url, timeout="10s", lease="1s")
     other = CommandExecutor(wb.runtime, poll_interval_s=0.05) if store_url else None
