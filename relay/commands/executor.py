@@ -36,6 +36,7 @@ from relay.commands.policy import (
 )
 from relay.config import CommandsConfig, SxeSource, X3Source
 from relay.ingest.pipeline import Candidate, build_event
+from relay.leases import LeaseKeeper
 from relay.runtime import Runtime
 from relay.store import CommandRow, NewEvent, StoreUnavailable
 
@@ -44,10 +45,7 @@ log = structlog.get_logger(__name__)
 __all__ = ["CommandExecutor", "commands_sources"]
 
 _CREATES = ("order/create", "customer/create")
-# Leases of running commands are renewed this many times per lease (as deliveries' are): two renewals can fail
-# (a store briefly unavailable) before another executor may take the command over.
-LEASE_RENEWALS = 3
-_IDLE_RENEWAL_S = 60.0  # no commands source: how often the renewal loop looks (a reload wakes it at once)
+_IDLE_LEASE_S = 180.0  # no commands source: the renewal loop looks every third of this (a reload wakes it)
 
 
 def commands_sources(runtime: Runtime) -> list[X3Source | SxeSource]:
@@ -92,18 +90,15 @@ class CommandExecutor:
         self.session: aiohttp.ClientSession | None = None
         self.workers: dict[str, _Worker] = {}
         self._gauges_at = 0.0
-        # Commands whose attempt runs in this process → their lease (s); renewed until the attempt ends.
-        self._held: dict[str, float] = {}
-        # Commands whose lease ran out and was taken over while their attempt ran here: not sent to the ERP again.
-        self._lost: set[str] = set()
-        self._renew_task: asyncio.Task[None] | None = None
-        self._renew_now = asyncio.Event()
+        # Commands whose attempt runs in this process → their lease (s); renewed until the attempt ends. One whose
+        # lease ran out and was taken over meanwhile (`lost`) sends nothing more to the ERP.
+        self._leases: LeaseKeeper[str, float] = LeaseKeeper("command", self._renew_leases, self._shortest_lease_s)
 
     async def start(self) -> None:
         """Start one worker per connection with a `commands:` block."""
         self.session = aiohttp.ClientSession()
         self._sync_workers()
-        self._renew_task = asyncio.create_task(self._renew_leases_forever(), name="commands-leases")
+        self._leases.start()
 
     def _sync_workers(self) -> None:
         assert self.session is not None
@@ -131,7 +126,7 @@ class CommandExecutor:
         """Take a reloaded configuration: workers of changed sources restart, removed ones stop."""
         self.runtime = runtime
         self._sync_workers()
-        self._renew_now.set()  # a shorter lease takes effect now, not after the current (old-lease) wait
+        self._leases.reconfigured()
 
     def notify(self, source: str) -> None:
         """A command of `source` was accepted: look for work now rather than at the next poll."""
@@ -151,10 +146,7 @@ class CommandExecutor:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*loops, return_exceptions=True)
-        if self._renew_task is not None:
-            self._renew_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renew_task
+        await self._leases.stop()
         with contextlib.suppress(StoreUnavailable):
             await self.runtime.store.release_command_leases(self.owner)
         if self.session is not None:
@@ -178,7 +170,7 @@ class CommandExecutor:
                         limit=free,
                     )
                     for row in claimed:
-                        self._held[row.id] = worker.commands.lease_s
+                        self._leases.hold(row.id, worker.commands.lease_s)
                         task = asyncio.create_task(self._run(worker, row), name=f"command:{row.id}")
                         worker.running.add(task)
                         task.add_done_callback(functools.partial(self._done, worker))
@@ -211,44 +203,24 @@ class CommandExecutor:
                     counts.get((source.name, command), 0)
                 )
 
-    async def _renew_leases_forever(self) -> None:
-        """Keep the leases of commands whose attempt runs here; a process that dies gives them up within one
-        lease, and they are taken over (looked up first) elsewhere or after a restart."""
-        while True:
-            leases_s = [w.commands.lease_s for w in self.workers.values()] + list(self._held.values())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(leases_s, default=_IDLE_RENEWAL_S * LEASE_RENEWALS) / LEASE_RENEWALS):
-                    await self._renew_now.wait()
-            self._renew_now.clear()
-            await self._renew_leases()
+    def _shortest_lease_s(self) -> float:
+        leases_s = [w.commands.lease_s for w in self.workers.values()] + list(self._leases.held.values())
+        return min(leases_s, default=_IDLE_LEASE_S)
 
-    async def _renew_leases(self) -> None:
-        if not self._held:
-            return
-        asked = dict(self._held)
+    async def _renew_leases(self, held: dict[str, float]) -> set[str]:
+        """Each command's lease extended by its own length (sources may differ): one statement per length."""
         by_lease: dict[float, list[str]] = {}
-        for command_id, lease_s in asked.items():
+        for command_id, lease_s in held.items():
             by_lease.setdefault(lease_s, []).append(command_id)
-        renewed: set[str] = set()
         now = self.clock()
-        try:
-            for lease_s, command_ids in by_lease.items():
-                until = now + timedelta(seconds=lease_s)
-                renewed |= await self.runtime.store.renew_command_leases(self.owner, command_ids, until)
-        except Exception as exc:  # tried again at the next renewal, while the leases still stand
-            log.warning("command leases not renewed", commands=len(asked), error=str(exc))
-            return
-        # Still running here and not renewed: the lease ran out (the store was out of reach for a whole lease) and
-        # another executor took the command. This attempt sends nothing more, and its outcome will be refused.
-        lost = [command_id for command_id in asked if command_id not in renewed and command_id in self._held]
-        for command_id in lost:
-            del self._held[command_id]
-            self._lost.add(command_id)
-        if lost:
-            log.warning("command leases lost while their attempt ran", commands=len(lost))
+        renewed: set[str] = set()
+        for lease_s, command_ids in by_lease.items():
+            until = now + timedelta(seconds=lease_s)
+            renewed |= await self.runtime.store.renew_command_leases(self.owner, command_ids, until)
+        return renewed
 
     def _still_held(self, row: CommandRow) -> bool:
-        if row.id not in self._lost:
+        if row.id not in self._leases.lost:
             return True
         log.warning("command lease lost before the ERP call; the executor that took it over carries on")
         return False
@@ -306,14 +278,13 @@ class CommandExecutor:
                     time.perf_counter() - started
                 )
             # Writing the outcome is short and the lease was renewed within a third of it: no renewal races the write.
-            self._held.pop(row.id, None)
+            self._leases.release(row.id)
             await self._record(worker, row, payload, attempt)
         except StoreUnavailable as exc:
             # The outcome is not on disk: the lease runs out and the next attempt looks the document up.
             log.warning("commands: outcome not stored", error=str(exc))
         finally:
-            self._held.pop(row.id, None)
-            self._lost.discard(row.id)
+            self._leases.release(row.id)
             structlog.contextvars.unbind_contextvars("command_id", "source", "attempt")
 
     async def _record(self, worker: _Worker, row: CommandRow, payload: Mapping[str, Any], attempt: Attempt) -> None:

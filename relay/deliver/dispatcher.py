@@ -36,6 +36,7 @@ from relay.deliver.retry import (
     shared_rate_wait_s,
 )
 from relay.guard import GuardedResolver, target_refusal, target_url
+from relay.leases import LeaseKeeper
 from relay.runtime import Runtime
 from relay.signing import header_refusal, parse_secret, signature_header
 from relay.store import ClaimedDelivery, ClaimRequest, Completion, Store, StoreUnavailable
@@ -50,9 +51,6 @@ USER_AGENT = "erp-relay (+https://github.com/erp-relay/erp-relay)"
 # Tokens taken from a shared bucket and not used (nothing was due) go back after this long: held longer, every
 # instance's leftovers would add to the burst the subscriber sees.
 SHARED_TOKEN_HOLD_S = 1.0
-# Leases of attempts in flight are renewed this many times per lease: a renewal that is late, or one that fails
-# while the store is briefly unavailable, still leaves the lease standing.
-LEASE_RENEWALS = 3
 
 
 @lru_cache(maxsize=256)
@@ -117,8 +115,9 @@ class Dispatcher:
         self._session: aiohttp.ClientSession | None = None
         self._completions: list[Completion] = []
         # Deliveries this process claimed whose completion is not yet handed to the store: id -> fencing token.
-        self._leases: dict[int, int | None] = {}
-        self._renew_task: asyncio.Task[None] | None = None
+        # Renewed while in flight: a long request keeps its delivery, while a process that dies gives its
+        # deliveries up within one lease (they are claimed again elsewhere, or after a restart).
+        self._leases: LeaseKeeper[int, int | None] = LeaseKeeper("delivery", self._renew_leases, self._lease_s)
         # The earliest retry this process scheduled: wake for it instead of waiting a whole poll interval.
         self._next_retry_at: datetime | None = None
         self._clock = ClockWatch(_now(), time.monotonic())
@@ -184,12 +183,13 @@ class Dispatcher:
         self.store.add_commit_listener(self.wake)
         self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
         self._state_task = asyncio.create_task(self._refresh_states_forever(), name="dispatcher-states")
-        self._renew_task = asyncio.create_task(self._renew_leases_forever(), name="dispatcher-leases")
+        self._leases.start()
         log.info("dispatcher started", owner=self.owner, subscribers=len(self._subs))
 
     def reconfigure(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._apply_subscribers(runtime.config)
+        self._leases.reconfigured()
         self.wake()
 
     def wake(self) -> None:
@@ -235,10 +235,7 @@ class Dispatcher:
             if pending:
                 await asyncio.wait(pending, timeout=5)
                 log.warning("attempts cut off at shutdown", count=len(pending))
-        if self._renew_task is not None:
-            self._renew_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renew_task
+        await self._leases.stop()
         with contextlib.suppress(StoreUnavailable):
             await self._flush_completions()
             released = await self.store.release_leases(self.owner)
@@ -366,7 +363,7 @@ class Dispatcher:
                 if sub is None:
                     continue
                 sub.in_flight += 1
-                self._leases[delivery.id] = delivery.lease_token
+                self._leases.hold(delivery.id, delivery.lease_token)
                 task = asyncio.create_task(self._attempt(sub, delivery))
                 self._attempts.add(task)
                 task.add_done_callback(self._attempts.discard)
@@ -375,32 +372,14 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._idle_wait_s())
 
-    async def _renew_leases_forever(self) -> None:
-        """Keep the leases of attempts in flight: a long request keeps its delivery, while a process that dies
-        gives its deliveries up within one lease (they are claimed again elsewhere, or after a restart)."""
-        while True:
-            lease_s = self.runtime.config.delivery.lease_s
-            await asyncio.sleep(lease_s / LEASE_RENEWALS)
-            await self._renew_leases(lease_s)
+    def _lease_s(self) -> float:
+        return self.runtime.config.delivery.lease_s
 
-    async def _renew_leases(self, lease_s: float) -> None:
-        if not self._leases:
-            return
-        asked = dict(self._leases)
-        try:
-            renewed = await self.store.renew_leases(
-                self.owner, list(asked.items()), _now() + timedelta(seconds=lease_s)
-            )
-        except Exception as exc:  # tried again at the next renewal, while the leases still stand
-            log.warning("delivery leases not renewed", deliveries=len(asked), error=str(exc))
-            return
-        # Still in flight here and not renewed: the lease ran out and another claim took the delivery. This
-        # attempt's completion will be refused (the fence); the delivery goes on under the new claim.
-        lost = [delivery_id for delivery_id in asked if delivery_id not in renewed and delivery_id in self._leases]
-        for delivery_id in lost:
-            del self._leases[delivery_id]
-        if lost:
-            log.warning("delivery leases lost while in flight", deliveries=len(lost))
+    async def _renew_leases(self, held: dict[int, int | None]) -> set[int]:
+        # Not renewed while still in flight: the lease ran out and another claim took the delivery. This attempt's
+        # completion will be refused (the fence); the delivery goes on under the new claim.
+        until = _now() + timedelta(seconds=self._lease_s())
+        return await self.store.renew_leases(self.owner, list(held.items()), until)
 
     async def _follow_clock_steps(self, now: datetime) -> None:
         step_s = self._clock.check(now, time.monotonic()) + self._unshifted_step_s
@@ -617,7 +596,7 @@ class Dispatcher:
             log.exception("attempt failed outside its outcome")
             await self._record_fault(config, d, attempt, exc)
         finally:
-            self._leases.pop(d.id, None)
+            self._leases.release(d.id)
             if slot_held:
                 self._release_slot(sub)
             structlog.contextvars.unbind_contextvars("event_id", "subscriber", "attempt")
@@ -681,5 +660,5 @@ class Dispatcher:
             return
         batch, self._completions = self._completions, []
         for completion in batch:  # its commit takes milliseconds; the lease has at least two thirds left
-            self._leases.pop(completion.delivery_id, None)
+            self._leases.release(completion.delivery_id)
         await self.store.complete_deliveries(batch)

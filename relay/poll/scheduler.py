@@ -25,6 +25,7 @@ import structlog
 
 from relay import metrics
 from relay.config import HttpJsonSource, SourceConfig
+from relay.leases import renewal_period_s
 from relay.onboarding.health import Failure, HealthState, error_class
 from relay.onboarding.watch import record_health
 from relay.poll.base import Fetcher, PollError, ResourceSpec
@@ -44,7 +45,6 @@ __all__ = [
     "build_source",
     "cron_delay_s",
     "cron_next",
-    "lease_check_s",
     "next_delay_s",
     "source_up",
 ]
@@ -122,12 +122,6 @@ def cron_delay_s(expression: str, after: datetime) -> float:
         ValueError: a malformed expression.
     """
     return (cron_next(expression, after) - after).total_seconds()
-
-
-def lease_check_s(lease_s: float) -> float:
-    """How often a poll lease is renewed, and how often a standby instance asks for it: a third of the lease, so
-    two renewals can fail before it lapses, and a dead holder's resources move within `lease_s` + this."""
-    return lease_s / 3
 
 
 def source_up(failures_per_resource: Sequence[int]) -> bool:
@@ -272,7 +266,7 @@ class PollScheduler:
 
     async def _renew_forever(self) -> None:
         while True:
-            await asyncio.sleep(lease_check_s(self._lease_s))  # the renewal period, not a synchronisation
+            await asyncio.sleep(renewal_period_s(self._lease_s))  # the renewal period, not a synchronisation
             try:
                 await self.runtime.store.renew_poll_leases(self.owner, self._lease_s)
             except StoreUnavailable as exc:
@@ -433,7 +427,7 @@ class PollScheduler:
         next_reconcile = datetime.now(UTC) + timedelta(seconds=r.reconcile_every_s) if r.reconcile_every_s else None
         while True:
             if not await self._hold(job):
-                await asyncio.sleep(lease_check_s(self._lease_s))  # standby: ask again at the renewal period
+                await asyncio.sleep(renewal_period_s(self._lease_s))  # standby: ask again at the renewal period
                 continue
             started = time.perf_counter()
             job.last_poll = datetime.now(UTC)
