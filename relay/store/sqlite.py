@@ -745,20 +745,8 @@ class SqliteStore(GroupCommit[aiosqlite.Connection], Store):
     async def renew_leases(
         self, owner: str, leases: Sequence[tuple[int, int | None]], lease_until: datetime
     ) -> set[int]:
-        if not leases:
-            return set()
-        until = db_ts(lease_until)
-
         ids = [delivery_id for delivery_id, _token in leases]  # one process owns an SQLite store: the owner fences
-
-        async def renew(conn: aiosqlite.Connection) -> set[int]:
-            renewed: set[int] = set()
-            for size, params in _in_list_params(ids, owner=owner, lease_until=until):
-                rows = await conn.execute_fetchall(_in_list_sql("renew_leases", size), params)
-                renewed.update(int(r[0]) for r in rows)
-            return renewed
-
-        return await self.write(renew)
+        return {int(i) for i in await self._renew("renew_leases", ids, owner, lease_until)}
 
     async def release_leases(self, owner: str) -> int:
         async def release(conn: aiosqlite.Connection) -> int:
@@ -1170,15 +1158,19 @@ class SqliteStore(GroupCommit[aiosqlite.Connection], Store):
         return await self.write(update)
 
     async def renew_command_leases(self, owner: str, command_ids: Sequence[str], lease_until: datetime) -> set[str]:
-        if not command_ids:
-            return set()
+        return {str(i) for i in await self._renew("renew_command_leases", command_ids, owner, lease_until)}
+
+    async def _renew(self, query: str, ids: Sequence[Any], owner: str, lease_until: datetime) -> list[Any]:
+        """The ids among `ids` whose lease `owner` still holds, extended to `lease_until` by `query` (an
+        `UPDATE … WHERE id IN (:ids) … RETURNING id`), a statement per chunk of ids."""
+        if not ids:
+            return []
         until = db_ts(lease_until)
 
-        async def renew(conn: aiosqlite.Connection) -> set[str]:
-            renewed: set[str] = set()
-            for size, params in _in_list_params(list(command_ids), owner=owner, lease_until=until):
-                rows = await conn.execute_fetchall(_in_list_sql("renew_command_leases", size), params)
-                renewed.update(str(r[0]) for r in rows)
+        async def renew(conn: aiosqlite.Connection) -> list[Any]:
+            renewed: list[Any] = []
+            for size, params in _in_list_params(list(ids), owner=owner, lease_until=until):
+                renewed.extend(r[0] for r in await conn.execute_fetchall(_in_list_sql(query, size), params))
             return renewed
 
         return await self.write(renew)
