@@ -1229,17 +1229,16 @@ def simulate() -> None:
 def _serve_forever(apps: list[Any], host: str, port: int, ready: Callable[[str], None]) -> None:
     from aiohttp import web
 
+    from relay._net import bound_port
+    from relay.sim import SHUTDOWN_GRACE_S
+
     async def run() -> None:
         runners = []
         for app in apps:
-            from relay.sim import SHUTDOWN_GRACE_S
-
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
             await runner.setup()
             site = web.TCPSite(runner, host, port)
             await site.start()
-            from relay._net import bound_port
-
             ready(f"http://{host}:{bound_port(site)}")
             runners.append(runner)
         try:

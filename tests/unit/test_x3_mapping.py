@@ -5,12 +5,12 @@ The simulator is checked against the fixtures copied from Sage's public samples 
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import cached_specs
 
 from relay.poll.base import PollError
 from relay.poll.changes import FieldRule, RecordMapping, entity_key
@@ -25,7 +25,7 @@ from relay.poll.x3 import (
     rest_next_cursor,
 )
 from relay.sim.x3 import GRAPHQL_NODES, X3Simulator
-from relay.spec import SpecRegistry, builtin_spec_paths, load_specs
+from relay.spec import builtin_spec_paths
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "x3"
 CHANNELS = {
@@ -48,13 +48,8 @@ def _fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
-@functools.cache
-def _specs() -> SpecRegistry:
-    return load_specs(builtin_spec_paths())  # loading the documents costs far more than validating one event
-
-
 def _valid(channel: str, data: dict[str, Any]) -> None:
-    specs = _specs()
+    specs = cached_specs(builtin_spec_paths())  # loading the documents costs far more than one validation
     payload = {"eventId": "e", "documentType": specs.channels[channel].document_type,
                "timestamp": "2026-11-20T10:00:00Z", "tenantId": "ALDGATE", "data": data}  # fmt: skip
     assert specs.validate(channel, payload) == []
